@@ -1,0 +1,63 @@
+//! The transport-independent event handlers: `/ws` (and any later transport)
+//! parse frames, call these, and turn the results into replies.
+
+use courier_shared::{
+    ClientError, ErrorCode,
+    db::{
+        messages::{NewMessage, StoredMessage},
+        status,
+    },
+    protocol::{ReadReceipt, SendMessage},
+};
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+/// `message:send`: validates, stores the message with a `sent` status per other
+/// member in one transaction, and returns ✓ sent. A resend with the same
+/// `clientMsgId` returns the original message.
+pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) -> Result<StoredMessage, ClientError> {
+    send.validate()?;
+    let message = NewMessage {
+        message_id: Uuid::now_v7(),
+        chat_id: send.chat_id,
+        sender_id: sender_id.to_owned(),
+        content: send.content,
+        message_type: send.message_type,
+        client_msg_id: send.client_msg_id,
+    };
+    state.sends.store(message).await
+}
+
+/// `message:delivered {messageId}`: the client has the message. Returns whether the status changed.
+pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -> Result<bool, ClientError> {
+    let changes = status::mark_delivered(&state.db, &[message_id], &[user_id.to_owned()]).await?;
+    if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
+        return Err(not_found());
+    }
+    Ok(!changes.is_empty())
+}
+
+/// `message:read`: one message or a whole chat up to a seq. Returns how many statuses changed.
+pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) -> Result<usize, ClientError> {
+    match receipt {
+        ReadReceipt::One { message_id } => {
+            let changes = status::mark_read(&state.db, &[message_id], &[user_id.to_owned()]).await?;
+            if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
+                return Err(not_found());
+            }
+            Ok(changes.len())
+        }
+        ReadReceipt::UpTo { chat_id, up_to_seq } => {
+            if !courier_shared::db::chats::is_member(&state.db, chat_id, user_id).await? {
+                return Err(ClientError::not_member());
+            }
+            Ok(status::mark_read_up_to(&state.db, user_id, chat_id, up_to_seq).await?.len())
+        }
+    }
+}
+
+/// Same answer for "no such message" and "not addressed to you".
+fn not_found() -> ClientError {
+    ClientError::new(ErrorCode::NotFound, "no such message for this user")
+}

@@ -1,0 +1,82 @@
+//! The authenticated caller of a REST call or WebSocket upgrade.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header::AUTHORIZATION, request::Parts},
+};
+use courier_shared::{ClientError, ErrorCode, auth::Claims, db::users};
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// A caller whose token checked out; their user row exists.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub claims: Claims,
+}
+
+impl AuthUser {
+    pub fn id(&self) -> &str {
+        &self.claims.sub
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)
+            .or_else(|| query_token(parts))
+            .ok_or_else(|| ClientError::new(ErrorCode::Unauthorized, "missing token: send `Authorization: Bearer …` or `?token=`"))?;
+        let claims = state.jwt.verify(&token)?;
+        users::upsert_from_claims(&state.db, &claims).await?;
+        Ok(AuthUser { claims })
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// `?token=` for browsers, which cannot set headers on a WebSocket.
+fn query_token(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "token").then(|| percent_decode(value))
+    })
+}
+
+/// JWTs are base64url and dots; decode the few escapes a client might add anyway.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()).filter(|_| bytes[i] == b'%') {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%2Eb"), "a.b");
+        assert_eq!(super::percent_decode("abc%"), "abc%");
+        assert_eq!(super::percent_decode("%4"), "%4");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,69 @@
+//! `/api/chats/{id}/messages`: history and the REST send.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::{JsonRejection, PathRejection, QueryRejection}},
+    http::StatusCode,
+};
+use courier_shared::{
+    db::messages::{self, HistoryMessage},
+    protocol::{SendMessage, SentMessage},
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{auth::AuthUser, error::ApiError};
+use crate::{events, state::AppState};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/chats/{id}/messages?before=SEQ&limit=N`: newest first.
+pub async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+    chat_id: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<HistoryMessage>>, ApiError> {
+    let Path(chat_id) = chat_id?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    Ok(Json(messages::history(&state.db, user.id(), chat_id, query.before, limit).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendBody {
+    content: String,
+    #[serde(default)]
+    message_type: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+/// `POST /api/chats/{id}/messages`: the WebSocket send path over HTTP.
+/// 201 for a new message, 200 when `clientMsgId` named an existing one.
+pub async fn send(
+    State(state): State<AppState>,
+    user: AuthUser,
+    chat_id: Result<Path<Uuid>, PathRejection>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<SentMessage>), ApiError> {
+    let Path(chat_id) = chat_id?;
+    let Json(body) = body?;
+    let send = SendMessage {
+        chat_id,
+        content: body.content,
+        message_type: body.message_type.unwrap_or_else(|| "text".into()),
+        client_msg_id: body.client_msg_id,
+    };
+    let stored = events::send_message(&state, user.id(), send).await?;
+    let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(stored.sent)))
+}

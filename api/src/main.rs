@@ -1,0 +1,97 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use courier_api::{ApiConfig, ApiServer};
+use courier_shared::{auth, config::parse_duration, db, telemetry};
+
+/// Courier API node: WebSocket (/ws) and REST (/api) for chat clients.
+#[derive(Parser)]
+#[command(name = "courier-api", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    config: ApiConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API node (the default).
+    Serve,
+    /// Create the database if needed, apply migrations, and exit.
+    Migrate,
+    /// Print a signed HS256 development token for a user (uses JWT_SECRET).
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// Display name (`name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Avatar URL (`picture` claim).
+        #[arg(long)]
+        picture: Option<String>,
+        /// Role claim, e.g. `admin`.
+        #[arg(long)]
+        role: Option<String>,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing(cli.config.common.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Migrate => {
+            let common = &cli.config.common;
+            let pool = db::connect(&common.database_url, 2, Duration::from_secs(30)).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Token { user, name, picture, role, ttl } => {
+            auth::validate_user_id(&user).map_err(|e| anyhow::anyhow!(e.message))?;
+            let request = auth::DevTokenRequest { user_id: user, name, picture, role, ttl };
+            let token = auth::sign_hs256(&cli.config.jwt.jwt_secret, &request).context("signing the token")?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: ApiConfig) -> anyhow::Result<()> {
+    let server = ApiServer::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown();
+    server.wait().await;
+    Ok(())
+}
+
+/// SIGTERM (docker stop, Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

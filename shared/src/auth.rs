@@ -1,0 +1,197 @@
+//! JWT verification (HS256 with a shared secret, or RS256 with a public key) and dev tokens.
+
+use std::{path::PathBuf, time::Duration};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClientError, ErrorCode};
+
+/// Longest token accepted; anything bigger is refused before it is parsed.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest user id (the host app's id, used as `sub`).
+pub const MAX_USER_ID_BYTES: usize = 128;
+/// Tolerated clock skew for `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 60;
+
+/// Dev-only default secret, so a fresh checkout runs; start-up logs a warning when it is in use.
+pub const DEV_SECRET: &str = "courier-dev-secret-change-me";
+
+/// How tokens are checked. Exactly one of secret and public key is used: the key file wins.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JwtConfig {
+    /// HS256 shared secret (at least 16 bytes). Ignored when JWT_PUBLIC_KEY_FILE is set.
+    #[arg(long, env = "JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true)]
+    pub jwt_secret: String,
+
+    /// PEM RSA public key: tokens are then verified as RS256 instead of HS256.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// If set, tokens must carry this `aud`.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// If set, tokens must carry this `iss`.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+}
+
+/// The claims Courier reads. `sub` is the user id; `name` and `picture` fill the user row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    /// `admin` grants the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// Why a configured key cannot be used; reported once at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("JWT_SECRET must be at least 16 bytes")]
+    SecretTooShort,
+    #[error("cannot read JWT_PUBLIC_KEY_FILE {path}: {source}")]
+    ReadKey { path: PathBuf, source: std::io::Error },
+    #[error("JWT_PUBLIC_KEY_FILE {path} is not a PEM RSA public key: {source}")]
+    BadKey { path: PathBuf, source: jsonwebtoken::errors::Error },
+}
+
+/// Verifies tokens against the configured key; cheap to clone.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    /// Whether the default dev secret is in use.
+    pub uses_dev_secret: bool,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier").field("algorithms", &self.validation.algorithms).finish()
+    }
+}
+
+impl JwtVerifier {
+    /// Builds the verifier; fails fast on an unusable key.
+    pub fn new(config: &JwtConfig) -> Result<Self, JwtConfigError> {
+        let (key, algorithm) = match &config.jwt_public_key_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|source| JwtConfigError::ReadKey { path: path.clone(), source })?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .map_err(|source| JwtConfigError::BadKey { path: path.clone(), source })?;
+                (key, Algorithm::RS256)
+            }
+            None => {
+                if config.jwt_secret.len() < 16 {
+                    return Err(JwtConfigError::SecretTooShort);
+                }
+                (DecodingKey::from_secret(config.jwt_secret.as_bytes()), Algorithm::HS256)
+            }
+        };
+        // Only the one configured algorithm: this is what defeats `alg: none`
+        // and HS256-signed-with-the-RSA-public-key confusion.
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_aud = config.jwt_audience.is_some();
+        if let Some(audience) = &config.jwt_audience {
+            validation.set_audience(&[audience]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(issuer) = &config.jwt_issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        Ok(Self {
+            key,
+            validation,
+            uses_dev_secret: config.jwt_public_key_file.is_none() && config.jwt_secret == DEV_SECRET,
+        })
+    }
+
+    /// Checks signature, algorithm, expiry, audience, issuer and the user id.
+    pub fn verify(&self, token: &str) -> Result<Claims, ClientError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(unauthorized("token is too large"));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
+            unauthorized(match error.kind() {
+                ErrorKind::ExpiredSignature => "token has expired",
+                ErrorKind::InvalidSignature => "token signature is invalid",
+                ErrorKind::InvalidAlgorithm => "token algorithm is not accepted",
+                ErrorKind::InvalidAudience => "token audience is not accepted",
+                ErrorKind::InvalidIssuer => "token issuer is not accepted",
+                ErrorKind::ImmatureSignature => "token is not valid yet",
+                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                _ => "token is malformed",
+            })
+        })?;
+        let claims = data.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+            return Err(unauthorized("token is issued in the future"));
+        }
+        validate_user_id(&claims.sub).map_err(|_| unauthorized("token subject is not a valid user id"))?;
+        Ok(claims)
+    }
+}
+
+fn unauthorized(message: &str) -> ClientError {
+    ClientError::new(ErrorCode::Unauthorized, message)
+}
+
+/// A user id is 1-128 bytes of UTF-8 without control characters.
+pub fn validate_user_id(id: &str) -> Result<(), ClientError> {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES || id.chars().any(char::is_control) {
+        return Err(ClientError::invalid_payload("user ids are 1-128 bytes without control characters"));
+    }
+    Ok(())
+}
+
+/// What a dev token says about its user.
+#[derive(Debug, Clone, Default)]
+pub struct DevTokenRequest {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub picture: Option<String>,
+    pub role: Option<String>,
+    pub ttl: Duration,
+}
+
+/// Signs an HS256 token with `secret`, as `courier-api token` does.
+pub fn sign_hs256(secret: &str, request: &DevTokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: request.user_id.clone(),
+        exp: now + request.ttl.as_secs(),
+        iat: Some(now),
+        name: request.name.clone(),
+        picture: request.picture.clone(),
+        role: request.role.clone(),
+        aud: None,
+        iss: None,
+    };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+}
+
+/// Signs arbitrary claims with any algorithm and key; tests use it to forge bad tokens.
+pub fn sign_claims<T: Serialize>(
+    header: &Header,
+    claims: &T,
+    key: &EncodingKey,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(header, claims, key)
+}

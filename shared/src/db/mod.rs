@@ -1,0 +1,110 @@
+//! PostgreSQL access, one module per table family. Queries are plain
+//! `sqlx::query_as` with static SQL, so a clean clone builds without a database.
+
+pub mod chats;
+pub mod messages;
+pub mod status;
+pub mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// The migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Why the database could not be prepared at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("DATABASE_URL is invalid: {0}")]
+    InvalidUrl(sqlx::Error),
+    #[error("cannot reach PostgreSQL: {0}")]
+    Unreachable(sqlx::Error),
+    #[error("cannot create the database: {0}")]
+    Create(sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens a pool on `url`, creating the database first if it does not exist.
+/// Waits (with backoff, up to `patience`) for PostgreSQL to accept connections.
+pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool, SetupError> {
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?;
+    create_database_if_missing(&options, patience).await?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // A broken connection fails one query (callers map it to a retryable
+        // error) instead of costing every query a ping.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(SetupError::Unreachable)
+}
+
+/// Applies pending migrations. sqlx holds an advisory lock meanwhile, so two
+/// nodes starting at once take turns.
+pub async fn migrate(pool: &PgPool) -> Result<(), SetupError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions, patience: Duration) -> Result<(), SetupError> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_total_delay(Some(patience))
+        .without_max_times()
+        .build();
+    loop {
+        match options.connect().await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("3D000") => {
+                return create_database(options).await;
+            }
+            Err(error) => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(%error, "PostgreSQL is not ready; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(SetupError::Unreachable(error)),
+            },
+        }
+    }
+}
+
+async fn create_database(options: &PgConnectOptions) -> Result<(), SetupError> {
+    let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
+    let mut admin: PgConnection =
+        options.clone().database("postgres").connect().await.map_err(SetupError::Unreachable)?;
+    let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await;
+    let _ = admin.close().await;
+    match result {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another node created it first.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+        Err(error) => Err(SetupError::Create(error)),
+    }
+}
+
+/// Whether PostgreSQL answers a trivial query (readiness).
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// Whether an error is a unique violation (SQLSTATE 23505).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}

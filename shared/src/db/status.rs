@@ -1,0 +1,331 @@
+//! `message_status`: each recipient's inbox and each sender's ticks. Statuses
+//! only move forward: sent → delivered → read (or sent → expired).
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    job::{Delivery, StatusChange},
+    protocol::{DeliveryStatus, StatusUpdate},
+};
+
+#[derive(sqlx::FromRow)]
+struct ChangedRow {
+    message_id: Uuid,
+    user_id: String,
+    chat_id: Uuid,
+    sender_id: String,
+    status: DeliveryStatus,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ChangedRow> for StatusChange {
+    fn from(row: ChangedRow) -> Self {
+        StatusChange {
+            sender_id: row.sender_id,
+            update: StatusUpdate {
+                message_id: row.message_id,
+                chat_id: row.chat_id,
+                status: row.status,
+                delivered_to: row.user_id.clone(),
+                user_id: row.user_id,
+                timestamp: row.updated_at,
+            },
+        }
+    }
+}
+
+const CHANGED: &str = "ms.message_id, ms.user_id, ms.chat_id, ms.sender_id, ms.status, ms.updated_at";
+
+/// Marks (message, recipient) pairs delivered where they are still `sent`.
+/// Returns the rows that changed, for the senders' ✓✓.
+pub async fn mark_delivered(
+    executor: impl PgExecutor<'_>,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE message_status ms
+            SET status = 'delivered', updated_at = now(), sender_synced = false
+           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = 'sent'
+          RETURNING {CHANGED}"
+    )))
+    .bind(message_ids)
+    .bind(user_ids)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(StatusChange::from).collect())
+}
+
+/// Marks (message, recipient) pairs read where they are `sent` or `delivered`.
+pub async fn mark_read(
+    executor: impl PgExecutor<'_>,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE message_status ms
+            SET status = 'read', updated_at = now(), sender_synced = false
+           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status IN ('sent', 'delivered')
+          RETURNING {CHANGED}"
+    )))
+    .bind(message_ids)
+    .bind(user_ids)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(StatusChange::from).collect())
+}
+
+/// Marks everything in a chat up to `up_to_seq` read for `user_id`.
+pub async fn mark_read_up_to(
+    executor: impl PgExecutor<'_>,
+    user_id: &str,
+    chat_id: Uuid,
+    up_to_seq: i64,
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE message_status ms
+            SET status = 'read', updated_at = now(), sender_synced = false
+          WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq <= $3 AND ms.status IN ('sent', 'delivered')
+          RETURNING {CHANGED}"
+    )))
+    .bind(user_id)
+    .bind(chat_id)
+    .bind(up_to_seq)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(StatusChange::from).collect())
+}
+
+/// Whether `user_id` is a recipient of `message_id` (for acks by message id).
+pub async fn is_recipient(executor: impl PgExecutor<'_>, message_id: Uuid, user_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message_status WHERE message_id = $1 AND user_id = $2)")
+        .bind(message_id)
+        .bind(user_id)
+        .fetch_one(executor)
+        .await
+}
+
+/// Records that senders have seen these status changes (they acked the
+/// `message:status` frame). Only if the status is still the one they saw.
+pub async fn mark_sender_synced(
+    executor: impl PgExecutor<'_>,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+    statuses: &[DeliveryStatus],
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE message_status ms SET sender_synced = true
+           FROM UNNEST($1::uuid[], $2::text[], $3::delivery_status[]) AS j(message_id, user_id, status)
+          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = j.status
+            AND NOT ms.sender_synced",
+    )
+    .bind(message_ids)
+    .bind(user_ids)
+    .bind(statuses)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Columns of a [`Delivery`], for queries that join status, message and sender.
+const DELIVERY_COLUMNS: &str = "ms.id AS status_id, ms.message_id, ms.chat_id, ms.seq, ms.prev_seq, m.sender_id,
+     m.content, m.message_type, m.created_at, u.name AS sender_name, u.profile_picture AS sender_picture";
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    status_id: i64,
+    message_id: Uuid,
+    chat_id: Uuid,
+    seq: i64,
+    prev_seq: i64,
+    sender_id: String,
+    content: Vec<u8>,
+    message_type: String,
+    created_at: DateTime<Utc>,
+    sender_name: Option<String>,
+    sender_picture: Option<String>,
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(row: DeliveryRow) -> Self {
+        Delivery {
+            status_id: row.status_id,
+            message_id: row.message_id,
+            chat_id: row.chat_id,
+            seq: row.seq,
+            prev_seq: row.prev_seq,
+            sender_id: row.sender_id,
+            // Stored from a Rust String: always valid UTF-8.
+            content: String::from_utf8_lossy(&row.content).into_owned(),
+            message_type: row.message_type,
+            created_at: row.created_at,
+            sender_name: row.sender_name,
+            sender_picture: row.sender_picture,
+        }
+    }
+}
+
+/// The guide's getUndeliveredMessages, one page: `user_id`'s `sent` messages in
+/// inbox order after `after_status_id`, up to `until_status_id`.
+pub async fn undelivered_page(
+    pool: &PgPool,
+    user_id: &str,
+    after_status_id: i64,
+    until_status_id: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS}
+           FROM message_status ms
+           JOIN messages m ON m.id = ms.message_id
+           JOIN users u ON u.id = m.sender_id
+          WHERE ms.user_id = $1 AND ms.status = 'sent' AND ms.id > $2 AND ms.id <= $3
+          ORDER BY ms.id
+          LIMIT $4"
+    )))
+    .bind(user_id)
+    .bind(after_status_id)
+    .bind(until_status_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
+
+/// `user_id`'s `sent` messages in one chat with `after_seq < seq <= up_to_seq`, in seq order:
+/// what a connection pushes when it finds a hole in a chat's sequence.
+pub async fn undelivered_in_chat(
+    pool: &PgPool,
+    user_id: &str,
+    chat_id: Uuid,
+    after_seq: i64,
+    up_to_seq: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS}
+           FROM message_status ms
+           JOIN messages m ON m.id = ms.message_id
+           JOIN users u ON u.id = m.sender_id
+          WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq > $3 AND ms.seq <= $4 AND ms.status = 'sent'
+          ORDER BY ms.seq
+          LIMIT $5"
+    )))
+    .bind(user_id)
+    .bind(chat_id)
+    .bind(after_seq)
+    .bind(up_to_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
+
+/// Deliveries for (message, recipient) pairs still `sent`, in the order given.
+/// Pairs already delivered, read or gone are left out.
+pub async fn pending_deliveries(
+    pool: &PgPool,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+) -> Result<Vec<(String, Delivery)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        recipient_id: String,
+        #[sqlx(flatten)]
+        delivery: DeliveryRow,
+    }
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT ms.user_id AS recipient_id, {DELIVERY_COLUMNS}
+           FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
+           JOIN message_status ms ON ms.message_id = j.message_id AND ms.user_id = j.user_id
+           JOIN messages m ON m.id = ms.message_id
+           JOIN users u ON u.id = m.sender_id
+          WHERE ms.status = 'sent'
+          ORDER BY j.ord"
+    )))
+    .bind(message_ids)
+    .bind(user_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.recipient_id, Delivery::from(row.delivery))).collect())
+}
+
+/// The state of (message, recipient) pairs: `None` where the row is gone.
+pub async fn statuses_of(
+    pool: &PgPool,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+) -> Result<Vec<Option<DeliveryStatus>>, sqlx::Error> {
+    let rows: Vec<(Option<DeliveryStatus>,)> = sqlx::query_as(
+        "SELECT ms.status
+           FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
+           LEFT JOIN message_status ms ON ms.message_id = j.message_id AND ms.user_id = j.user_id
+          ORDER BY j.ord",
+    )
+    .bind(message_ids)
+    .bind(user_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(status,)| status).collect())
+}
+
+/// Marks jobs parked: they ran out of retry tiers while the recipient was offline.
+pub async fn park(pool: &PgPool, message_ids: &[Uuid], user_ids: &[String]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE message_status ms SET parked_at = now()
+           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = 'sent'",
+    )
+    .bind(message_ids)
+    .bind(user_ids)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Status changes a sender has not acknowledged, in order, after `after_status_id`.
+pub async fn unsynced_for_sender(
+    pool: &PgPool,
+    sender_id: &str,
+    after_status_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, StatusUpdate)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        #[sqlx(flatten)]
+        changed: ChangedRow,
+    }
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT ms.id, {CHANGED} FROM message_status ms
+          WHERE ms.sender_id = $1 AND NOT ms.sender_synced AND ms.id > $2
+          ORDER BY ms.id LIMIT $3"
+    )))
+    .bind(sender_id)
+    .bind(after_status_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, StatusChange::from(row.changed).update)).collect())
+}
+
+/// Counts of a user's pending (sent) and parked messages.
+pub async fn pending_counts(pool: &PgPool, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), count(parked_at) FROM message_status WHERE user_id = $1 AND status = 'sent'",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Total parked jobs (operators' view until metrics exist).
+pub async fn parked_total(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM message_status WHERE status = 'sent' AND parked_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+}

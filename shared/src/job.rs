@@ -1,0 +1,161 @@
+//! Bodies of broker messages. Everything is JSON so an operator can read a job
+//! in the RabbitMQ management UI ("Get messages").
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::protocol::{ReceivedMessage, SenderInfo, StatusUpdate, UserOffline, UserOnline};
+
+/// Header carrying how many retry tiers a job has already been through.
+pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
+/// Header naming why a job was dead-lettered by a worker.
+pub const DEAD_REASON_HEADER: &str = "x-courier-dead-reason";
+
+/// "Recipient R has message M": one per recipient, published by the API after the send commits.
+/// PostgreSQL holds the message; the job is a doorbell, so a duplicate or late job is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryJob {
+    pub message_id: Uuid,
+    pub recipient_id: String,
+    /// For people reading queues; the worker trusts PostgreSQL, not these.
+    pub chat_id: Uuid,
+    pub seq: i64,
+}
+
+/// A message ready for one recipient's sockets, with what a connection needs to keep order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The recipient's inbox position (`message_status.id`).
+    pub status_id: i64,
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub seq: i64,
+    /// Seq of this recipient's previous message in the chat; a connection that
+    /// has pushed up to `prev_seq` may push this one.
+    pub prev_seq: i64,
+    pub sender_id: String,
+    pub content: String,
+    pub message_type: String,
+    pub created_at: DateTime<Utc>,
+    pub sender_name: Option<String>,
+    pub sender_picture: Option<String>,
+}
+
+impl Delivery {
+    /// The `message:receive` payload.
+    pub fn to_received(&self) -> ReceivedMessage {
+        ReceivedMessage {
+            message_id: self.message_id,
+            chat_id: self.chat_id,
+            sender_id: self.sender_id.clone(),
+            content: self.content.clone(),
+            message_type: self.message_type.clone(),
+            created_at: self.created_at,
+            seq: self.seq,
+            sender: SenderInfo { name: self.sender_name.clone(), profile_picture: self.sender_picture.clone() },
+        }
+    }
+}
+
+/// A chat's ordering baseline at the start of a drain: every message for the
+/// user with seq <= `seq` is either delivered already or in the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatBaseline {
+    pub chat_id: Uuid,
+    pub seq: i64,
+}
+
+/// What a worker sends to one API node's push queue: several items per broker message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBatch {
+    pub items: Vec<NodeItem>,
+}
+
+/// One thing for an API node to hand to its connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum NodeItem {
+    /// A live delivery for every connection of `recipient_id` on the node.
+    #[serde(rename_all = "camelCase")]
+    Deliver { recipient_id: String, attempt: u32, delivery: Delivery },
+    /// A status change for every connection of the sender.
+    #[serde(rename_all = "camelCase")]
+    Status { sender_id: String, update: StatusUpdate },
+    /// `user:online` / `user:offline` for every connection of each listed user.
+    #[serde(rename_all = "camelCase")]
+    Presence { user_ids: Vec<String>, notice: PresenceNotice },
+    /// A drain for one connection starts; hold live deliveries until it ends.
+    #[serde(rename_all = "camelCase")]
+    DrainBegin { connection_id: Uuid, drain_id: Uuid, worker_id: String, baselines: Vec<ChatBaseline> },
+    /// A page of a drain, in inbox order, then missed status changes.
+    #[serde(rename_all = "camelCase")]
+    DrainPage { connection_id: Uuid, drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<StatusUpdate> },
+    /// The drain is complete: `count` messages were pending when it began.
+    #[serde(rename_all = "camelCase")]
+    DrainEnd { connection_id: Uuid, drain_id: Uuid, count: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data")]
+pub enum PresenceNotice {
+    #[serde(rename = "user:online")]
+    Online(UserOnline),
+    #[serde(rename = "user:offline")]
+    Offline(UserOffline),
+}
+
+/// From an API node to the workers: a connection opened, closed, or needs its drain redone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEvent {
+    pub user_id: String,
+    pub node_id: String,
+    pub connection_id: Uuid,
+    pub kind: PresenceKind,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum PresenceKind {
+    /// First event of a connection: tell co-members, then drain.
+    Connected,
+    /// The connection closed; `last` is true when the user has no connection left.
+    #[serde(rename_all = "camelCase")]
+    Disconnected { last: bool },
+    /// The connection's drain stalled (worker died, broker restarted): drain
+    /// again from inbox position `resume_after`, without presence notices.
+    #[serde(rename_all = "camelCase")]
+    Resync { resume_after: i64 },
+}
+
+/// From an API node to the workers: status changes committed, senders to be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChanges {
+    pub changes: Vec<StatusChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChange {
+    pub sender_id: String,
+    pub update: StatusUpdate,
+}
+
+/// From an API node to the worker running a drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum DrainControl {
+    /// The client has acknowledged `acked` of the drain's frames so far.
+    #[serde(rename_all = "camelCase")]
+    Credit { drain_id: Uuid, acked: u64 },
+    /// The connection is gone; stop.
+    #[serde(rename_all = "camelCase")]
+    Cancel { drain_id: Uuid },
+}

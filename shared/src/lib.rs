@@ -1,0 +1,13 @@
+//! What `courier-api` and `courier-worker` must agree on: configuration, the
+//! client protocol, broker job formats and topology, database queries and JWT.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod job;
+pub mod protocol;
+pub mod telemetry;
+
+pub use error::{ClientError, ErrorCode};

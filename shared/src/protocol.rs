@@ -1,0 +1,335 @@
+//! The client protocol: events and payloads shared by `/ws` (JSON frames) and
+//! later transports. Names and payloads follow the guide's "Socket Events Reference".
+//!
+//! A client frame is `{"event": NAME, "data": {...}, "id": N}`; a frame with an
+//! `id` gets exactly one reply, `ack` or `error`, with the same `id`. Server
+//! event frames carry their own `id`, which the client echoes in an `ack`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{ClientError, ErrorCode};
+
+/// Largest message content, in bytes of UTF-8.
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+/// Largest `clientMsgId`, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
+/// The `messageType` values a client may send.
+pub const MESSAGE_TYPES: &[&str] = &["text", "image", "video", "audio", "file", "location", "sticker"];
+
+/// Event names, client to server.
+pub mod client_events {
+    pub const SEND: &str = "message:send";
+    pub const DELIVERED: &str = "message:delivered";
+    pub const READ: &str = "message:read";
+    pub const ACK: &str = "ack";
+    pub const PING: &str = "ping";
+}
+
+/// Event names, server to client.
+pub mod server_events {
+    pub const ACK: &str = "ack";
+    pub const ERROR: &str = "error";
+    pub const READY: &str = "session:ready";
+    pub const SENT: &str = "message:sent";
+    pub const RECEIVE: &str = "message:receive";
+    pub const STATUS: &str = "message:status";
+    pub const USER_ONLINE: &str = "user:online";
+    pub const USER_OFFLINE: &str = "user:offline";
+    pub const SYNC_DONE: &str = "sync:done";
+}
+
+/// A parsed client event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Send(SendMessage),
+    Delivered(MessageRef),
+    Read(ReadReceipt),
+    /// The client's reply to a server frame; the frame's `id` says which.
+    Ack,
+    Ping,
+}
+
+/// `message:send`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    pub chat_id: Uuid,
+    pub content: String,
+    #[serde(default = "default_message_type")]
+    pub message_type: String,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+fn default_message_type() -> String {
+    "text".into()
+}
+
+impl SendMessage {
+    /// Content, type and idempotency key rules; the database is not consulted.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.content.trim().is_empty() {
+            return Err(ClientError::new(ErrorCode::ContentEmpty, "content is empty"));
+        }
+        if self.content.len() > MAX_CONTENT_BYTES {
+            return Err(ClientError::new(
+                ErrorCode::ContentTooLarge,
+                format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", self.content.len()),
+            ));
+        }
+        if !MESSAGE_TYPES.contains(&self.message_type.as_str()) {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessageType,
+                format!("messageType must be one of {}", MESSAGE_TYPES.join(", ")),
+            ));
+        }
+        if let Some(id) = &self.client_msg_id
+            && (id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_BYTES || id.contains('\0'))
+        {
+            return Err(ClientError::invalid_payload("clientMsgId must be 1-128 bytes without NUL"));
+        }
+        Ok(())
+    }
+}
+
+/// `message:delivered {messageId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRef {
+    pub message_id: Uuid,
+}
+
+/// `message:read`: one message, or everything in a chat up to a seq.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ReadReceipt {
+    #[serde(rename_all = "camelCase")]
+    UpTo { chat_id: Uuid, up_to_seq: i64 },
+    #[serde(rename_all = "camelCase")]
+    One { message_id: Uuid },
+}
+
+/// A frame as it arrives, before the event is interpreted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientFrame {
+    pub id: Option<u64>,
+    pub event: ClientEvent,
+}
+
+/// Parses one text frame. The error carries the frame id when it could be read,
+/// so the reply can name the frame it answers.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (Option<u64>, ClientError)> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| (None, ClientError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))))?;
+    let Value::Object(mut object) = value else {
+        return Err((None, ClientError::new(ErrorCode::InvalidFrame, "a frame is a JSON object")));
+    };
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err((None, ClientError::new(ErrorCode::InvalidFrame, "`id` must be a non-negative integer")));
+        }
+    };
+    let Some(Value::String(event)) = object.remove("event") else {
+        return Err((id, ClientError::new(ErrorCode::InvalidFrame, "`event` must be a string")));
+    };
+    let data = object.remove("data").unwrap_or(Value::Null);
+    parse_event(&event, data, id.is_some())
+        .map(|event| ClientFrame { id, event })
+        .map_err(|error| (id, error))
+}
+
+/// Interprets one event's data. Transports that carry the event name and data
+/// separately (Socket.IO) call this directly.
+pub fn parse_event(event: &str, data: Value, has_id: bool) -> Result<ClientEvent, ClientError> {
+    match event {
+        client_events::SEND => decode(data).map(ClientEvent::Send),
+        client_events::DELIVERED => decode(data).map(ClientEvent::Delivered),
+        client_events::READ => decode(data).map(ClientEvent::Read),
+        client_events::ACK if has_id => Ok(ClientEvent::Ack),
+        client_events::ACK => Err(ClientError::new(ErrorCode::InvalidFrame, "an ack needs the `id` it answers")),
+        client_events::PING => Ok(ClientEvent::Ping),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            Err(ClientError::new(ErrorCode::UnknownEvent, format!("unknown event `{shown}`")))
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ClientError> {
+    serde_json::from_value(data).map_err(|e| ClientError::invalid_payload(format!("invalid data: {e}")))
+}
+
+/// Reply to `message:send` and body of `message:sent`: ✓ sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub client_msg_id: Option<String>,
+}
+
+/// The sender's public profile, as the guide's `message:receive` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SenderInfo {
+    pub name: Option<String>,
+    pub profile_picture: Option<String>,
+}
+
+/// `message:receive`: the guide's payload plus `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedMessage {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub sender_id: String,
+    pub content: String,
+    pub message_type: String,
+    pub created_at: DateTime<Utc>,
+    pub seq: i64,
+    pub sender: SenderInfo,
+}
+
+/// A message's delivery state for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "delivery_status", rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+    Expired,
+}
+
+/// `message:status`: ✓✓ delivered or read, per recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusUpdate {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub status: DeliveryStatus,
+    /// The recipient whose status changed.
+    pub user_id: String,
+    /// The guide's name for `userId`, kept for clients written against it.
+    pub delivered_to: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `user:online`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOnline {
+    pub user_id: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `user:offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOffline {
+    pub user_id: String,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// `sync:done`: everything pending when the connection opened has been delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncDone {
+    pub count: u64,
+}
+
+/// `session:ready`: sent once after the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionReady {
+    pub user_id: String,
+    pub connection_id: Uuid,
+    pub node_id: String,
+}
+
+/// The JSON of a server event frame.
+pub fn event_frame(event: &str, id: Option<u64>, data: &impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a, T> {
+        event: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        data: &'a T,
+    }
+    // Serializing our own plain structs cannot fail.
+    serde_json::to_string(&Frame { event, id, data }).unwrap_or_default()
+}
+
+/// The JSON of an error frame.
+pub fn error_frame(id: Option<u64>, error: &ClientError) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        event: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        error: &'a ClientError,
+    }
+    serde_json::to_string(&Frame { event: server_events::ERROR, id, error }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_send_frame() {
+        let chat = Uuid::now_v7();
+        let text = format!(
+            r#"{{"event":"message:send","id":7,"data":{{"chatId":"{chat}","content":"hi","messageType":"text","clientMsgId":"c1"}}}}"#
+        );
+        let frame = parse_client_frame(&text).unwrap();
+        assert_eq!(frame.id, Some(7));
+        let ClientEvent::Send(send) = frame.event else { panic!("not a send") };
+        assert_eq!(send.chat_id, chat);
+        assert_eq!(send.client_msg_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn read_receipts_take_either_shape() {
+        let chat = Uuid::now_v7();
+        let upto = parse_event("message:read", serde_json::json!({"chatId": chat, "upToSeq": 5}), false).unwrap();
+        assert_eq!(upto, ClientEvent::Read(ReadReceipt::UpTo { chat_id: chat, up_to_seq: 5 }));
+        let one = parse_event("message:read", serde_json::json!({"messageId": chat}), false).unwrap();
+        assert_eq!(one, ClientEvent::Read(ReadReceipt::One { message_id: chat }));
+    }
+
+    #[test]
+    fn bad_frames_get_their_codes() {
+        let code = |text: &str| parse_client_frame(text).unwrap_err().1.code;
+        assert_eq!(code("{"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1]"), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"event":5}"#), ErrorCode::InvalidFrame);
+        assert_eq!(code(r#"{"event":"nope","id":1}"#), ErrorCode::UnknownEvent);
+        assert_eq!(code(r#"{"event":"message:send","id":1,"data":{}}"#), ErrorCode::InvalidPayload);
+        assert_eq!(code(r#"{"event":"ack"}"#), ErrorCode::InvalidFrame);
+        // The id survives a bad event so the error can answer it.
+        assert_eq!(parse_client_frame(r#"{"event":"nope","id":9}"#).unwrap_err().0, Some(9));
+    }
+
+    #[test]
+    fn send_validation() {
+        let send = |content: &str, kind: &str| SendMessage {
+            chat_id: Uuid::nil(),
+            content: content.into(),
+            message_type: kind.into(),
+            client_msg_id: None,
+        };
+        assert_eq!(send("", "text").validate().unwrap_err().code, ErrorCode::ContentEmpty);
+        assert_eq!(send("a", "bogus").validate().unwrap_err().code, ErrorCode::InvalidMessageType);
+        let big = "x".repeat(MAX_CONTENT_BYTES + 1);
+        assert_eq!(send(&big, "text").validate().unwrap_err().code, ErrorCode::ContentTooLarge);
+        assert!(send("hello \0 <b>'; DROP TABLE messages;--", "text").validate().is_ok());
+    }
+}

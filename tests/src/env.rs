@@ -1,0 +1,201 @@
+//! One test's private world: its own PostgreSQL database and RabbitMQ name prefix.
+
+use std::{future::Future, time::Duration};
+
+use clap::Parser;
+use courier_api::{ApiConfig, ApiServer};
+use courier_shared::{
+    auth,
+    broker::Topology,
+    config::RetryConfig,
+};
+use lapin::{
+    Connection, ConnectionProperties,
+    options::{ExchangeDeleteOptions, QueueDeleteOptions},
+};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The server every test database lives on.
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const JWT_SECRET: &str = "courier-test-secret-0123456789";
+
+/// How long a test waits for something that should happen, before failing.
+pub fn deadline() -> Duration {
+    let secs = std::env::var("COURIER_TEST_DEADLINE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// Polls `check` until it returns `Some`, failing after [`deadline`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A test's database, broker prefix and the servers it started.
+pub struct TestEnv {
+    pub db_name: String,
+    pub database_url: String,
+    pub prefix: String,
+    pub db: PgPool,
+    pub retry: RetryConfig,
+    apis: Vec<ApiServer>,
+    cleaned: bool,
+}
+
+#[derive(Parser)]
+struct ApiArgs {
+    #[command(flatten)]
+    config: ApiConfig,
+}
+
+impl TestEnv {
+    /// A fresh, migrated database and an unused broker prefix.
+    pub async fn new() -> Self {
+        Self::with_retry(RetryConfig {
+            retry_min_delay: Duration::from_millis(200),
+            retry_factor: 2.0,
+            retry_max_delay: Duration::from_secs(1),
+            retry_tiers: 3,
+        })
+        .await
+    }
+
+    /// Like [`TestEnv::new`] with a given retry schedule.
+    pub async fn with_retry(retry: RetryConfig) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let tag = Uuid::now_v7().simple().to_string();
+        let db_name = format!("courier_test_{tag}");
+        let mut admin = PgConnection::connect(&format!("{POSTGRES_URL}/postgres")).await.expect("PostgreSQL is not running");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let database_url = format!("{POSTGRES_URL}/{db_name}");
+        let db = courier_shared::db::connect(&database_url, 8, Duration::from_secs(10)).await.expect("connect");
+        courier_shared::db::migrate(&db).await.expect("migrate");
+        Self { db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), cleaned: false }
+    }
+
+    /// Configuration of an API node of this environment, on a free port.
+    pub fn api_config(&self) -> ApiConfig {
+        let retry = &self.retry;
+        let args = [
+            "courier-api".to_string(),
+            format!("--database-url={}", self.database_url),
+            "--database-max-connections=8".into(),
+            format!("--amqp-url={AMQP_URL}"),
+            format!("--broker-prefix={}", self.prefix),
+            format!("--retry-min-delay={}ms", retry.retry_min_delay.as_millis()),
+            format!("--retry-factor={}", retry.retry_factor),
+            format!("--retry-max-delay={}ms", retry.retry_max_delay.as_millis()),
+            format!("--retry-tiers={}", retry.retry_tiers),
+            format!("--jwt-secret={JWT_SECRET}"),
+            "--api-addr=127.0.0.1:0".into(),
+        ];
+        ApiArgs::try_parse_from(args).expect("valid test config").config
+    }
+
+    /// Starts an API node with the default test configuration.
+    pub async fn start_api(&mut self) -> String {
+        let config = self.api_config();
+        self.start_api_with(config).await
+    }
+
+    /// Starts an API node; returns its `host:port`.
+    pub async fn start_api_with(&mut self, config: ApiConfig) -> String {
+        let server = ApiServer::start(config).await.expect("start api");
+        let addr = server.local_addr.to_string();
+        self.apis.push(server);
+        addr
+    }
+
+    /// A valid HS256 token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        self.token_with(user, Some(&format!("{user} name")))
+    }
+
+    pub fn token_with(&self, user: &str, name: Option<&str>) -> String {
+        let request = auth::DevTokenRequest {
+            user_id: user.into(),
+            name: name.map(str::to_owned),
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        auth::sign_hs256(JWT_SECRET, &request).expect("sign")
+    }
+
+    /// The broker topology of this environment.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, &self.retry)
+    }
+
+    /// Stops servers and deletes the database and broker objects.
+    pub async fn cleanup(mut self) {
+        self.stop_servers().await;
+        cleanup(&self.db_name, &self.topology()).await;
+        self.cleaned = true;
+    }
+
+    async fn stop_servers(&mut self) {
+        for server in self.apis.drain(..) {
+            server.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+        }
+        self.db.close().await;
+    }
+}
+
+impl Drop for TestEnv {
+    /// A failed test still leaves nothing behind.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        for server in &self.apis {
+            server.shutdown();
+        }
+        let db_name = self.db_name.clone();
+        let topology = self.topology();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(cleanup(&db_name, &topology));
+            }
+        })
+        .join();
+    }
+}
+
+async fn cleanup(db_name: &str, topology: &Topology) {
+    if let Ok(mut admin) = PgConnection::connect(&format!("{POSTGRES_URL}/postgres")).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await;
+    }
+    if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(channel) = connection.create_channel().await {
+            let (exchanges, queues) = topology.durable_names();
+            for queue in queues {
+                let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+            for exchange in exchanges {
+                let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+            }
+        }
+        let _ = connection.close(200, "cleanup".into()).await;
+    }
+}
