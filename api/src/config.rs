@@ -40,6 +40,42 @@ pub struct ApiConfig {
     #[arg(long, env = "SEND_BATCH_CONCURRENCY", default_value_t = 4)]
     pub send_batch_concurrency: usize,
 
+    /// How long a client has to acknowledge `message:receive` before it is sent again
+    /// (then with exponential backoff, up to ACK_TIMEOUT_MAX).
+    #[arg(long, env = "ACK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+
+    /// Longest wait between two resends of an unacknowledged message.
+    #[arg(long, env = "ACK_TIMEOUT_MAX", default_value = "2m", value_parser = parse_duration)]
+    pub ack_timeout_max: Duration,
+
+    /// Messages pushed to one connection and not yet acknowledged, at most; more
+    /// wait in PostgreSQL until the client catches up.
+    #[arg(long, env = "MAX_UNACKED", default_value_t = 1024)]
+    pub max_unacked: usize,
+
+    /// How long a message that arrived ahead of its predecessor waits for it
+    /// before the connection reads the gap from PostgreSQL.
+    #[arg(long, env = "REORDER_WAIT", default_value = "500ms", value_parser = parse_duration)]
+    pub reorder_wait: Duration,
+
+    /// How long a connection waits for its backlog drain to start or progress
+    /// before asking a worker again.
+    #[arg(long, env = "DRAIN_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_wait: Duration,
+
+    /// How often the node renews its presence lease (workers reap nodes silent for NODE_LEASE).
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Outbox rows older than this are published by the relay (the fast path missed them).
+    #[arg(long, env = "OUTBOX_RELAY_AFTER", default_value = "2s", value_parser = parse_duration)]
+    pub outbox_relay_after: Duration,
+
+    /// How often the outbox relay looks for rows left behind.
+    #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub outbox_relay_interval: Duration,
+
     /// How long to wait for in-flight work when stopping.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

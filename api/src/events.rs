@@ -11,10 +11,11 @@ use courier_shared::{
 };
 use uuid::Uuid;
 
-use crate::state::AppState;
+use crate::{state::AppState, status_writer::publish_changes};
 
 /// `message:send`: validates, stores the message with a `sent` status per other
-/// member in one transaction, and returns ✓ sent. A resend with the same
+/// member and its outbox row in one transaction, starts publishing the
+/// delivery jobs, and returns ✓ sent. A resend with the same
 /// `clientMsgId` returns the original message.
 pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) -> Result<StoredMessage, ClientError> {
     send.validate()?;
@@ -26,7 +27,9 @@ pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) 
         message_type: send.message_type,
         client_msg_id: send.client_msg_id,
     };
-    state.sends.store(message).await
+    let stored = state.sends.store(message).await?;
+    state.jobs.publish(&stored);
+    Ok(stored)
 }
 
 /// `message:delivered {messageId}`: the client has the message. Returns whether the status changed.
@@ -35,7 +38,9 @@ pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -
     if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
         return Err(not_found());
     }
-    Ok(!changes.is_empty())
+    let updated = !changes.is_empty();
+    publish_changes(&state.broker, changes).await;
+    Ok(updated)
 }
 
 /// `message:read`: one message or a whole chat up to a seq. Returns how many statuses changed.
@@ -46,13 +51,18 @@ pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) ->
             if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
                 return Err(not_found());
             }
-            Ok(changes.len())
+            let updated = changes.len();
+            publish_changes(&state.broker, changes).await;
+            Ok(updated)
         }
         ReadReceipt::UpTo { chat_id, up_to_seq } => {
             if !courier_shared::db::chats::is_member(&state.db, chat_id, user_id).await? {
                 return Err(ClientError::not_member());
             }
-            Ok(status::mark_read_up_to(&state.db, user_id, chat_id, up_to_seq).await?.len())
+            let changes = status::mark_read_up_to(&state.db, user_id, chat_id, up_to_seq).await?;
+            let updated = changes.len();
+            publish_changes(&state.broker, changes).await;
+            Ok(updated)
         }
     }
 }

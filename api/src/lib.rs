@@ -4,8 +4,14 @@
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod outbox;
+mod presence;
+mod push;
+mod registry;
 mod send;
+pub mod session;
 pub mod state;
+mod status_writer;
 pub mod ws;
 
 use std::{net::SocketAddr, time::Duration};
@@ -16,7 +22,7 @@ use courier_shared::{
     db,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::ApiConfig;
 use state::{AppState, Inner};
@@ -31,6 +37,8 @@ pub enum StartError {
     Jwt(#[from] JwtConfigError),
     #[error(transparent)]
     Database(#[from] db::SetupError),
+    #[error("cannot register this node: {0}")]
+    Register(sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -39,7 +47,7 @@ pub enum StartError {
 pub struct ApiServer {
     pub local_addr: SocketAddr,
     pub node_id: String,
-    shutdown: CancellationToken,
+    state: AppState,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,6 +62,7 @@ impl ApiServer {
         let common = &config.common;
         let db = db::connect(&common.database_url, common.database_max_connections, DATABASE_PATIENCE).await?;
         db::migrate(&db).await?;
+        db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
 
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
         let listener = TcpListener::bind(config.api_addr)
@@ -61,38 +70,88 @@ impl ApiServer {
             .map_err(|source| StartError::Bind { addr: config.api_addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.api_addr, source })?;
 
-        let shutdown = CancellationToken::new();
-        let broker_shutdown = CancellationToken::new();
+        let state = AppState::new(Inner {
+            sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
+            jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
+            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
+            sessions: registry::Sessions::default(),
+            connections: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            config,
+            node_id: node_id.clone(),
+            db,
+            broker,
+            jwt,
+        });
+
+        let broker_stop = CancellationToken::new();
+        let push_state = state.clone();
         tokio::spawn(broker::supervise(
-            broker.clone(),
-            common.amqp_url.clone(),
+            state.broker.clone(),
+            state.config.common.amqp_url.clone(),
             format!("courier-api {node_id}"),
-            broker_shutdown.clone(),
-            |_link| std::future::pending(),
+            broker_stop.clone(),
+            move |link| push::consume(push_state.clone(), link),
+        ));
+        let background_stop = CancellationToken::new();
+        tokio::spawn(presence::heartbeat(state.clone(), state.config.heartbeat_interval, background_stop.clone()));
+        tokio::spawn(outbox::relay(
+            state.db.clone(),
+            state.broker.clone(),
+            state.config.outbox_relay_after,
+            state.config.outbox_relay_interval,
+            background_stop.clone(),
         ));
 
-        let sends = crate::send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency);
-        let state = AppState::new(Inner { config, node_id: node_id.clone(), db, broker, jwt, sends });
         let app = http::router(state.clone());
-        let stopping = shutdown.clone();
+        let serve_state = state.clone();
         let task = tokio::spawn(async move {
+            let stopping = serve_state.stopping.clone();
             let server = axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned());
             if let Err(error) = server.await {
                 tracing::error!(%error, "HTTP server failed");
             }
-            broker_shutdown.cancel();
+            shutdown(&serve_state).await;
+            background_stop.cancel();
+            broker_stop.cancel();
         });
         tracing::info!(%local_addr, %node_id, "courier-api listening");
-        Ok(Self { local_addr, node_id, shutdown, task })
+        Ok(Self { local_addr, node_id, state, task })
     }
 
-    /// Asks the node to stop.
+    /// Asks the node to stop: no new connections, clients told to reconnect
+    /// (close code 1012), pending acks written, outbox flushed.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.state.stopping.cancel();
     }
 
     /// Waits until the node has stopped.
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// The end of a graceful stop: every session closed, acks written, presence
+/// rows removed, and nothing left in the outbox that this node could publish.
+async fn shutdown(state: &AppState) {
+    let grace = state.config.shutdown_grace;
+    state.connections.close();
+    if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {
+        tracing::warn!(open = state.sessions.len(), "connections still open after the grace period");
+    }
+    state.status_writer.flush().await;
+    match db::presence::unregister_node(&state.db, &state.node_id).await {
+        Ok(offline) => {
+            // Connections that outlived the grace period: their users are offline now.
+            for (user_id, _) in offline {
+                presence::announce_offline(state, &user_id).await;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot remove this node's presence rows; a worker will reap them"),
+    }
+    let flush = async {
+        while matches!(outbox::relay_once(&state.db, &state.broker, Duration::ZERO).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(grace, flush).await;
+    tracing::info!("courier-api stopped");
 }

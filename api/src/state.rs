@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use courier_shared::{auth::JwtVerifier, broker::Broker};
 use sqlx::PgPool;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::ApiConfig, send::SendBatcher};
+use crate::{config::ApiConfig, outbox::JobPublisher, registry::Sessions, send::SendBatcher, status_writer::StatusWriter};
 
 /// Shared handles; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,14 @@ pub struct Inner {
     pub broker: Broker,
     pub jwt: JwtVerifier,
     pub sends: SendBatcher,
+    pub jobs: JobPublisher,
+    pub status_writer: StatusWriter,
+    /// The connections this node holds.
+    pub sessions: Sessions,
+    /// Every connection's task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Cancelled when the node starts shutting down: sessions close with 1012.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {

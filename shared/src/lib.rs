@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod job;
 pub mod protocol;
+pub mod retry;
 pub mod telemetry;
 
 pub use error::{ClientError, ErrorCode};

@@ -4,11 +4,13 @@ use std::{future::Future, time::Duration};
 
 use clap::Parser;
 use courier_api::{ApiConfig, ApiServer};
+use courier_worker::{Worker, WorkerConfig};
 use courier_shared::{
     auth,
-    broker::Topology,
+    broker::{Broker, Topology, supervise},
     config::RetryConfig,
 };
+use tokio_util::sync::CancellationToken;
 use lapin::{
     Connection, ConnectionProperties,
     options::{ExchangeDeleteOptions, QueueDeleteOptions},
@@ -50,7 +52,10 @@ pub struct TestEnv {
     pub prefix: String,
     pub db: PgPool,
     pub retry: RetryConfig,
-    apis: Vec<ApiServer>,
+    apis: Vec<Option<ApiServer>>,
+    workers: Vec<Option<Worker>>,
+    /// Stops broker connections the test opened itself.
+    own_brokers: CancellationToken,
     cleaned: bool,
 }
 
@@ -58,6 +63,12 @@ pub struct TestEnv {
 struct ApiArgs {
     #[command(flatten)]
     config: ApiConfig,
+}
+
+#[derive(Parser)]
+struct WorkerArgs {
+    #[command(flatten)]
+    config: WorkerConfig,
 }
 
 impl TestEnv {
@@ -88,14 +99,14 @@ impl TestEnv {
         let database_url = format!("{POSTGRES_URL}/{db_name}");
         let db = courier_shared::db::connect(&database_url, 8, Duration::from_secs(10)).await.expect("connect");
         courier_shared::db::migrate(&db).await.expect("migrate");
-        Self { db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), cleaned: false }
+        Self { db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
     }
 
-    /// Configuration of an API node of this environment, on a free port.
-    pub fn api_config(&self) -> ApiConfig {
+    /// The settings every component of this environment shares.
+    fn common_args(&self, binary: &str) -> Vec<String> {
         let retry = &self.retry;
-        let args = [
-            "courier-api".to_string(),
+        vec![
+            binary.to_string(),
             format!("--database-url={}", self.database_url),
             "--database-max-connections=8".into(),
             format!("--amqp-url={AMQP_URL}"),
@@ -104,10 +115,92 @@ impl TestEnv {
             format!("--retry-factor={}", retry.retry_factor),
             format!("--retry-max-delay={}ms", retry.retry_max_delay.as_millis()),
             format!("--retry-tiers={}", retry.retry_tiers),
+        ]
+    }
+
+    /// Configuration of an API node of this environment, on a free port.
+    pub fn api_config(&self) -> ApiConfig {
+        let mut args = self.common_args("courier-api");
+        args.extend([
             format!("--jwt-secret={JWT_SECRET}"),
             "--api-addr=127.0.0.1:0".into(),
-        ];
+            "--heartbeat-interval=1s".into(),
+            "--outbox-relay-after=1s".into(),
+            "--outbox-relay-interval=200ms".into(),
+            "--drain-wait=3s".into(),
+            "--shutdown-grace=5s".into(),
+        ]);
         ApiArgs::try_parse_from(args).expect("valid test config").config
+    }
+
+    /// Configuration of a worker of this environment.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut args = self.common_args("courier-worker");
+        args.extend(["--reap-interval=500ms".into(), "--shutdown-grace=5s".into(), "--drain-credit-timeout=10s".into()]);
+        WorkerArgs::try_parse_from(args).expect("valid test config").config
+    }
+
+    /// Starts a worker with the default test configuration; returns its index.
+    pub async fn start_worker(&mut self) -> usize {
+        let config = self.worker_config();
+        self.start_worker_with(config).await
+    }
+
+    pub async fn start_worker_with(&mut self, config: WorkerConfig) -> usize {
+        let worker = Worker::start(config).await.expect("start worker");
+        eventually("the worker to connect to RabbitMQ", || async { worker.is_connected().then_some(()) }).await;
+        self.workers.push(Some(worker));
+        self.workers.len() - 1
+    }
+
+    /// Stops worker `index` gracefully.
+    pub async fn stop_worker(&mut self, index: usize) {
+        if let Some(worker) = self.workers.get_mut(index).and_then(Option::take) {
+            worker.stop().await;
+        }
+    }
+
+    /// Stops worker `index` abruptly, as if it crashed: in-flight jobs are not finished.
+    pub async fn kill_worker(&mut self, index: usize) {
+        if let Some(worker) = self.workers.get_mut(index).and_then(Option::take) {
+            worker.abort().await;
+        }
+    }
+
+    /// Stops API node `index` gracefully (its clients see close code 1012).
+    pub async fn stop_api(&mut self, index: usize) {
+        if let Some(server) = self.apis.get_mut(index).and_then(Option::take) {
+            server.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(20), server.wait()).await;
+        }
+    }
+
+    /// A broker connection of the test's own (topology declared), e.g. to publish jobs by hand.
+    pub async fn broker(&self) -> Broker {
+        let broker = Broker::new(self.topology());
+        let stop = self.own_brokers.child_token();
+        tokio::spawn(supervise(broker.clone(), AMQP_URL.into(), "courier test".into(), stop, |_| std::future::pending()));
+        broker.connected().await;
+        broker
+    }
+
+    /// Messages in a queue of this environment (0 if it does not exist).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else { return 0 };
+        let depth = match connection.create_channel().await {
+            Ok(channel) => channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .map(|q| q.message_count())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        let _ = connection.close(200, "done".into()).await;
+        depth
     }
 
     /// Starts an API node with the default test configuration.
@@ -120,7 +213,13 @@ impl TestEnv {
     pub async fn start_api_with(&mut self, config: ApiConfig) -> String {
         let server = ApiServer::start(config).await.expect("start api");
         let addr = server.local_addr.to_string();
-        self.apis.push(server);
+        let ready = crate::Rest::new(&addr, None);
+        eventually("the API node to be ready", || {
+            let ready = ready.clone();
+            async move { ready.get("/readyz").await.0.is_success().then_some(()) }
+        })
+        .await;
+        self.apis.push(Some(server));
         addr
     }
 
@@ -152,10 +251,14 @@ impl TestEnv {
     }
 
     async fn stop_servers(&mut self) {
-        for server in self.apis.drain(..) {
+        for server in self.apis.drain(..).flatten() {
             server.shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
         }
+        for worker in self.workers.drain(..).flatten() {
+            worker.abort().await;
+        }
+        self.own_brokers.cancel();
         self.db.close().await;
     }
 }
@@ -166,7 +269,7 @@ impl Drop for TestEnv {
         if self.cleaned {
             return;
         }
-        for server in &self.apis {
+        for server in self.apis.iter().flatten() {
             server.shutdown();
         }
         let db_name = self.db_name.clone();

@@ -29,7 +29,8 @@ pub enum WsError {
 }
 
 /// One client connection. A background task reads frames into a queue and,
-/// when `auto_ack` is on, acknowledges every `message:receive` like a real client.
+/// when `auto_ack` is on, acknowledges every `message:receive` and
+/// `message:status` like a real client.
 pub struct WsClient {
     sink: Arc<Mutex<Sink>>,
     incoming: mpsc::UnboundedReceiver<Value>,
@@ -80,8 +81,8 @@ impl WsClient {
                     Ok(_) => continue,
                     Err(_) => json!({ "event": "__closed", "code": null }),
                 };
-                let is_delivery = frame["event"] == "message:receive";
-                if is_delivery && reader_auto_ack.load(Ordering::SeqCst) {
+                let needs_ack = frame["event"] == "message:receive" || frame["event"] == "message:status";
+                if needs_ack && reader_auto_ack.load(Ordering::SeqCst) {
                     let ack = json!({ "event": "ack", "id": frame["id"] }).to_string();
                     let _ = reader_sink.lock().await.send(Message::Text(ack.into())).await;
                 }

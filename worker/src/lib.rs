@@ -3,16 +3,29 @@
 //! retry tiers, parks what is left, and drains a user's backlog on connect.
 
 pub mod config;
+mod context;
+mod control;
+mod deliver;
+mod drain;
+mod notify;
+mod presence;
+mod reaper;
+mod route;
+mod status;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use courier_shared::{
-    broker::{self, Broker, Topology},
+    broker::{self, Broker, Link, Topology},
     db,
 };
-use tokio_util::sync::CancellationToken;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::WorkerConfig;
+use context::Context;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -25,7 +38,8 @@ pub enum StartError {
 /// A running worker.
 pub struct Worker {
     pub worker_id: String,
-    shutdown: CancellationToken,
+    ctx: Arc<Context>,
+    broker_stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,23 +50,77 @@ impl Worker {
         let db = db::connect(&common.database_url, common.database_max_connections, DATABASE_PATIENCE).await?;
         db::migrate(&db).await?;
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(broker::supervise(
+        let ctx = Arc::new(Context {
+            drain_slots: Arc::new(Semaphore::new(config.drain_concurrency.max(1))),
+            drains: Default::default(),
+            stopping: CancellationToken::new(),
+            in_flight: TaskTracker::new(),
+            worker_id: worker_id.clone(),
+            config,
+            db,
             broker,
-            common.amqp_url.clone(),
+        });
+        tokio::spawn(reaper::run(ctx.clone()));
+        let broker_stop = CancellationToken::new();
+        let run_ctx = ctx.clone();
+        let task = tokio::spawn(broker::supervise(
+            ctx.broker.clone(),
+            ctx.config.common.amqp_url.clone(),
             format!("courier-worker {worker_id}"),
-            shutdown.clone(),
-            |_link| std::future::pending(),
+            broker_stop.clone(),
+            move |link| consume_all(run_ctx.clone(), link),
         ));
         tracing::info!(%worker_id, "courier-worker started");
-        Ok(Self { worker_id, shutdown, task })
+        Ok(Self { worker_id, ctx, broker_stop, task })
     }
 
-    pub fn shutdown(&self) {
-        self.shutdown.cancel();
+    /// Whether the worker is connected to RabbitMQ.
+    pub fn is_connected(&self) -> bool {
+        self.ctx.broker.is_connected()
     }
 
-    pub async fn wait(self) {
+    /// Stops taking work, lets in-flight batches finish (up to SHUTDOWN_GRACE),
+    /// then closes the broker connection: whatever is still unacked goes back
+    /// to the queue for another worker.
+    pub async fn stop(self) {
+        self.ctx.stopping.cancel();
+        self.ctx.in_flight.close();
+        if tokio::time::timeout(self.ctx.config.shutdown_grace, self.ctx.in_flight.wait()).await.is_err() {
+            tracing::warn!("in-flight work did not finish within the grace period; it returns to the queues");
+        }
+        self.broker_stop.cancel();
         let _ = self.task.await;
+        tracing::info!("courier-worker stopped");
+    }
+
+    /// Stops at once, like a crash: nothing is finished, unacked jobs return to the queues.
+    pub async fn abort(self) {
+        self.ctx.stopping.cancel();
+        self.broker_stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Every consumer of this worker on one connection; returns when one of them stops.
+async fn consume_all(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
+    let mut consumers = JoinSet::new();
+    for index in 0..ctx.config.delivery_consumers.max(1) {
+        consumers.spawn(deliver::consume(ctx.clone(), link.clone(), index));
+    }
+    consumers.spawn(presence::consume(ctx.clone(), link.clone()));
+    consumers.spawn(status::consume(ctx.clone(), link.clone()));
+    consumers.spawn(control::consume(ctx.clone(), link.clone()));
+    let first = consumers.join_next().await;
+    if ctx.stopping.is_cancelled() {
+        // Graceful stop: every consumer finishes its batch; the connection
+        // stays for their acks until the broker is stopped.
+        while consumers.join_next().await.is_some() {}
+        std::future::pending::<()>().await;
+    }
+    consumers.abort_all();
+    match first {
+        Some(Ok(result)) => result,
+        Some(Err(join_error)) => Err(Box::new(join_error)),
+        None => Ok(()),
     }
 }

@@ -17,8 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = Worker::start(cli.config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    worker.shutdown();
-    worker.wait().await;
+    worker.stop().await;
     Ok(())
 }
 

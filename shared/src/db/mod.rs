@@ -3,6 +3,8 @@
 
 pub mod chats;
 pub mod messages;
+pub mod outbox;
+pub mod presence;
 pub mod status;
 pub mod users;
 
@@ -93,8 +95,9 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), SetupError> {
             tracing::info!(database = %name, "created database");
             Ok(())
         }
-        // Another node created it first.
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+        // Another node created it first: 42P04 if it had committed, 23505 if
+        // both CREATE DATABASE statements raced on the catalog.
+        Err(sqlx::Error::Database(error)) if matches!(error.code().as_deref(), Some("42P04" | "23505")) => Ok(()),
         Err(error) => Err(SetupError::Create(error)),
     }
 }

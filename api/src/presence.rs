@@ -1,0 +1,97 @@
+//! Presence on this node: its lease in PostgreSQL, its connections' rows, and
+//! the events that make workers notify co-members and drain backlogs.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use courier_shared::{
+    broker::PublishOptions,
+    db::presence,
+    job::{DrainControl, PresenceEvent, PresenceKind},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{session::SessionInput, state::AppState};
+
+/// Records a new connection and asks the workers to announce it and drain its
+/// backlog. If the event cannot be published now, the session asks again later.
+pub async fn connected(state: &AppState, user_id: &str, connection_id: Uuid) -> Result<(), sqlx::Error> {
+    presence::add_connection(&state.db, connection_id, user_id, &state.node_id).await?;
+    publish(state, user_id, connection_id, PresenceKind::Connected).await;
+    Ok(())
+}
+
+/// Removes a closed connection; if it was the user's last, stores last_seen and
+/// lets the workers tell co-members.
+pub async fn disconnected(state: &AppState, user_id: &str, connection_id: Uuid) {
+    let last_seen: Option<DateTime<Utc>> = match presence::remove_connection(&state.db, connection_id, user_id).await {
+        Ok(last_seen) => last_seen,
+        Err(error) => {
+            // The row stays until this node restarts or is reaped; routing to
+            // it only bounces deliveries back to the retry tiers.
+            tracing::warn!(%error, %connection_id, "cannot remove a closed connection's row");
+            return;
+        }
+    };
+    publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
+}
+
+/// Lets the workers tell co-members that `user_id` went offline (the node is
+/// stopping and removed the user's last connection itself).
+pub async fn announce_offline(state: &AppState, user_id: &str) {
+    publish(state, user_id, Uuid::nil(), PresenceKind::Disconnected { last: true }).await;
+}
+
+async fn publish(state: &AppState, user_id: &str, connection_id: Uuid, kind: PresenceKind) {
+    let event = PresenceEvent { user_id: user_id.to_owned(), node_id: state.node_id.clone(), connection_id, kind, at: Utc::now() };
+    let exchange = state.broker.topology().presence();
+    if let Err(error) = state.broker.publish_json(&exchange, "", &event, PublishOptions::persistent()).await {
+        tracing::warn!(%error, ?kind, "cannot publish a presence event");
+    }
+}
+
+/// Tells a worker to stop a drain whose connection is gone.
+pub fn cancel_drain(state: &AppState, worker_id: String, drain_id: Uuid) {
+    send_control(state, worker_id, DrainControl::Cancel { drain_id });
+}
+
+/// Sends drain credit or a cancel to the worker running a drain, without waiting.
+pub fn send_control(state: &AppState, worker_id: String, control: DrainControl) {
+    let broker = state.broker.clone();
+    tokio::spawn(async move {
+        let exchange = broker.topology().control();
+        if let Err(error) = broker.publish_json(&exchange, &worker_id, &control, PublishOptions::default()).await {
+            tracing::debug!(%error, "cannot reach the draining worker");
+        }
+    });
+}
+
+/// Renews this node's lease until `stop`. If a worker reaped the node (it could
+/// not renew for a whole lease), re-registers its live connections and makes
+/// them drain again, since deliveries meanwhile went to the retry tiers.
+pub async fn heartbeat(state: AppState, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+        match presence::heartbeat(&state.db, &state.node_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let sessions = state.sessions.all();
+                let rows: Vec<(Uuid, String)> = sessions.iter().map(|s| (s.connection_id, s.user_id.clone())).collect();
+                match presence::restore_node(&state.db, &state.node_id, &rows).await {
+                    Ok(()) => {
+                        tracing::warn!(connections = rows.len(), "lease was lost; re-registered this node");
+                        for session in sessions {
+                            session.offer(SessionInput::Resync);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot re-register this node"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot renew this node's lease"),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! This node's push queue: what workers route here (live deliveries, status
+//! changes, presence notices, drain pages) handed to the right sessions.
+
+use std::sync::Arc;
+
+use courier_shared::{
+    broker::Link,
+    job::{DeliveryJob, NodeBatch, NodeItem},
+    retry::{AttemptedJob, retry_or_park},
+};
+use futures::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+
+use crate::{session::SessionInput, state::AppState};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Consumes the push queue until the broker connection fails.
+pub async fn consume(state: AppState, link: Arc<Link>) -> Result<(), BoxError> {
+    let topology = state.broker.topology();
+    let queue = topology.push_queue(&state.node_id);
+    let channel = link.channel().await?;
+    topology.declare_private_queue(&channel, &queue, &topology.push(), &state.node_id).await?;
+    channel.basic_qos(64, BasicQosOptions::default()).await?;
+    // No acks: the queue lives and dies with this connection, and anything in
+    // it is also in PostgreSQL; sessions resync below after a reconnect.
+    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let mut consumer = channel.basic_consume(queue.as_str().into(), "push".into(), options, FieldTable::default()).await?;
+
+    // A new connection means a new, empty queue: whatever was in the old one
+    // is gone, so every session drains again (duplicates are filtered by seq).
+    for session in state.sessions.all() {
+        session.offer(SessionInput::Resync);
+    }
+
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery?;
+        match serde_json::from_slice::<NodeBatch>(&delivery.data) {
+            Ok(batch) => dispatch(&state, batch).await,
+            Err(error) => tracing::error!(%error, "unreadable push message dropped"),
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(state: &AppState, batch: NodeBatch) {
+    let mut bounced = Vec::new();
+    for item in batch.items {
+        match item {
+            NodeItem::Deliver { recipient_id, attempt, delivery } => {
+                let sessions = state.sessions.of_user(&recipient_id);
+                let mut reached = false;
+                for session in &sessions {
+                    reached |= session.offer(SessionInput::Deliver(Box::new(delivery.clone())));
+                }
+                if !reached {
+                    let job = DeliveryJob {
+                        message_id: delivery.message_id,
+                        recipient_id,
+                        chat_id: delivery.chat_id,
+                        seq: delivery.seq,
+                    };
+                    bounced.push(AttemptedJob { job, attempt });
+                }
+            }
+            NodeItem::Status { sender_id, update } => {
+                for session in state.sessions.of_user(&sender_id) {
+                    session.offer(SessionInput::Status(update.clone()));
+                }
+            }
+            NodeItem::Presence { user_ids, notice } => {
+                for user_id in user_ids {
+                    for session in state.sessions.of_user(&user_id) {
+                        session.offer(SessionInput::Presence(notice.clone()));
+                    }
+                }
+            }
+            NodeItem::DrainBegin { connection_id, drain_id, worker_id, baselines } => {
+                match state.sessions.get(connection_id) {
+                    Some(session) => {
+                        session.offer(SessionInput::DrainBegin { drain_id, worker_id, baselines });
+                    }
+                    None => crate::presence::cancel_drain(state, worker_id, drain_id),
+                }
+            }
+            NodeItem::DrainPage { connection_id, drain_id, deliveries, statuses } => {
+                if let Some(session) = state.sessions.get(connection_id) {
+                    session.offer(SessionInput::DrainPage { drain_id, deliveries, statuses });
+                }
+            }
+            NodeItem::DrainEnd { connection_id, drain_id, count } => {
+                if let Some(session) = state.sessions.get(connection_id) {
+                    session.offer(SessionInput::DrainEnd { drain_id, count });
+                }
+            }
+        }
+    }
+    if !bounced.is_empty() {
+        // The recipient left this node after the worker looked them up: back
+        // to the retry tiers, as for any offline recipient.
+        let broker = state.broker.clone();
+        let db = state.db.clone();
+        tokio::spawn(async move {
+            if let Err(error) = retry_or_park(&broker, &db, bounced).await {
+                tracing::warn!(%error, "cannot bounce deliveries; they stay pending in PostgreSQL");
+            }
+        });
+    }
+}

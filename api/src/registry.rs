@@ -1,0 +1,100 @@
+//! The connections this node holds, by user and by connection id, so pushes
+//! from workers reach the right sessions.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::session::SessionInput;
+
+/// A session's address on this node.
+pub struct SessionHandle {
+    pub connection_id: Uuid,
+    pub user_id: String,
+    inbox: mpsc::Sender<SessionInput>,
+    /// Cancelled when the session must close because it cannot keep up.
+    pub too_slow: CancellationToken,
+}
+
+impl SessionHandle {
+    pub fn new(connection_id: Uuid, user_id: String, inbox: mpsc::Sender<SessionInput>, too_slow: CancellationToken) -> Self {
+        Self { connection_id, user_id, inbox, too_slow }
+    }
+
+    /// Queues an input without waiting. A full queue means the client reads too
+    /// slowly: the session is closed (4008) and what it misses stays in PostgreSQL.
+    pub fn offer(&self, input: SessionInput) -> bool {
+        match self.inbox.try_send(input) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, "send queue full: closing slow connection");
+                self.too_slow.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    maps: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    by_user: HashMap<String, Vec<Arc<SessionHandle>>>,
+    by_connection: HashMap<Uuid, Arc<SessionHandle>>,
+}
+
+impl Sessions {
+    fn maps(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding this lock would be a bug; keep serving anyway.
+        self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert(&self, handle: Arc<SessionHandle>) {
+        let mut maps = self.maps();
+        maps.by_user.entry(handle.user_id.clone()).or_default().push(handle.clone());
+        maps.by_connection.insert(handle.connection_id, handle);
+    }
+
+    pub fn remove(&self, connection_id: Uuid) {
+        let mut maps = self.maps();
+        if let Some(handle) = maps.by_connection.remove(&connection_id)
+            && let Some(list) = maps.by_user.get_mut(&handle.user_id)
+        {
+            list.retain(|h| h.connection_id != connection_id);
+            if list.is_empty() {
+                maps.by_user.remove(&handle.user_id);
+            }
+        }
+    }
+
+    /// The sessions of one user on this node.
+    pub fn of_user(&self, user_id: &str) -> Vec<Arc<SessionHandle>> {
+        self.maps().by_user.get(user_id).cloned().unwrap_or_default()
+    }
+
+    pub fn get(&self, connection_id: Uuid) -> Option<Arc<SessionHandle>> {
+        self.maps().by_connection.get(&connection_id).cloned()
+    }
+
+    /// Every session (for broadcasts such as "the broker reconnected").
+    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
+        self.maps().by_connection.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.maps().by_connection.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,95 @@
+//! The `/ws` transport: server events as JSON text frames.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use courier_shared::{
+    job::PresenceNotice,
+    protocol::{self, SyncDone, server_events},
+};
+use futures::{SinkExt, stream::SplitSink};
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{Outgoing, Transport, TransportClosed};
+
+/// Close codes Courier uses (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1000: the client closed, or the connection ended normally.
+    Normal,
+    /// 1012: the server is restarting; reconnect (to another node).
+    ServerRestart,
+    /// 4008: the client reads too slowly; its send queue filled up.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Normal => 1000,
+            CloseReason::ServerRestart => 1012,
+            CloseReason::SlowConsumer => 4008,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "bye",
+            CloseReason::ServerRestart => "server restarting, reconnect",
+            CloseReason::SlowConsumer => "send queue full: reading too slowly",
+        }
+    }
+}
+
+/// How long a close frame may take to go out to a client that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct WsTransport {
+    sink: SplitSink<WebSocket, Message>,
+    /// Cancelled when a send must be abandoned (slow client, node stopping).
+    abort: CancellationToken,
+}
+
+impl WsTransport {
+    pub fn new(sink: SplitSink<WebSocket, Message>, abort: CancellationToken) -> Self {
+        Self { sink, abort }
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), TransportClosed> {
+        tokio::select! {
+            sent = self.sink.send(Message::Text(text.into())) => sent.map_err(|_| TransportClosed),
+            () = self.abort.cancelled() => Err(TransportClosed),
+        }
+    }
+}
+
+/// The JSON frame of a server event.
+pub fn encode(id: u64, event: Outgoing<'_>) -> String {
+    let id = Some(id);
+    match event {
+        Outgoing::Receive(delivery) => protocol::event_frame(server_events::RECEIVE, id, &delivery.to_received()),
+        Outgoing::Status(update) => protocol::event_frame(server_events::STATUS, id, update),
+        Outgoing::Presence(PresenceNotice::Online(online)) => protocol::event_frame(server_events::USER_ONLINE, id, online),
+        Outgoing::Presence(PresenceNotice::Offline(offline)) => {
+            protocol::event_frame(server_events::USER_OFFLINE, id, offline)
+        }
+        Outgoing::SyncDone(count) => protocol::event_frame(server_events::SYNC_DONE, id, &SyncDone { count }),
+        Outgoing::Other { event, data } => protocol::event_frame(event, id, data),
+        Outgoing::Error(error) => protocol::error_frame(None, error),
+    }
+}
+
+impl Transport for WsTransport {
+    async fn send_event(&mut self, id: u64, event: Outgoing<'_>) -> Result<(), TransportClosed> {
+        self.send_text(encode(id, event)).await
+    }
+
+    async fn send_reply(&mut self, text: String) -> Result<(), TransportClosed> {
+        self.send_text(text).await
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = CloseFrame { code: reason.code(), reason: reason.text().into() };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+    }
+}

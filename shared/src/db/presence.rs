@@ -1,0 +1,185 @@
+//! Presence: which API node holds which user's connections, with node leases,
+//! so a node that dies without cleaning up is noticed and its rows removed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::job::ChatBaseline;
+
+/// Registers a node at start-up. A node restarting under the same id first
+/// removes the connections its previous life left behind.
+pub async fn register_node(pool: &PgPool, node_id: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM connections WHERE node_id = $1").bind(node_id).execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO api_nodes (node_id) VALUES ($1)
+         ON CONFLICT (node_id) DO UPDATE SET started_at = now(), heartbeat_at = now()",
+    )
+    .bind(node_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Renews the node's lease. False if the row is gone: a worker judged the node
+/// dead (e.g. it could not reach PostgreSQL for a while) and removed its connections.
+pub async fn heartbeat(pool: &PgPool, node_id: &str) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query("UPDATE api_nodes SET heartbeat_at = now() WHERE node_id = $1")
+        .bind(node_id)
+        .execute(pool)
+        .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// Re-registers a node and its live connections after its lease was lost.
+pub async fn restore_node(pool: &PgPool, node_id: &str, connections: &[(Uuid, String)]) -> Result<(), sqlx::Error> {
+    let (ids, users): (Vec<Uuid>, Vec<String>) = connections.iter().cloned().unzip();
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO api_nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()")
+        .bind(node_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO connections (id, user_id, node_id)
+         SELECT id, user_id, $3 FROM UNNEST($1::uuid[], $2::text[]) AS c(id, user_id)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&users)
+    .bind(node_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Deletes a stopping node's rows. Returns users left without any connection.
+pub async fn unregister_node(pool: &PgPool, node_id: &str) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let users: Vec<String> = sqlx::query_scalar("DELETE FROM connections WHERE node_id = $1 RETURNING user_id")
+        .bind(node_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM api_nodes WHERE node_id = $1").bind(node_id).execute(&mut *tx).await?;
+    let offline = mark_offline_if_gone(&mut tx, &users).await?;
+    tx.commit().await?;
+    Ok(offline)
+}
+
+/// Records an open connection.
+pub async fn add_connection(pool: &PgPool, connection_id: Uuid, user_id: &str, node_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO connections (id, user_id, node_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+        .bind(connection_id)
+        .bind(user_id)
+        .bind(node_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Removes a closed connection. If it was the user's last, stores and returns last_seen.
+pub async fn remove_connection(
+    pool: &PgPool,
+    connection_id: Uuid,
+    user_id: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM connections WHERE id = $1").bind(connection_id).execute(&mut *tx).await?;
+    let offline = mark_offline_if_gone(&mut tx, &[user_id.to_owned()]).await?;
+    tx.commit().await?;
+    Ok(offline.into_iter().next().map(|(_, last_seen)| last_seen))
+}
+
+/// Sets last_seen for those of `users` with no connection left; returns them.
+/// Call after deleting their connections, in the same transaction.
+async fn mark_offline_if_gone(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    users: &[String],
+) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    // Two connections of one user closing at once: without this lock each
+    // transaction still sees the other's (uncommitted) row and neither
+    // declares the user offline. Locked in id order, so no deadlock.
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(users)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_as(
+        "UPDATE users u SET last_seen = now()
+          WHERE u.id = ANY($1) AND NOT EXISTS (SELECT 1 FROM connections c WHERE c.user_id = u.id)
+          RETURNING u.id, u.last_seen",
+    )
+    .bind(users)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Removes the connections of nodes whose lease expired, and those nodes.
+/// Returns users left without any connection. Safe to run on several workers:
+/// each row is deleted, and each user reported, once.
+pub async fn reap_dead_nodes(pool: &PgPool, lease: Duration) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let dead: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM api_nodes WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING node_id",
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    // Also connections whose node row is gone altogether.
+    let users: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM connections c
+          WHERE c.node_id = ANY($1) OR NOT EXISTS (SELECT 1 FROM api_nodes n WHERE n.node_id = c.node_id)
+          RETURNING c.user_id",
+    )
+    .bind(&dead)
+    .fetch_all(&mut *tx)
+    .await?;
+    let offline = mark_offline_if_gone(&mut tx, &users).await?;
+    tx.commit().await?;
+    if !dead.is_empty() {
+        tracing::warn!(nodes = ?dead, connections = users.len(), "reaped API nodes whose lease expired");
+    }
+    Ok(offline)
+}
+
+/// The nodes holding connections of these users: (user_id, node_id), one row per pair.
+pub async fn locate(pool: &PgPool, user_ids: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT DISTINCT user_id, node_id FROM connections WHERE user_id = ANY($1)")
+        .bind(user_ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// Online users who share a chat with `user_id`, and where they are connected.
+pub async fn online_co_members(pool: &PgPool, user_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT c.user_id, c.node_id
+           FROM chat_members mine
+           JOIN chat_members theirs ON theirs.chat_id = mine.chat_id AND theirs.user_id <> mine.user_id
+           JOIN connections c ON c.user_id = theirs.user_id
+          WHERE mine.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// What a drain needs to start, read in one snapshot: the newest inbox
+/// position of a pending message, how many are pending, and each chat's ordering baseline.
+pub async fn drain_snapshot(pool: &PgPool, user_id: &str) -> Result<(i64, i64, Vec<ChatBaseline>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+    let (until, pending): (Option<i64>, i64) =
+        sqlx::query_as("SELECT max(id), count(*) FROM message_status WHERE user_id = $1 AND status = 'sent'")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let baselines: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT chat_id, last_recv_seq FROM chat_members WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok((until.unwrap_or(0), pending, baselines.into_iter().map(|(chat_id, seq)| ChatBaseline { chat_id, seq }).collect()))
+}

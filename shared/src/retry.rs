@@ -1,0 +1,68 @@
+//! Retry tiers: a job whose recipient is offline goes to the tier for its
+//! attempt (a TTL queue that dead-letters back to delivery) and, after the
+//! last tier, is parked in PostgreSQL until the recipient connects.
+
+use futures::future::join_all;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    broker::{Broker, PublishError, PublishOptions, headers_with},
+    db::status,
+    job::{ATTEMPT_HEADER, DeliveryJob},
+};
+
+/// A job and how many tiers it has been through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptedJob {
+    pub job: DeliveryJob,
+    pub attempt: u32,
+}
+
+/// What became of jobs handed to [`retry_or_park`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOutcome {
+    /// Published to a retry tier, per tier index.
+    pub retried: [u64; 10],
+    pub parked: u64,
+}
+
+/// Sends each job to its next tier, or parks it after the last one. Returns an
+/// error if any publish or the park failed; the caller must then keep (not ack) its jobs.
+pub async fn retry_or_park(broker: &Broker, db: &PgPool, jobs: Vec<AttemptedJob>) -> Result<RetryOutcome, RetryError> {
+    let topology = broker.topology();
+    let tiers = topology.tiers();
+    let exchange = topology.retry();
+    let mut outcome = RetryOutcome::default();
+    let (to_park, to_retry): (Vec<AttemptedJob>, Vec<AttemptedJob>) =
+        jobs.into_iter().partition(|j| j.attempt as usize >= tiers.len());
+
+    let publishes = to_retry.iter().map(|attempted| {
+        let tier = &tiers[attempted.attempt as usize];
+        let options = PublishOptions::persistent().with_headers(headers_with(ATTEMPT_HEADER, attempted.attempt + 1));
+        broker.publish_json(&exchange, &tier.queue, &attempted.job, options)
+    });
+    for (attempted, result) in to_retry.iter().zip(join_all(publishes).await) {
+        result?;
+        outcome.retried[attempted.attempt as usize] += 1;
+    }
+
+    if !to_park.is_empty() {
+        let (message_ids, user_ids): (Vec<Uuid>, Vec<String>) =
+            to_park.iter().map(|j| (j.job.message_id, j.job.recipient_id.clone())).unzip();
+        outcome.parked = status::park(db, &message_ids, &user_ids).await?;
+        for parked in &to_park {
+            tracing::info!(message_id = %parked.job.message_id, recipient_id = %parked.job.recipient_id,
+                attempt = parked.attempt, "parked: recipient offline through every retry tier");
+        }
+    }
+    Ok(outcome)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}

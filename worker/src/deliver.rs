@@ -1,0 +1,198 @@
+//! The delivery consumer: routes each job to the API nodes holding the
+//! recipient's sockets, or through the retry tiers while they are offline.
+//!
+//! Jobs are handled in batches (one presence lookup, one status read, one push
+//! per node, one multiple-ack), so throughput does not pay a round trip per job.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use courier_shared::{
+    broker::{Link, PublishOptions, header_u32},
+    db::{presence, status},
+    job::{ATTEMPT_HEADER, DEAD_REASON_HEADER, Delivery, DeliveryJob, NodeItem},
+    retry::{AttemptedJob, retry_or_park},
+};
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    Channel,
+    message::Delivery as AmqpDelivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use uuid::Uuid;
+
+use crate::{
+    BoxError,
+    context::Context,
+    route::{self, NodeItems},
+};
+
+/// Consumes the delivery queue until the connection fails or the worker stops.
+pub async fn consume(ctx: Arc<Context>, link: Arc<Link>, index: usize) -> Result<(), BoxError> {
+    let channel = link.channel().await?;
+    channel.basic_qos(ctx.config.delivery_prefetch, BasicQosOptions::default()).await?;
+    let queue = ctx.broker.topology().delivery();
+    let tag = format!("{}-delivery-{index}", ctx.worker_id);
+    let mut consumer =
+        channel.basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let max_batch = ctx.config.delivery_batch.max(1);
+    loop {
+        let first = tokio::select! {
+            next = consumer.next() => next,
+            () = ctx.stopping.cancelled() => return Ok(()),
+        };
+        let Some(first) = first else { return Ok(()) };
+        let _working = ctx.in_flight.token();
+        let mut batch = vec![first?];
+        // Take whatever else is already here, without waiting.
+        while batch.len() < max_batch {
+            match consumer.next().now_or_never() {
+                Some(Some(next)) => batch.push(next?),
+                _ => break,
+            }
+        }
+        handle_batch(&ctx, &channel, batch).await?;
+    }
+}
+
+/// Jobs of a batch, sorted by what happens to them.
+#[derive(Default)]
+struct Plan {
+    /// Recipient online: items per node, and the jobs behind them in case a node is gone.
+    online: NodeItems,
+    online_jobs: HashMap<(Uuid, String), AttemptedJob>,
+    offline: Vec<AttemptedJob>,
+    /// The message or its status row is gone: dead-letter, do not retry.
+    poison: Vec<(u64, &'static str)>,
+    /// Already delivered or read: nothing to do.
+    done: usize,
+}
+
+async fn handle_batch(ctx: &Context, channel: &Channel, batch: Vec<AmqpDelivery>) -> Result<(), BoxError> {
+    let mut jobs = Vec::with_capacity(batch.len());
+    for delivery in &batch {
+        match serde_json::from_slice::<DeliveryJob>(&delivery.data) {
+            Ok(job) => {
+                let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(0);
+                jobs.push((delivery.delivery_tag, AttemptedJob { job, attempt }));
+            }
+            Err(error) => {
+                // Malformed: no retry can help. Rejected without requeue, the
+                // queue dead-letters it to the dead queue.
+                tracing::error!(%error, delivery_tag = delivery.delivery_tag, "malformed delivery job dead-lettered");
+                channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
+            }
+        }
+    }
+
+    // Acked together at the end (multiple): every job this batch did not reject.
+    let Some(last_tag) = jobs.iter().map(|(tag, _)| *tag).max() else { return Ok(()) };
+
+    // The plan only reads PostgreSQL. While it is down, keep the jobs (unacked,
+    // so their delivery count does not grow) and try again.
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build();
+    let plan = loop {
+        match plan(ctx, &jobs).await {
+            Ok(plan) => break plan,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read delivery state; retrying");
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+            }
+        }
+    };
+
+    let Plan { online, mut online_jobs, mut offline, poison, done } = plan;
+    let routed = route::to_nodes(&ctx.broker, online).await?;
+    for (node_id, items) in routed.unroutable {
+        tracing::debug!(%node_id, "push queue gone; recipients treated as offline");
+        for item in items {
+            if let NodeItem::Deliver { recipient_id, delivery, .. } = item
+                && let Some(job) = online_jobs.remove(&(delivery.message_id, recipient_id))
+            {
+                offline.push(job);
+            }
+        }
+    }
+    let outcome = retry_or_park(&ctx.broker, &ctx.db, offline).await?;
+    for (tag, reason) in &poison {
+        dead_letter(ctx, &batch, *tag, reason).await?;
+    }
+    channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+    tracing::debug!(
+        jobs = jobs.len(),
+        pushed = online_jobs.len(),
+        retried = outcome.retried.iter().sum::<u64>(),
+        parked = outcome.parked,
+        dead = poison.len(),
+        done,
+        "delivery batch routed"
+    );
+    Ok(())
+}
+
+async fn plan(ctx: &Context, jobs: &[(u64, AttemptedJob)]) -> Result<Plan, sqlx::Error> {
+    let (message_ids, user_ids): (Vec<Uuid>, Vec<String>) =
+        jobs.iter().map(|(_, j)| (j.job.message_id, j.job.recipient_id.clone())).unzip();
+    let pending: HashMap<(Uuid, String), Delivery> = status::pending_deliveries(&ctx.db, &message_ids, &user_ids)
+        .await?
+        .into_iter()
+        .map(|(recipient, delivery)| ((delivery.message_id, recipient), delivery))
+        .collect();
+
+    // Jobs without a pending status: delivered already, or their message is gone.
+    let settled: Vec<usize> = (0..jobs.len()).filter(|&i| !pending.contains_key(&(message_ids[i], user_ids[i].clone()))).collect();
+    let mut plan = Plan::default();
+    if !settled.is_empty() {
+        let ids: Vec<Uuid> = settled.iter().map(|&i| message_ids[i]).collect();
+        let users: Vec<String> = settled.iter().map(|&i| user_ids[i].clone()).collect();
+        for (&i, state) in settled.iter().zip(status::statuses_of(&ctx.db, &ids, &users).await?) {
+            match state {
+                Some(_) => plan.done += 1,
+                None => plan.poison.push((jobs[i].0, "message_gone")),
+            }
+        }
+    }
+
+    let mut recipients: Vec<String> = pending.keys().map(|(_, user)| user.clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
+    for (user_id, node_id) in presence::locate(&ctx.db, &recipients).await? {
+        nodes_of.entry(user_id).or_default().push(node_id);
+    }
+
+    for (_, attempted) in jobs {
+        let key = (attempted.job.message_id, attempted.job.recipient_id.clone());
+        let Some(delivery) = pending.get(&key) else { continue };
+        match nodes_of.get(&attempted.job.recipient_id) {
+            Some(nodes) => {
+                for node_id in nodes {
+                    plan.online.entry(node_id.clone()).or_default().push(NodeItem::Deliver {
+                        recipient_id: attempted.job.recipient_id.clone(),
+                        attempt: attempted.attempt,
+                        delivery: delivery.clone(),
+                    });
+                }
+                plan.online_jobs.insert(key, attempted.clone());
+            }
+            None => plan.offline.push(attempted.clone()),
+        }
+    }
+    Ok(plan)
+}
+
+/// Moves a poison job to the dead queue with the reason, for an operator to inspect.
+async fn dead_letter(ctx: &Context, batch: &[AmqpDelivery], tag: u64, reason: &str) -> Result<(), BoxError> {
+    let Some(delivery) = batch.iter().find(|d| d.delivery_tag == tag) else { return Ok(()) };
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(DEAD_REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    let exchange = ctx.broker.topology().dead();
+    ctx.broker.publish(&exchange, "", &delivery.data, PublishOptions::persistent().with_headers(headers)).await?;
+    tracing::warn!(reason, body = %String::from_utf8_lossy(&delivery.data), "delivery job dead-lettered");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Reconnect drain: a user's undelivered messages (the guide's
+//! getUndeliveredMessages, parked or still retrying), oldest first, pushed to
+//! the new connection in pages. The next page goes only when the client has
+//! acknowledged enough of the previous ones (credit from the API node), so a
+//! user back after a week is neither flooded nor starved, and other users'
+//! deliveries keep flowing through the same push queue meanwhile. Then the
+//! status changes the user missed as a sender, then the end marker.
+
+use std::sync::Arc;
+
+use courier_shared::{
+    db::{presence, status},
+    job::{NodeItem, PresenceEvent},
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    BoxError,
+    context::{Context, Credit},
+    route,
+};
+
+/// Starts a drain for the connection in `event` on its own task once a drain
+/// slot is free (so at most DRAIN_CONCURRENCY run at once).
+pub async fn start(ctx: Arc<Context>, event: &PresenceEvent, resume_after: i64) {
+    let Ok(slot) = ctx.drain_slots.clone().acquire_owned().await else { return };
+    let event = event.clone();
+    tokio::spawn(async move {
+        let drain_id = Uuid::now_v7();
+        let credit = ctx.drains.register(drain_id);
+        let span = tracing::info_span!("drain", %drain_id, user_id = %event.user_id, node_id = %event.node_id);
+        let result = tracing::Instrument::instrument(run(&ctx, &event, drain_id, credit, resume_after), span).await;
+        ctx.drains.unregister(drain_id);
+        drop(slot);
+        if let Err(error) = result {
+            tracing::info!(%error, user_id = %event.user_id, "drain stopped; the connection asks again if it is still there");
+        }
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error("the connection is gone")]
+    Gone,
+    #[error("the client acknowledged nothing for too long")]
+    NoCredit,
+}
+
+async fn run(
+    ctx: &Context,
+    event: &PresenceEvent,
+    drain_id: Uuid,
+    mut credit: watch::Receiver<Credit>,
+    resume_after: i64,
+) -> Result<(), BoxError> {
+    let started = std::time::Instant::now();
+    let user_id = &event.user_id;
+    let (until, pending, baselines) = presence::drain_snapshot(&ctx.db, user_id).await?;
+    tracing::info!(%user_id, pending, "user came online: delivering pending messages");
+    send(ctx, event, NodeItem::DrainBegin {
+        connection_id: event.connection_id,
+        drain_id,
+        worker_id: ctx.worker_id.clone(),
+        baselines,
+    })
+    .await?;
+
+    let page_size = ctx.config.drain_page.max(1);
+    let window = u64::from(ctx.config.drain_window.max(page_size));
+    let mut sent = 0u64;
+    let mut drained = 0u64;
+    let mut cursor = resume_after;
+    loop {
+        wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
+        let page = status::undelivered_page(&ctx.db, user_id, cursor, until, i64::from(page_size)).await?;
+        let Some(last) = page.last() else { break };
+        cursor = last.status_id;
+        let full = page.len() == page_size as usize;
+        sent += page.len() as u64;
+        drained += page.len() as u64;
+        let item = NodeItem::DrainPage { connection_id: event.connection_id, drain_id, deliveries: page, statuses: Vec::new() };
+        send(ctx, event, item).await?;
+        if !full {
+            break;
+        }
+    }
+
+    // Status changes of the user's own messages that they have not seen.
+    let mut status_cursor = 0;
+    loop {
+        wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
+        let page = status::unsynced_for_sender(&ctx.db, user_id, status_cursor, i64::from(page_size)).await?;
+        let Some((last_id, _)) = page.last() else { break };
+        status_cursor = *last_id;
+        let full = page.len() == page_size as usize;
+        sent += page.len() as u64;
+        let statuses = page.into_iter().map(|(_, update)| update).collect();
+        send(ctx, event, NodeItem::DrainPage { connection_id: event.connection_id, drain_id, deliveries: Vec::new(), statuses })
+            .await?;
+        if !full {
+            break;
+        }
+    }
+
+    send(ctx, event, NodeItem::DrainEnd { connection_id: event.connection_id, drain_id, count: drained }).await?;
+    tracing::info!(%user_id, drained, elapsed_ms = started.elapsed().as_millis() as u64, "drain complete");
+    Ok(())
+}
+
+/// Waits until at most `limit` drained frames are unacknowledged.
+async fn wait_for_room(ctx: &Context, credit: &mut watch::Receiver<Credit>, sent: u64, limit: u64) -> Result<(), BoxError> {
+    loop {
+        let current = *credit.borrow_and_update();
+        if current.cancelled {
+            return Err(Stopped::Gone.into());
+        }
+        if sent.saturating_sub(current.acked) <= limit {
+            return Ok(());
+        }
+        match tokio::time::timeout(ctx.config.drain_credit_timeout, credit.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Stopped::Gone.into()),
+            Err(_) => return Err(Stopped::NoCredit.into()),
+        }
+    }
+}
+
+async fn send(ctx: &Context, event: &PresenceEvent, item: NodeItem) -> Result<(), BoxError> {
+    let routed = route::to_nodes(&ctx.broker, [(event.node_id.clone(), vec![item])].into_iter().collect()).await?;
+    if routed.unroutable.is_empty() { Ok(()) } else { Err(Stopped::Gone.into()) }
+}

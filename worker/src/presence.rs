@@ -1,0 +1,82 @@
+//! The presence consumer: connects make co-members see `user:online` and start
+//! a drain of the user's backlog; a last disconnect makes them see `user:offline`.
+
+use std::{sync::Arc, time::Duration};
+
+use courier_shared::{
+    broker::Link,
+    job::{PresenceEvent, PresenceKind},
+};
+use futures::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    types::FieldTable,
+};
+
+use crate::{BoxError, context::Context, drain, notify};
+
+const PREFETCH: u16 = 64;
+
+pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
+    let channel = link.channel().await?;
+    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    let queue = ctx.broker.topology().presence();
+    let tag = format!("{}-presence", ctx.worker_id);
+    let mut consumer =
+        channel.basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    loop {
+        let next = tokio::select! {
+            next = consumer.next() => next,
+            () = ctx.stopping.cancelled() => return Ok(()),
+        };
+        let Some(delivery) = next else { return Ok(()) };
+        let delivery = delivery?;
+        let event = match serde_json::from_slice::<PresenceEvent>(&delivery.data) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "malformed presence event dead-lettered");
+                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                continue;
+            }
+        };
+        // Each event is handled on its own task, so a slow one (a user in huge
+        // groups) does not hold up the others; it is acked when handled.
+        let ctx = ctx.clone();
+        let working = ctx.in_flight.token();
+        tokio::spawn(async move {
+            let _working = working;
+            let mut attempts = 0u32;
+            loop {
+                match handle(&ctx, &event).await {
+                    Ok(()) => {
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                        return;
+                    }
+                    Err(error) if attempts < 5 => {
+                        attempts += 1;
+                        tracing::warn!(%error, user_id = %event.user_id, "presence event failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 << attempts)).await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, user_id = %event.user_id, "presence event failed; returned to the queue");
+                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn handle(ctx: &Arc<Context>, event: &PresenceEvent) -> Result<(), BoxError> {
+    match event.kind {
+        PresenceKind::Connected => {
+            notify::online(ctx, &event.user_id, event.at).await?;
+            drain::start(ctx.clone(), event, 0).await;
+        }
+        PresenceKind::Resync { resume_after } => drain::start(ctx.clone(), event, resume_after).await,
+        PresenceKind::Disconnected { last: true } => notify::offline(ctx, &event.user_id, event.at).await?,
+        PresenceKind::Disconnected { last: false } => {}
+    }
+    Ok(())
+}
