@@ -28,9 +28,23 @@ pub struct ApiConfig {
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 128 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Frames queued for one connection before it counts as too slow and is closed (code 4008).
+    /// Pushes queued for one connection. Deliveries beyond it are read from
+    /// PostgreSQL later; other pushes beyond it close the connection (code 4008).
     #[arg(long, env = "SEND_QUEUE_FRAMES", default_value_t = 1024)]
     pub send_queue_frames: usize,
+
+    /// A frame the client does not take within this long means it stopped
+    /// reading: the connection is closed with code 4008.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Requests (client frames other than acks, and REST calls) one user may make per second; 0 = no limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_per_second: u32,
+
+    /// Burst above RATE_LIMIT_PER_SECOND a user may make at once.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
 
     /// Most sends stored in one database transaction.
     #[arg(long, env = "SEND_BATCH_MAX", default_value_t = 256)]

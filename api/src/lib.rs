@@ -7,6 +7,7 @@ pub mod http;
 pub mod outbox;
 mod presence;
 mod push;
+mod ratelimit;
 mod registry;
 mod send;
 pub mod session;
@@ -74,6 +75,7 @@ impl ApiServer {
             sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
             jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
             status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
+            rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
             sessions: registry::Sessions::default(),
             connections: TaskTracker::new(),
             stopping: CancellationToken::new(),
@@ -117,6 +119,11 @@ impl ApiServer {
         });
         tracing::info!(%local_addr, %node_id, "courier-api listening");
         Ok(Self { local_addr, node_id, state, task })
+    }
+
+    /// The node's broker handle (connection state and counters).
+    pub fn broker(&self) -> &Broker {
+        &self.state.broker
     }
 
     /// Asks the node to stop: no new connections, clients told to reconnect

@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -19,18 +22,31 @@ pub struct SessionHandle {
     inbox: mpsc::Sender<SessionInput>,
     /// Cancelled when the session must close because it cannot keep up.
     pub too_slow: CancellationToken,
+    /// Deliveries that found the queue full: per chat, the highest seq. The
+    /// session reads them from PostgreSQL instead (a burst is not a slow client).
+    missed: Mutex<HashMap<Uuid, i64>>,
+    has_missed: AtomicBool,
 }
 
 impl SessionHandle {
     pub fn new(connection_id: Uuid, user_id: String, inbox: mpsc::Sender<SessionInput>, too_slow: CancellationToken) -> Self {
-        Self { connection_id, user_id, inbox, too_slow }
+        Self { connection_id, user_id, inbox, too_slow, missed: Mutex::default(), has_missed: AtomicBool::new(false) }
     }
 
-    /// Queues an input without waiting. A full queue means the client reads too
-    /// slowly: the session is closed (4008) and what it misses stays in PostgreSQL.
+    /// Queues an input without waiting. A delivery that finds the queue full is
+    /// noted and read from PostgreSQL later; anything else that does not fit
+    /// means the session cannot keep up: it is closed (4008), and what it
+    /// misses is still in PostgreSQL for the next connection.
     pub fn offer(&self, input: SessionInput) -> bool {
         match self.inbox.try_send(input) {
             Ok(()) => true,
+            Err(TrySendError::Full(SessionInput::Deliver(delivery))) => {
+                let mut missed = self.missed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let seq = missed.entry(delivery.chat_id).or_insert(delivery.seq);
+                *seq = (*seq).max(delivery.seq);
+                self.has_missed.store(true, Ordering::Release);
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, "send queue full: closing slow connection");
                 self.too_slow.cancel();
@@ -38,6 +54,14 @@ impl SessionHandle {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Takes the deliveries noted by [`SessionHandle::offer`] (cheap when there are none).
+    pub fn take_missed(&self) -> HashMap<Uuid, i64> {
+        if !self.has_missed.swap(false, Ordering::AcqRel) {
+            return HashMap::new();
+        }
+        std::mem::take(&mut *self.missed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 

@@ -19,6 +19,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
+    sync::Arc,
     time::Duration,
 };
 
@@ -35,7 +36,7 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{presence, state::AppState, ws::CloseReason};
+use crate::{presence, registry::SessionHandle, state::AppState, ws::CloseReason};
 
 /// Credit is reported to the draining worker at least every this many settled frames.
 const CREDIT_STEP: u64 = 64;
@@ -199,12 +200,17 @@ impl Session {
     pub async fn run<T: Transport>(
         mut self,
         mut transport: T,
+        handle: Arc<SessionHandle>,
         mut pushes: mpsc::Receiver<SessionInput>,
         mut client: mpsc::Receiver<ClientInput>,
-        too_slow: CancellationToken,
         node_stopping: CancellationToken,
     ) -> CloseReason {
+        let too_slow = handle.too_slow.clone();
         let reason = loop {
+            let missed = handle.take_missed();
+            if !missed.is_empty() && self.on_missed(&mut transport, missed).await.is_err() {
+                break self.why_closed(&too_slow, &node_stopping);
+            }
             let wake_at = self.next_wake();
             let step = tokio::select! {
                 biased;
@@ -221,12 +227,32 @@ impl Session {
                 () = sleep_until(wake_at), if wake_at.is_some() => self.on_timer(&mut transport).await,
             };
             if step.is_err() {
-                break CloseReason::Normal;
+                break self.why_closed(&too_slow, &node_stopping);
             }
         };
         transport.close(reason).await;
         self.finish();
         reason
+    }
+
+    /// Why a send failed: the node is stopping, the transport gave up on a
+    /// client that does not read (it cancels `too_slow`), or the socket closed.
+    fn why_closed(&self, too_slow: &CancellationToken, node_stopping: &CancellationToken) -> CloseReason {
+        if node_stopping.is_cancelled() {
+            CloseReason::ServerRestart
+        } else if too_slow.is_cancelled() {
+            CloseReason::SlowConsumer
+        } else {
+            CloseReason::Normal
+        }
+    }
+
+    /// Deliveries that did not fit in the queue: read from PostgreSQL in order.
+    async fn on_missed<T: Transport>(&mut self, transport: &mut T, missed: HashMap<Uuid, i64>) -> Result<(), TransportClosed> {
+        for (chat_id, seq) in missed {
+            self.note_overflow(chat_id, seq);
+        }
+        self.resume_overflow(transport).await
     }
 
     fn next_frame_id(&mut self) -> u64 {

@@ -6,7 +6,10 @@ use courier_shared::{auth::JwtVerifier, broker::Broker};
 use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::ApiConfig, outbox::JobPublisher, registry::Sessions, send::SendBatcher, status_writer::StatusWriter};
+use crate::{
+    config::ApiConfig, outbox::JobPublisher, ratelimit::UserRateLimit, registry::Sessions, send::SendBatcher,
+    status_writer::StatusWriter,
+};
 
 /// Shared handles; cheap to clone.
 #[derive(Clone)]
@@ -23,6 +26,7 @@ pub struct Inner {
     pub sends: SendBatcher,
     pub jobs: JobPublisher,
     pub status_writer: StatusWriter,
+    pub rate_limit: UserRateLimit,
     /// The connections this node holds.
     pub sessions: Sessions,
     /// Every connection's task, so shutdown can wait for them.

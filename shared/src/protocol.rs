@@ -333,3 +333,59 @@ mod tests {
         assert!(send("hello \0 <b>'; DROP TABLE messages;--", "text").validate().is_ok());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Frames that look almost right: the right keys with wrong or random values.
+    fn near_frames() -> impl Strategy<Value = String> {
+        let event = prop_oneof![
+            Just("message:send".to_owned()),
+            Just("message:read".to_owned()),
+            Just("message:delivered".to_owned()),
+            Just("ack".to_owned()),
+            ".{0,20}",
+        ];
+        let value = prop_oneof![
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| format!("{n:?}")),
+            ".{0,30}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            Just(r#"{"chatId":"00000000-0000-0000-0000-000000000000","content":"x"}"#.to_owned()),
+            Just(r#"{"chatId":[],"content":{}}"#.to_owned()),
+            Just(r#"{"messageId":"nope","upToSeq":-1}"#.to_owned()),
+        ];
+        (event, value.clone(), value).prop_map(|(event, data, id)| {
+            format!(r#"{{"event":{},"data":{data},"id":{id}}}"#, serde_json::to_string(&event).unwrap_or_default())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
+        ))]
+
+        /// Any text: a frame or a typed error, never a panic.
+        #[test]
+        fn any_text_parses_or_fails_with_a_code(text in "\\PC{0,200}") {
+            if let Err((_, error)) = parse_client_frame(&text) {
+                prop_assert!(!error.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn near_miss_frames_parse_or_fail_with_a_code(text in near_frames()) {
+            match parse_client_frame(&text) {
+                Ok(ClientFrame { event: ClientEvent::Send(send), .. }) => { let _ = send.validate(); }
+                Ok(_) => {}
+                Err((_, error)) => prop_assert!(matches!(
+                    error.code,
+                    ErrorCode::InvalidJson | ErrorCode::InvalidFrame | ErrorCode::UnknownEvent | ErrorCode::InvalidPayload
+                )),
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ use lapin::{
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The server every test database lives on.
+/// The shared local services every ordinary test uses.
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const JWT_SECRET: &str = "courier-test-secret-0123456789";
@@ -45,8 +45,33 @@ where
     }
 }
 
+/// Where a test's PostgreSQL server and RabbitMQ broker are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// `postgres://user@host:port`, without a database.
+    pub postgres: String,
+    pub amqp: String,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self { postgres: POSTGRES_URL.into(), amqp: AMQP_URL.into() }
+    }
+}
+
+/// The retry schedule of ordinary tests: short, so parking is quick to reach.
+pub fn test_retry() -> RetryConfig {
+    RetryConfig {
+        retry_min_delay: Duration::from_millis(200),
+        retry_factor: 2.0,
+        retry_max_delay: Duration::from_secs(1),
+        retry_tiers: 3,
+    }
+}
+
 /// A test's database, broker prefix and the servers it started.
 pub struct TestEnv {
+    pub services: Services,
     pub db_name: String,
     pub database_url: String,
     pub prefix: String,
@@ -74,32 +99,31 @@ struct WorkerArgs {
 impl TestEnv {
     /// A fresh, migrated database and an unused broker prefix.
     pub async fn new() -> Self {
-        Self::with_retry(RetryConfig {
-            retry_min_delay: Duration::from_millis(200),
-            retry_factor: 2.0,
-            retry_max_delay: Duration::from_secs(1),
-            retry_tiers: 3,
-        })
-        .await
+        Self::on(Services::default(), test_retry()).await
     }
 
     /// Like [`TestEnv::new`] with a given retry schedule.
     pub async fn with_retry(retry: RetryConfig) -> Self {
+        Self::on(Services::default(), retry).await
+    }
+
+    /// A fresh database and prefix on the given services (e.g. private instances for fault tests).
+    pub async fn on(services: Services, retry: RetryConfig) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
         let tag = Uuid::now_v7().simple().to_string();
         let db_name = format!("courier_test_{tag}");
-        let mut admin = PgConnection::connect(&format!("{POSTGRES_URL}/postgres")).await.expect("PostgreSQL is not running");
+        let mut admin = PgConnection::connect(&format!("{}/postgres", services.postgres)).await.expect("PostgreSQL is not running");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
             .execute(&mut admin)
             .await
             .expect("create test database");
-        let database_url = format!("{POSTGRES_URL}/{db_name}");
+        let database_url = format!("{}/{db_name}", services.postgres);
         let db = courier_shared::db::connect(&database_url, 8, Duration::from_secs(10)).await.expect("connect");
         courier_shared::db::migrate(&db).await.expect("migrate");
-        Self { db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
+        Self { services, db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
     }
 
     /// The settings every component of this environment shares.
@@ -109,7 +133,7 @@ impl TestEnv {
             binary.to_string(),
             format!("--database-url={}", self.database_url),
             "--database-max-connections=8".into(),
-            format!("--amqp-url={AMQP_URL}"),
+            format!("--amqp-url={}", self.services.amqp),
             format!("--broker-prefix={}", self.prefix),
             format!("--retry-min-delay={}ms", retry.retry_min_delay.as_millis()),
             format!("--retry-factor={}", retry.retry_factor),
@@ -120,24 +144,36 @@ impl TestEnv {
 
     /// Configuration of an API node of this environment, on a free port.
     pub fn api_config(&self) -> ApiConfig {
+        ApiArgs::try_parse_from(self.api_args("127.0.0.1:0")).expect("valid test config").config
+    }
+
+    /// Command line of an API node of this environment (program name first).
+    pub fn api_args(&self, addr: &str) -> Vec<String> {
         let mut args = self.common_args("courier-api");
         args.extend([
             format!("--jwt-secret={JWT_SECRET}"),
-            "--api-addr=127.0.0.1:0".into(),
+            format!("--api-addr={addr}"),
             "--heartbeat-interval=1s".into(),
             "--outbox-relay-after=1s".into(),
             "--outbox-relay-interval=200ms".into(),
             "--drain-wait=3s".into(),
             "--shutdown-grace=5s".into(),
+            // Tests send in bulk as one user; the rate limit has its own test.
+            "--rate-limit-per-second=0".into(),
         ]);
-        ApiArgs::try_parse_from(args).expect("valid test config").config
+        args
     }
 
     /// Configuration of a worker of this environment.
     pub fn worker_config(&self) -> WorkerConfig {
+        WorkerArgs::try_parse_from(self.worker_args()).expect("valid test config").config
+    }
+
+    /// Command line of a worker of this environment (program name first).
+    pub fn worker_args(&self) -> Vec<String> {
         let mut args = self.common_args("courier-worker");
         args.extend(["--reap-interval=500ms".into(), "--shutdown-grace=5s".into(), "--drain-credit-timeout=10s".into()]);
-        WorkerArgs::try_parse_from(args).expect("valid test config").config
+        args
     }
 
     /// Starts a worker with the default test configuration; returns its index.
@@ -151,6 +187,16 @@ impl TestEnv {
         eventually("the worker to connect to RabbitMQ", || async { worker.is_connected().then_some(()) }).await;
         self.workers.push(Some(worker));
         self.workers.len() - 1
+    }
+
+    /// In-process API node `index` (panics if stopped).
+    pub fn api(&self, index: usize) -> &ApiServer {
+        self.apis[index].as_ref().expect("api node running")
+    }
+
+    /// In-process worker `index` (panics if stopped).
+    pub fn worker(&self, index: usize) -> &Worker {
+        self.workers[index].as_ref().expect("worker running")
     }
 
     /// Stops worker `index` gracefully.
@@ -179,14 +225,33 @@ impl TestEnv {
     pub async fn broker(&self) -> Broker {
         let broker = Broker::new(self.topology());
         let stop = self.own_brokers.child_token();
-        tokio::spawn(supervise(broker.clone(), AMQP_URL.into(), "courier test".into(), stop, |_| std::future::pending()));
+        tokio::spawn(supervise(broker.clone(), self.services.amqp.clone(), "courier test".into(), stop, |_| std::future::pending()));
         broker.connected().await;
         broker
     }
 
+    /// Whether a queue exists.
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        let Ok(connection) = Connection::connect(&self.services.amqp, ConnectionProperties::default()).await else { return false };
+        let exists = match connection.create_channel().await {
+            Ok(channel) => channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                // An exclusive queue of another connection answers RESOURCE_LOCKED: it exists.
+                .map_or_else(|error| matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 405), |_| true),
+            Err(_) => false,
+        };
+        let _ = connection.close(200, "done".into()).await;
+        exists
+    }
+
     /// Messages in a queue of this environment (0 if it does not exist).
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else { return 0 };
+        let Ok(connection) = Connection::connect(&self.services.amqp, ConnectionProperties::default()).await else { return 0 };
         let depth = match connection.create_channel().await {
             Ok(channel) => channel
                 .queue_declare(
@@ -246,7 +311,7 @@ impl TestEnv {
     /// Stops servers and deletes the database and broker objects.
     pub async fn cleanup(mut self) {
         self.stop_servers().await;
-        cleanup(&self.db_name, &self.topology()).await;
+        cleanup(&self.services, &self.db_name, &self.topology()).await;
         self.cleaned = true;
     }
 
@@ -274,22 +339,23 @@ impl Drop for TestEnv {
         }
         let db_name = self.db_name.clone();
         let topology = self.topology();
+        let services = self.services.clone();
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(cleanup(&db_name, &topology));
+                runtime.block_on(cleanup(&services, &db_name, &topology));
             }
         })
         .join();
     }
 }
 
-async fn cleanup(db_name: &str, topology: &Topology) {
-    if let Ok(mut admin) = PgConnection::connect(&format!("{POSTGRES_URL}/postgres")).await {
+async fn cleanup(services: &Services, db_name: &str, topology: &Topology) {
+    if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", services.postgres)).await {
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")))
             .execute(&mut admin)
             .await;
     }
-    if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+    if let Ok(connection) = Connection::connect(&services.amqp, ConnectionProperties::default()).await {
         if let Ok(channel) = connection.create_channel().await {
             let (exchanges, queues) = topology.durable_names();
             for queue in queues {

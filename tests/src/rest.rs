@@ -32,6 +32,27 @@ impl Rest {
         (status, body)
     }
 
+    /// A GET that tolerates the server not answering (yet): `None` then.
+    pub async fn try_get(&self, path: &str) -> Option<StatusCode> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.ok().map(|response| response.status())
+    }
+
+    /// A POST that tolerates the server being unreachable: `None` then.
+    pub async fn try_post(&self, path: &str, body: Value) -> Option<(StatusCode, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
     }

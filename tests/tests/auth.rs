@@ -114,6 +114,25 @@ async fn rs256_with_a_public_key_file() {
 }
 
 #[tokio::test]
+async fn a_configured_issuer_is_required() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.jwt.jwt_issuer = Some("https://auth.example".into());
+    let addr = env.start_api_with(config).await;
+    let mut good = claims("erin", now() + 600);
+    good.iss = Some("https://auth.example".into());
+    let (status, body) = Rest::new(&addr, Some(&hs256(JWT_SECRET, &good))).get("/api/chats").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut wrong = good.clone();
+    wrong.iss = Some("https://evil.example".into());
+    assert_rejected(&addr, Some(&hs256(JWT_SECRET, &wrong)), "wrong issuer").await;
+    let mut missing = good.clone();
+    missing.iss = None;
+    assert_rejected(&addr, Some(&hs256(JWT_SECRET, &missing)), "no issuer").await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn token_claims_fill_the_user_row() {
     let mut env = TestEnv::new().await;
     let addr = env.start_api().await;

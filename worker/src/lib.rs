@@ -74,6 +74,11 @@ impl Worker {
         Ok(Self { worker_id, ctx, broker_stop, task })
     }
 
+    /// The worker's broker handle (connection state and counters).
+    pub fn broker(&self) -> &Broker {
+        &self.ctx.broker
+    }
+
     /// Whether the worker is connected to RabbitMQ.
     pub fn is_connected(&self) -> bool {
         self.ctx.broker.is_connected()

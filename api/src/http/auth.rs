@@ -29,6 +29,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .or_else(|| query_token(parts))
             .ok_or_else(|| ClientError::new(ErrorCode::Unauthorized, "missing token: send `Authorization: Bearer …` or `?token=`"))?;
         let claims = state.jwt.verify(&token)?;
+        state.rate_limit.check(&claims.sub)?;
         users::upsert_from_claims(&state.db, &claims).await?;
         Ok(AuthUser { claims })
     }

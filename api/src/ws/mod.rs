@@ -71,11 +71,9 @@ async fn run_connection(state: AppState, user_id: String, socket: WebSocket, con
     let too_slow = state.stopping.child_token();
     let handle = Arc::new(SessionHandle::new(connection_id, user_id.clone(), push_tx, too_slow.clone()));
     let session = Session::new(state.clone(), user_id.clone(), connection_id);
-    let session_task = tokio::spawn(
-        session
-            .run(WsTransport::new(sink, too_slow.clone()), push_rx, client_rx, too_slow.clone(), state.stopping.clone())
-            .in_current_span(),
-    );
+    let transport = WsTransport::new(sink, too_slow.clone(), state.config.write_timeout);
+    let session_task =
+        tokio::spawn(session.run(transport, handle.clone(), push_rx, client_rx, state.stopping.clone()).in_current_span());
     state.sessions.insert(handle);
 
     let ready = SessionReady { user_id: user_id.clone(), connection_id, node_id: state.node_id.clone() };
@@ -136,7 +134,19 @@ impl Reader<'_> {
             self.reply(protocol::error_frame(None, &error)).await;
             return;
         }
-        match protocol::parse_client_frame(text) {
+        let parsed = protocol::parse_client_frame(text);
+        // Everything but acks counts against the user's rate limit, garbage included.
+        if !matches!(parsed, Ok(ClientFrame { event: ClientEvent::Ack, .. }))
+            && let Err(error) = self.state.rate_limit.check(self.user_id)
+        {
+            let id = match &parsed {
+                Ok(frame) => frame.id,
+                Err((id, _)) => *id,
+            };
+            self.reply(protocol::error_frame(id, &error)).await;
+            return;
+        }
+        match parsed {
             Ok(frame) => self.on_frame(frame).await,
             Err((id, error)) => self.reply(protocol::error_frame(id, &error)).await,
         }

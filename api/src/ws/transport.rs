@@ -46,19 +46,29 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct WsTransport {
     sink: SplitSink<WebSocket, Message>,
-    /// Cancelled when a send must be abandoned (slow client, node stopping).
-    abort: CancellationToken,
+    /// Cancelled when a send must be abandoned (slow client, node stopping);
+    /// cancelled here when the client stops reading.
+    too_slow: CancellationToken,
+    /// A frame that cannot be written for this long means the client stopped reading.
+    write_timeout: Duration,
 }
 
 impl WsTransport {
-    pub fn new(sink: SplitSink<WebSocket, Message>, abort: CancellationToken) -> Self {
-        Self { sink, abort }
+    pub fn new(sink: SplitSink<WebSocket, Message>, too_slow: CancellationToken, write_timeout: Duration) -> Self {
+        Self { sink, too_slow, write_timeout }
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), TransportClosed> {
         tokio::select! {
-            sent = self.sink.send(Message::Text(text.into())) => sent.map_err(|_| TransportClosed),
-            () = self.abort.cancelled() => Err(TransportClosed),
+            sent = tokio::time::timeout(self.write_timeout, self.sink.send(Message::Text(text.into()))) => match sent {
+                Ok(sent) => sent.map_err(|_| TransportClosed),
+                Err(_) => {
+                    tracing::warn!("client stopped reading: closing the connection");
+                    self.too_slow.cancel();
+                    Err(TransportClosed)
+                }
+            },
+            () = self.too_slow.cancelled() => Err(TransportClosed),
         }
     }
 }

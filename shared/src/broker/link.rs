@@ -86,12 +86,15 @@ struct Inner {
     topology: Topology,
     current: watch::Sender<Option<Arc<Link>>>,
     reconnects: AtomicU64,
+    connect_attempts: AtomicU64,
 }
 
 impl Broker {
     pub fn new(topology: Topology) -> Self {
         let (current, _) = watch::channel(None);
-        Self { inner: Arc::new(Inner { topology, current, reconnects: AtomicU64::new(0) }) }
+        Self {
+            inner: Arc::new(Inner { topology, current, reconnects: AtomicU64::new(0), connect_attempts: AtomicU64::new(0) }),
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -110,6 +113,11 @@ impl Broker {
     /// How many times the connection was re-established after a failure.
     pub fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// How many times a connection was attempted (successful or not).
+    pub fn connect_attempts(&self) -> u64 {
+        self.inner.connect_attempts.load(Ordering::Relaxed)
     }
 
     /// Waits until a link is up.
@@ -195,6 +203,7 @@ where
     let mut delays = backoff();
     let mut ever_connected = false;
     while !shutdown.is_cancelled() {
+        broker.inner.connect_attempts.fetch_add(1, Ordering::Relaxed);
         match connect(&broker, &amqp_url, &name).await {
             Ok(link) => {
                 if ever_connected {

@@ -40,7 +40,9 @@ pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Res
     create_database_if_missing(&options, patience).await?;
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        // While PostgreSQL is down a send fails with `unavailable` after this
+        // long; the client retries with the same clientMsgId.
+        .acquire_timeout(Duration::from_secs(3))
         // A broken connection fails one query (callers map it to a retryable
         // error) instead of costing every query a ping.
         .test_before_acquire(false)

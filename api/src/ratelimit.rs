@@ -1,0 +1,44 @@
+//! Per-user rate limit on what clients send (frames and REST calls), so one
+//! flooding client cannot slow down everyone else. Acks of server frames are
+//! not limited: they are bounded by what the server sends.
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use courier_shared::{ClientError, ErrorCode};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// How often idle users' buckets are forgotten.
+const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct UserRateLimit {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+}
+
+impl UserRateLimit {
+    /// `per_second` requests per second per user, bursts up to `burst`; 0 turns the limit off.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let Some(rate) = NonZeroU32::new(per_second) else { return Self { limiter: None } };
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)));
+        let forget = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FORGET_INTERVAL).await;
+                let Some(limiter) = forget.upgrade() else { return };
+                limiter.retain_recent();
+            }
+        });
+        Self { limiter: Some(limiter) }
+    }
+
+    /// Counts one request of `user_id`; `rate_limited` if over the limit.
+    pub fn check(&self, user_id: &str) -> Result<(), ClientError> {
+        match &self.limiter {
+            Some(limiter) if limiter.check_key(&user_id.to_owned()).is_err() => {
+                Err(ClientError::new(ErrorCode::RateLimited, "too many requests; slow down"))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Private PostgreSQL and RabbitMQ instances, for faults that stop or restart
+//! the service itself: they must not disturb the other tests.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::process::Command;
+
+use crate::{eventually, process::free_port};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn scratch_dir(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("courier-{kind}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A PostgreSQL cluster of its own (initdb), run as the `postgres` user on a free port.
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let dir = scratch_dir("pg");
+        let port = free_port();
+        run_as_root(&format!("chown postgres {dir}", dir = dir.display())).await;
+        let data = dir.join("data");
+        run_as_postgres(&format!("{PG_BIN}/initdb -D {} -A trust -U postgres", data.display())).await;
+        let this = Self { dir, port };
+        this.start_again().await;
+        this
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub async fn start_again(&self) {
+        let command = format!(
+            "{PG_BIN}/pg_ctl -D {data} -l {log} -w -o \"-p {port} -k {dir} -c listen_addresses=127.0.0.1\" start",
+            data = self.dir.join("data").display(),
+            log = self.dir.join("log").display(),
+            dir = self.dir.display(),
+            port = self.port,
+        );
+        run_as_postgres(&command).await;
+    }
+
+    /// Stops the server (fast mode: open connections are cut, like a crash of the connection).
+    pub async fn stop(&self) {
+        let command = format!("{PG_BIN}/pg_ctl -D {} -m fast -w stop", self.dir.join("data").display());
+        run_as_postgres(&command).await;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let command = format!("{PG_BIN}/pg_ctl -D {} -m immediate -w stop", self.dir.join("data").display());
+        let _ = std::process::Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", &command]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PostgreSQL's tools refuse to run as root.
+async fn run_as_postgres(command: &str) {
+    let status = Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", command]).stdout(Stdio::null()).status().await;
+    assert!(status.is_ok_and(|s| s.success()), "failed: {command}");
+}
+
+async fn run_as_root(command: &str) {
+    let status = Command::new("sh").args(["-c", command]).stdout(Stdio::null()).status().await;
+    assert!(status.is_ok_and(|s| s.success()), "failed: {command}");
+}
+
+/// A RabbitMQ node of its own: own node name, port, data directory, no plugins.
+pub struct PrivateRabbit {
+    dir: PathBuf,
+    node: String,
+    pub port: u16,
+}
+
+impl PrivateRabbit {
+    pub async fn start() -> Self {
+        let dir = scratch_dir("rabbit");
+        let port = free_port();
+        let node = format!("courier-test-{}@localhost", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+        std::fs::write(dir.join("enabled_plugins"), "[].").expect("plugins file");
+        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"))
+            .expect("config file");
+        let this = Self { dir, node, port };
+        this.start_again().await;
+        this
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(format!("{RABBIT_BIN}/{program}"));
+        command
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_DIST_PORT", (self.port - 10_000).to_string())
+            .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.dir.join("enabled_plugins"))
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    /// Boots the node (keeping its data) and waits until it accepts AMQP connections.
+    pub async fn start_again(&self) {
+        let mut child = self.command("rabbitmq-server").spawn().expect("rabbitmq-server");
+        // The node runs until stopped; reap it in the background.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let port = self.port;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !port_open(port) {
+            assert!(tokio::time::Instant::now() < deadline, "private RabbitMQ did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the node; waits until its port is closed.
+    pub async fn stop(&self) {
+        let _ = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status().await;
+        let port = self.port;
+        eventually("private RabbitMQ to stop", || async move { (!port_open(port)).then_some(()) }).await;
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(format!("{RABBIT_BIN}/rabbitmqctl"))
+            .args(["-n", &self.node, "stop"])
+            .env("HOME", &self.dir)
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
