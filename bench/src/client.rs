@@ -1,0 +1,145 @@
+//! A lean `/ws` client that behaves like a real one: it acknowledges every
+//! `message:receive` and `message:status` as soon as it reads it, and reports
+//! what it saw to the scenario through one channel.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::{connect_async, tungstenite::Message};
+
+/// Something a connection saw, tagged with the connection's index.
+#[derive(Debug)]
+pub enum Seen {
+    Receive { conn: usize, message_id: String, chat_id: String, seq: i64, content: String, at: Instant },
+    /// `message:status` with status `delivered`, at the sender.
+    Delivered { at: Instant },
+    SyncDone,
+    Closed,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// One connection. Cloning shares it.
+#[derive(Clone)]
+pub struct Conn {
+    writer: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Conn {
+    /// Connects to `/ws`, waits for `session:ready`, then reports what it sees to `seen`.
+    pub async fn connect(addr: &str, token: &str, conn: usize, seen: mpsc::UnboundedSender<Seen>) -> anyhow::Result<Self> {
+        let (socket, _) = connect_async(format!("ws://{addr}/ws?token={token}")).await.context("connect")?;
+        let (mut sink, mut stream) = socket.split();
+        // The first frame says the session exists.
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("session:ready") => {}
+            other => bail!("expected session:ready, got {other:?}"),
+        }
+        let (writer, mut outgoing) = mpsc::unbounded_channel::<Message>();
+        tokio::spawn(async move {
+            // Write whatever has queued up, then flush once: one syscall per burst.
+            while let Some(first) = outgoing.recv().await {
+                if sink.feed(first).await.is_err() {
+                    return;
+                }
+                while let Ok(next) = outgoing.try_recv() {
+                    if sink.feed(next).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let pending: Pending = Arc::default();
+        let reader_pending = pending.clone();
+        let acks = writer.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else { continue };
+                let at = Instant::now();
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                on_frame(conn, frame, at, &reader_pending, &acks, &seen);
+            }
+            let _ = seen.send(Seen::Closed);
+        });
+        Ok(Conn { writer, pending, next_id: Arc::new(AtomicU64::new(1)) })
+    }
+
+    /// Sends `message:send`; resolves with the reply frame's data once stored.
+    pub async fn send_message(&self, chat_id: &str, content: String, client_msg_id: String) -> anyhow::Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, reply) = oneshot::channel();
+        self.pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id, done);
+        let frame = json!({
+            "event": "message:send",
+            "id": id,
+            "data": { "chatId": chat_id, "content": content, "messageType": "text", "clientMsgId": client_msg_id },
+        });
+        self.writer.send(Message::text(frame.to_string())).context("connection closed")?;
+        let reply = reply.await.context("connection closed before the reply")?;
+        if reply["event"] == "error" {
+            bail!("send refused: {}", reply["error"]);
+        }
+        Ok(reply["data"].clone())
+    }
+
+    pub fn close(&self) {
+        let _ = self.writer.send(Message::Close(None));
+    }
+}
+
+fn on_frame(conn: usize, frame: Value, at: Instant, pending: &Pending, acks: &mpsc::UnboundedSender<Message>, seen: &mpsc::UnboundedSender<Seen>) {
+    let id = frame["id"].as_u64();
+    match frame["event"].as_str().unwrap_or_default() {
+        "ack" | "error" => {
+            let waiter = id.and_then(|id| pending.lock().ok()?.remove(&id));
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(frame);
+            }
+        }
+        "message:receive" => {
+            ack(acks, id);
+            let data = &frame["data"];
+            let _ = seen.send(Seen::Receive {
+                conn,
+                message_id: data["messageId"].as_str().unwrap_or_default().to_owned(),
+                chat_id: data["chatId"].as_str().unwrap_or_default().to_owned(),
+                seq: data["seq"].as_i64().unwrap_or(-1),
+                content: data["content"].as_str().unwrap_or_default().to_owned(),
+                at,
+            });
+        }
+        "message:status" => {
+            ack(acks, id);
+            let data = &frame["data"];
+            if data["status"] == "delivered" {
+                let _ = seen.send(Seen::Delivered { at });
+            }
+        }
+        "sync:done" => {
+            let _ = seen.send(Seen::SyncDone);
+        }
+        _ => {}
+    }
+}
+
+fn ack(acks: &mpsc::UnboundedSender<Message>, id: Option<u64>) {
+    if let Some(id) = id {
+        let _ = acks.send(Message::text(format!(r#"{{"event":"ack","id":{id}}}"#)));
+    }
+}

@@ -1,0 +1,274 @@
+//! Simulated users: connect them, make them send, and tally what arrives.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    client::{Conn, Seen},
+    cluster::Cluster,
+};
+
+/// Contents carry their send time as microseconds since this instant, so the
+/// receiver can compute the latency without a lookup.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_micros() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+/// One user's sending role: which chat, and how many recipients each message has.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub user: usize,
+    pub chat_id: String,
+    pub recipients: u64,
+}
+
+/// What the clients saw, counted as it arrives.
+#[derive(Default)]
+pub struct Counters {
+    pub receives: AtomicU64,
+    pub delivered: AtomicU64,
+    pub sync_done: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+/// The final tally of a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub receives: u64,
+    pub duplicates: u64,
+    /// Receives whose seq was lower than one already received in that chat.
+    pub out_of_order: u64,
+    pub delivered: u64,
+    pub first_receive: Option<Instant>,
+    pub last_receive: Option<Instant>,
+    pub last_delivered: Option<Instant>,
+    /// Send call → `message:receive`, microseconds.
+    pub latencies_us: Vec<u64>,
+}
+
+/// Connected users and the collector of what they see.
+pub struct Crowd {
+    pub users: Vec<String>,
+    pub conns: Vec<Option<Conn>>,
+    pub counters: Arc<Counters>,
+    seen: mpsc::UnboundedSender<Seen>,
+    stop: Option<oneshot::Sender<()>>,
+    collector: tokio::task::JoinHandle<Tally>,
+}
+
+impl Crowd {
+    pub fn new(users: Vec<String>) -> Self {
+        let (seen, incoming) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = oneshot::channel();
+        let collector = tokio::spawn(collect(incoming, counters.clone(), stopped));
+        let conns = vec![None; users.len()];
+        Crowd { users, conns, counters, seen, stop: Some(stop), collector }
+    }
+
+    /// Connects the given users (spread over the API nodes), `parallel` at a
+    /// time; returns how long it took.
+    pub async fn connect(&mut self, cluster: &Cluster, which: &[usize], parallel: usize) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut attempts = futures::stream::iter(which.iter().map(|&index| {
+            let addr = cluster.api_addr(index).to_owned();
+            let token = cluster.token(&self.users[index]);
+            let seen = self.seen.clone();
+            async move { (index, Conn::connect(&addr, &token, index, seen).await) }
+        }))
+        .buffer_unordered(parallel.max(1));
+        while let Some((index, conn)) = attempts.next().await {
+            self.conns[index] = Some(conn.with_context(|| format!("connect {}", self.users[index]))?);
+        }
+        Ok(started.elapsed())
+    }
+
+    pub fn conn(&self, index: usize) -> anyhow::Result<&Conn> {
+        self.conns[index].as_ref().context("user not connected")
+    }
+
+    /// Waits until `done(counters)` holds, or fails after `patience`.
+    pub async fn wait_until(&self, what: &str, patience: Duration, done: impl Fn(&Counters) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        while !done(&self.counters) {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}: {} received, {} delivered",
+                    self.counters.receives.load(Ordering::Relaxed),
+                    self.counters.delivered.load(Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection and returns the tally.
+    pub async fn finish(mut self) -> Tally {
+        for conn in self.conns.iter().flatten() {
+            conn.close();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.collector.await.unwrap_or_default()
+    }
+}
+
+async fn collect(mut incoming: mpsc::UnboundedReceiver<Seen>, counters: Arc<Counters>, mut stop: oneshot::Receiver<()>) -> Tally {
+    let mut tally = Tally::default();
+    let mut seen_ids: HashSet<(usize, String)> = HashSet::new();
+    let mut highest_seq: HashMap<(usize, String), i64> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            event = incoming.recv() => event,
+            _ = &mut stop => {
+                // Count what already arrived, then stop.
+                while let Ok(event) = incoming.try_recv() {
+                    record(&mut tally, &counters, &mut seen_ids, &mut highest_seq, event);
+                }
+                return tally;
+            }
+        };
+        let Some(event) = event else { return tally };
+        record(&mut tally, &counters, &mut seen_ids, &mut highest_seq, event);
+    }
+}
+
+fn record(
+    tally: &mut Tally,
+    counters: &Counters,
+    seen_ids: &mut HashSet<(usize, String)>,
+    highest_seq: &mut HashMap<(usize, String), i64>,
+    event: Seen,
+) {
+    match event {
+        Seen::Receive { conn, message_id, chat_id, seq, content, at } => {
+            if !seen_ids.insert((conn, message_id)) {
+                tally.duplicates += 1;
+                return;
+            }
+            tally.receives += 1;
+            counters.receives.fetch_add(1, Ordering::Relaxed);
+            tally.first_receive.get_or_insert(at);
+            tally.last_receive = Some(at);
+            let highest = highest_seq.entry((conn, chat_id)).or_insert(0);
+            if seq < *highest {
+                tally.out_of_order += 1;
+            }
+            *highest = (*highest).max(seq);
+            if let Ok(sent_us) = content.parse::<u64>() {
+                let received_us = at.duration_since(epoch()).as_micros() as u64;
+                tally.latencies_us.push(received_us.saturating_sub(sent_us));
+            }
+        }
+        Seen::Delivered { at } => {
+            tally.delivered += 1;
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            tally.last_delivered = Some(at);
+        }
+        Seen::SyncDone => {
+            counters.sync_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Seen::Closed => {
+            counters.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every sender sends `per_sender` messages, keeping `window` unanswered at a
+/// time: a closed loop that runs the pipeline as fast as it goes.
+pub async fn send_closed_loop(crowd: &Crowd, senders: &[Sender], per_sender: u64, window: usize) -> anyhow::Result<()> {
+    let mut tasks = FuturesUnordered::new();
+    for sender in senders {
+        let conn = crowd.conn(sender.user)?.clone();
+        let chat_id = sender.chat_id.clone();
+        let user = sender.user;
+        tasks.push(tokio::spawn(async move {
+            let mut in_flight = FuturesUnordered::new();
+            for i in 0..per_sender {
+                if in_flight.len() >= window {
+                    in_flight.next().await.context("send")??;
+                }
+                let conn = conn.clone();
+                let chat_id = chat_id.clone();
+                in_flight.push(async move { conn.send_message(&chat_id, now_micros().to_string(), format!("b{user}-{i}")).await });
+            }
+            while let Some(reply) = in_flight.next().await {
+                reply?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    while let Some(done) = tasks.next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Offers `rate` messages per second in total, spread evenly over the senders,
+/// for `duration`: an open loop, as independent users would. Returns how many were sent.
+pub async fn send_paced(crowd: &Crowd, senders: &[Sender], rate: f64, duration: Duration) -> anyhow::Result<u64> {
+    let per_sender_interval = Duration::from_secs_f64(senders.len() as f64 / rate.max(1.0));
+    let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = FuturesUnordered::new();
+    for (n, sender) in senders.iter().enumerate() {
+        let conn = crowd.conn(sender.user)?.clone();
+        let chat_id = sender.chat_id.clone();
+        let user = sender.user;
+        let sent = sent.clone();
+        // Stagger the senders so the offered load is smooth, not a burst per tick.
+        let offset = per_sender_interval.mul_f64(n as f64 / senders.len() as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, per_sender_interval);
+            let mut replies = FuturesUnordered::new();
+            let mut i = 0u64;
+            while started.elapsed() < duration {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        let conn = conn.clone();
+                        let chat_id = chat_id.clone();
+                        let client_msg_id = format!("p{user}-{i}");
+                        i += 1;
+                        replies.push(async move { conn.send_message(&chat_id, now_micros().to_string(), client_msg_id).await });
+                    }
+                    Some(reply) = replies.next(), if !replies.is_empty() => { reply?; }
+                }
+            }
+            while let Some(reply) = replies.next().await {
+                reply?;
+            }
+            sent.fetch_add(i, Ordering::Relaxed);
+            anyhow::Ok(())
+        }));
+    }
+    while let Some(done) = tasks.next().await {
+        done??;
+    }
+    Ok(sent.load(Ordering::Relaxed))
+}
+
+/// p-th percentile (0–100) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

@@ -1,0 +1,328 @@
+//! `courier-bench`: measures Courier end to end over its public protocol, next
+//! to RabbitMQ and PostgreSQL alone on the same machine, and writes the
+//! results as a markdown table and a JSON file. See docs/benchmarks.md.
+
+mod client;
+mod cluster;
+mod load;
+mod procstat;
+mod reference;
+mod scenarios;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+use cluster::{Services, Shape};
+use scenarios::ChatKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Size {
+    /// A few hundred messages: proves the harness and the pipeline work (CI).
+    Smoke,
+    /// The sizes docs/benchmarks.md reports.
+    Full,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "courier-bench", about = "Load generator and reference benchmarks for Courier")]
+struct Args {
+    #[arg(long, value_enum, default_value = "full")]
+    size: Size,
+    /// Run only these parts (comma-separated): reference, direct, group, latency, drain, connections, scaleout.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// PostgreSQL server URL, without a database name.
+    #[arg(long, env = "BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres: String,
+    #[arg(long, env = "BENCH_AMQP", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    /// Where latest.md and latest.json go.
+    #[arg(long, default_value = "bench-results")]
+    out_dir: PathBuf,
+}
+
+/// The sizes of one harness run.
+struct Sizes {
+    reference_messages: u64,
+    direct_pairs: usize,
+    direct_per_sender: u64,
+    groups: usize,
+    group_senders: usize,
+    group_per_sender: u64,
+    latency_pairs: usize,
+    latency_rate: f64,
+    latency_duration: Duration,
+    backlogs: Vec<u64>,
+    drain_chats: usize,
+    connections: usize,
+    scaleout_per_sender: u64,
+    window: usize,
+}
+
+impl Sizes {
+    fn of(size: Size) -> Self {
+        match size {
+            Size::Smoke => Sizes {
+                reference_messages: 2_000,
+                direct_pairs: 10,
+                direct_per_sender: 20,
+                groups: 1,
+                group_senders: 2,
+                group_per_sender: 5,
+                latency_pairs: 10,
+                latency_rate: 200.0,
+                latency_duration: Duration::from_secs(1),
+                backlogs: vec![300],
+                drain_chats: 3,
+                connections: 100,
+                scaleout_per_sender: 10,
+                window: 8,
+            },
+            Size::Full => Sizes {
+                reference_messages: 100_000,
+                direct_pairs: 50,
+                direct_per_sender: 1_000,
+                groups: 4,
+                group_senders: 2,
+                group_per_sender: 250,
+                latency_pairs: 50,
+                latency_rate: 1_000.0,
+                latency_duration: Duration::from_secs(20),
+                backlogs: vec![10_000, 100_000],
+                drain_chats: 10,
+                connections: 10_000,
+                scaleout_per_sender: 400,
+                window: 32,
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = Sizes::of(args.size);
+    let fd_limit = procstat::raise_fd_limit();
+    let services = Services { postgres: args.postgres.clone(), amqp: args.amqp.clone() };
+    let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let mut results = serde_json::Map::new();
+    results.insert("machine".into(), machine(fd_limit));
+    let mut problems = Vec::new();
+
+    if wanted("reference") {
+        eprintln!("reference: RabbitMQ alone");
+        let broker = reference::rabbitmq(&services.amqp, sizes.reference_messages).await?;
+        eprintln!("reference: PostgreSQL alone");
+        let database = reference_database(&services, sizes.reference_messages).await?;
+        results.insert("reference".into(), json!({ "rabbitmq": broker, "postgres": database }));
+    }
+    let solo = Shape { apis: 1, workers: 1 };
+    let mut direct_rate = None;
+    if wanted("direct") {
+        eprintln!("throughput: direct chats");
+        let run = scenarios::throughput(&services, solo, ChatKind::Direct { pairs: sizes.direct_pairs }, sizes.direct_per_sender, sizes.window).await?;
+        check(&mut problems, "direct", run.duplicates, run.out_of_order);
+        direct_rate = Some(run.deliveries_per_sec);
+        results.insert("direct".into(), serde_json::to_value(&run)?);
+    }
+    if wanted("group") {
+        eprintln!("throughput: groups of 50");
+        let kind = ChatKind::Group { groups: sizes.groups, members: 50, senders: sizes.group_senders };
+        let run = scenarios::throughput(&services, solo, kind, sizes.group_per_sender, sizes.window).await?;
+        check(&mut problems, "group", run.duplicates, run.out_of_order);
+        results.insert("group".into(), serde_json::to_value(&run)?);
+    }
+    if wanted("latency") {
+        let mut runs = Vec::new();
+        let mut rates = vec![sizes.latency_rate];
+        if let Some(max) = direct_rate {
+            rates.push((max * 0.8).round());
+        }
+        for rate in rates {
+            eprintln!("latency at {rate} msg/s");
+            let run = scenarios::latency(&services, sizes.latency_pairs, rate, sizes.latency_duration).await?;
+            check(&mut problems, "latency", run.duplicates, run.out_of_order);
+            runs.push(run);
+        }
+        results.insert("latency".into(), serde_json::to_value(&runs)?);
+    }
+    if wanted("drain") {
+        let mut runs = Vec::new();
+        for &backlog in &sizes.backlogs {
+            eprintln!("drain of {backlog}");
+            let run = scenarios::drain(&services, backlog, sizes.drain_chats).await?;
+            check(&mut problems, "drain", run.duplicates, run.out_of_order);
+            if run.received != run.backlog {
+                problems.push(format!("drain: received {} of {}", run.received, run.backlog));
+            }
+            runs.push(run);
+        }
+        results.insert("drain".into(), serde_json::to_value(&runs)?);
+    }
+    if wanted("connections") {
+        eprintln!("{} idle connections", sizes.connections);
+        let run = scenarios::connections(&services, sizes.connections).await?;
+        results.insert("connections".into(), serde_json::to_value(&run)?);
+    }
+    if wanted("scaleout") {
+        let mut runs = Vec::new();
+        for (apis, workers) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+            eprintln!("scale-out: {apis} api, {workers} worker");
+            let kind = ChatKind::Direct { pairs: sizes.direct_pairs };
+            let run = scenarios::throughput(&services, Shape { apis, workers }, kind, sizes.scaleout_per_sender, sizes.window).await?;
+            check(&mut problems, "scaleout", run.duplicates, run.out_of_order);
+            runs.push(run);
+        }
+        results.insert("scaleout".into(), serde_json::to_value(&runs)?);
+    }
+
+    let results = Value::Object(results);
+    let markdown = report(&results);
+    std::fs::create_dir_all(&args.out_dir)?;
+    std::fs::write(args.out_dir.join("latest.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(args.out_dir.join("latest.md"), &markdown)?;
+    println!("{markdown}");
+    if !problems.is_empty() {
+        bail!("the pipeline misbehaved under load: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+fn check(problems: &mut Vec<String>, what: &str, duplicates: u64, out_of_order: u64) {
+    if duplicates > 0 || out_of_order > 0 {
+        problems.push(format!("{what}: {duplicates} duplicates, {out_of_order} out of order"));
+    }
+}
+
+/// PostgreSQL alone, in a scratch database migrated to Courier's schema.
+async fn reference_database(services: &Services, messages: u64) -> anyhow::Result<reference::DatabaseCeiling> {
+    use sqlx::Connection as _;
+    let name = format!("courier_bench_ref_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let admin_url = format!("{}/postgres", services.postgres);
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("PostgreSQL")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    let result = async {
+        let db = courier_shared::db::connect(&format!("{}/{name}", services.postgres), 2, Duration::from_secs(10)).await?;
+        courier_shared::db::migrate(&db).await?;
+        let ceiling = reference::postgres(&db, messages).await;
+        db.close().await;
+        ceiling
+    }
+    .await;
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+    result
+}
+
+fn machine(fd_limit: u64) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "fd_limit": fd_limit,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+fn num(value: &Value) -> String {
+    match value.as_f64() {
+        Some(n) if n >= 100.0 => format!("{}", n.round() as i64).chars().rev().collect::<Vec<_>>().chunks(3).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join(",").chars().rev().collect(),
+        Some(n) => format!("{n}"),
+        None => "—".into(),
+    }
+}
+
+fn cpu(resources: &Value) -> String {
+    let Some(split) = resources["cpu_seconds"].as_object() else { return "—".into() };
+    split.iter().map(|(group, secs)| format!("{group} {}", num(secs))).collect::<Vec<_>>().join(", ")
+}
+
+/// The results as the markdown table docs/benchmarks.md shows.
+fn report(results: &Value) -> String {
+    let mut out = String::new();
+    let mut row = |figure: String, value: String, note: String| out.push_str(&format!("| {figure} | {value} | {note} |\n"));
+    row("figure".into(), "value".into(), "context".into());
+    row("---".into(), "---".into(), "---".into());
+    let ceiling = results["reference"]["rabbitmq"]["end_to_end_per_sec"].as_f64();
+    if let Some(reference) = results.get("reference") {
+        let rabbit = &reference["rabbitmq"];
+        row("RabbitMQ alone: publish with confirms → consume with acks".into(), format!("{} msg/s", num(&rabbit["end_to_end_per_sec"])), format!("publish alone {} msg/s; {} messages", num(&rabbit["publish_per_sec"]), num(&rabbit["messages"])));
+        let pg = &reference["postgres"];
+        row("PostgreSQL alone: message + status rows, 100 per statement".into(), format!("{} msg/s", num(&pg["batched_per_sec"])), format!("one transaction per message: {} msg/s", num(&pg["single_per_sec"])));
+    }
+    let share = |rate: &Value| match (rate.as_f64(), ceiling) {
+        (Some(rate), Some(ceiling)) if ceiling > 0.0 => format!("; {:.0} % of the broker ceiling", 100.0 * rate / ceiling),
+        _ => String::new(),
+    };
+    for (key, label) in [("direct", "end-to-end deliveries/s, direct chats"), ("group", "end-to-end deliveries/s, groups of 50")] {
+        if let Some(run) = results.get(key) {
+            row(
+                label.into(),
+                format!("{} /s", num(&run["deliveries_per_sec"])),
+                format!(
+                    "{} deliveries in {} s{}; dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",
+                    num(&run["deliveries"]),
+                    num(&run["seconds"]),
+                    share(&run["deliveries_per_sec"]),
+                    run["duplicates"],
+                    run["out_of_order"],
+                    num(&run["resources"]["api_peak_rss_mib"]),
+                    num(&run["resources"]["worker_peak_rss_mib"]),
+                    cpu(&run["resources"])
+                ),
+            );
+        }
+    }
+    for run in results["latency"].as_array().into_iter().flatten() {
+        row(
+            format!("live latency at {} msg/s (p50 / p95 / p99 / max)", num(&run["offered_per_sec"])),
+            format!("{} / {} / {} / {} ms", num(&run["p50_ms"]), num(&run["p95_ms"]), num(&run["p99_ms"]), num(&run["max_ms"])),
+            format!("{} sent, {} received; peak RSS api {} MiB; CPU s: {}", num(&run["sent"]), num(&run["received"]), num(&run["resources"]["api_peak_rss_mib"]), cpu(&run["resources"])),
+        );
+    }
+    for run in results["drain"].as_array().into_iter().flatten() {
+        row(
+            format!("drain of a {} backlog, in order", num(&run["backlog"])),
+            format!("{} msg/s", num(&run["per_sec"])),
+            format!(
+                "{} s over {} chats; received {}, dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",
+                num(&run["seconds"]),
+                run["chats"],
+                num(&run["received"]),
+                run["duplicates"],
+                run["out_of_order"],
+                num(&run["resources"]["api_peak_rss_mib"]),
+                num(&run["resources"]["worker_peak_rss_mib"]),
+                cpu(&run["resources"])
+            ),
+        );
+    }
+    if let Some(run) = results.get("connections") {
+        row(
+            format!("{} idle connections on one API node", num(&run["connections"])),
+            format!("{} KiB each", num(&run["kib_per_connection"])),
+            format!(
+                "API RSS {} → {} MiB; connected at {} /s ({} s)",
+                num(&run["api_rss_before_mib"]),
+                num(&run["api_rss_after_mib"]),
+                num(&run["connects_per_sec"]),
+                num(&run["connect_seconds"])
+            ),
+        );
+    }
+    for run in results["scaleout"].as_array().into_iter().flatten() {
+        row(
+            format!("scale-out: {} api, {} worker", run["apis"], run["workers"]),
+            format!("{} /s", num(&run["deliveries_per_sec"])),
+            format!("{} deliveries; dup {}, out of order {}; CPU s: {}", num(&run["deliveries"]), run["duplicates"], run["out_of_order"], cpu(&run["resources"])),
+        );
+    }
+    let machine = &results["machine"];
+    out.push_str(&format!("\nMachine: {} CPUs ({}), {} build.\n", machine["cpus"], machine["cpu"].as_str().unwrap_or("?"), machine["profile"].as_str().unwrap_or("?")));
+    out
+}

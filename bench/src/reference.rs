@@ -1,0 +1,170 @@
+//! The ceilings Courier's pipeline can at best approach, measured in the same
+//! run on the same machine: RabbitMQ alone and PostgreSQL alone.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::{StreamExt, stream::FuturesUnordered};
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// Confirms outstanding at once: the publisher pipelines, as Courier's does.
+const CONFIRM_WINDOW: usize = 1024;
+/// The consumer acknowledges with `multiple` every this many messages.
+const ACK_EVERY: u64 = 100;
+/// About the size of a Courier delivery job.
+const PAYLOAD_BYTES: usize = 300;
+
+#[derive(Debug, Serialize)]
+pub struct BrokerCeiling {
+    pub messages: u64,
+    /// Publish with confirms, persistent, one channel.
+    pub publish_per_sec: f64,
+    /// Publish → consume with manual acks, both running at once.
+    pub end_to_end_per_sec: f64,
+}
+
+/// Publishes `messages` persistent messages with pipelined confirms to a
+/// durable queue while a consumer with manual acks empties it.
+pub async fn rabbitmq(amqp: &str, messages: u64) -> anyhow::Result<BrokerCeiling> {
+    let queue = format!("courier-bench-ref-{}", uuid::Uuid::now_v7().simple());
+    let publisher_conn = Connection::connect(amqp, ConnectionProperties::default()).await.context("RabbitMQ")?;
+    let consumer_conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
+    let publisher = publisher_conn.create_channel().await?;
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    publisher.queue_declare(queue.as_str().into(), durable, FieldTable::default()).await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+
+    let consumer_channel = consumer_conn.create_channel().await?;
+    consumer_channel.basic_qos(2000, BasicQosOptions::default()).await?;
+    let mut consumer = consumer_channel
+        .basic_consume(queue.as_str().into(), "ref".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let started = Instant::now();
+    let consuming = tokio::spawn(async move {
+        let mut seen = 0u64;
+        while let Some(Ok(delivery)) = consumer.next().await {
+            seen += 1;
+            if seen % ACK_EVERY == 0 || seen == messages {
+                delivery.acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            if seen == messages {
+                break;
+            }
+        }
+        anyhow::Ok(started.elapsed())
+    });
+
+    let payload = vec![b'x'; PAYLOAD_BYTES];
+    let mut confirms = FuturesUnordered::new();
+    for _ in 0..messages {
+        if confirms.len() >= CONFIRM_WINDOW {
+            confirms.next().await.context("confirm")??;
+        }
+        let confirm = publisher
+            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &payload, BasicProperties::default().with_delivery_mode(2))
+            .await?;
+        confirms.push(confirm);
+    }
+    while let Some(confirm) = confirms.next().await {
+        confirm?;
+    }
+    let published = started.elapsed();
+    let consumed = consuming.await??;
+    let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = publisher_conn.close(200, "done".into()).await;
+    let _ = consumer_conn.close(200, "done".into()).await;
+    Ok(BrokerCeiling {
+        messages,
+        publish_per_sec: messages as f64 / published.as_secs_f64(),
+        end_to_end_per_sec: messages as f64 / consumed.as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseCeiling {
+    pub messages: u64,
+    /// Single-message transactions (message + status row) on one connection.
+    pub single_per_sec: f64,
+    /// Messages with their status rows, 100 per statement.
+    pub batched_per_sec: f64,
+}
+
+/// Inserts message and status rows into copies of Courier's tables (same
+/// columns, indexes and constraints bar foreign keys), one at a time and then
+/// 100 per statement.
+pub async fn postgres(db: &PgPool, messages: u64) -> anyhow::Result<DatabaseCeiling> {
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS ref_message_status, ref_messages;
+         CREATE TABLE ref_messages (LIKE messages INCLUDING ALL);
+         CREATE TABLE ref_message_status (LIKE message_status INCLUDING ALL);
+         INSERT INTO users (id, name) VALUES ('ref-a', 'a'), ('ref-b', 'b') ON CONFLICT DO NOTHING;",
+    )
+    .execute(db)
+    .await?;
+    let chat_id = uuid::Uuid::now_v7();
+
+    let single = (messages / 20).clamp(100, 5_000);
+    let mut connection = db.acquire().await?;
+    let started = Instant::now();
+    for seq in 0..single as i64 {
+        let id = uuid::Uuid::now_v7();
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+        sqlx::query("INSERT INTO ref_messages (id, chat_id, sender_id, content, message_type, seq) VALUES ($1, $2, 'ref-a', 'hello'::bytea, 'text', $3)")
+            .bind(id)
+            .bind(chat_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO ref_message_status (message_id, user_id, chat_id, seq, prev_seq, sender_id, status)
+             VALUES ($1, 'ref-b', $2, $3, $3 - 1, 'ref-a', 'sent')",
+        )
+        .bind(id)
+        .bind(chat_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let single_per_sec = single as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut seq = single as i64;
+    let mut left = messages;
+    while left > 0 {
+        let batch = left.min(100);
+        let ids: Vec<uuid::Uuid> = (0..batch).map(|_| uuid::Uuid::now_v7()).collect();
+        let seqs: Vec<i64> = (0..batch as i64).map(|i| seq + i).collect();
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+        sqlx::query(
+            "INSERT INTO ref_messages (id, chat_id, sender_id, content, message_type, seq)
+             SELECT id, $2, 'ref-a', 'hello'::bytea, 'text', seq FROM UNNEST($1::uuid[], $3::bigint[]) AS t(id, seq)",
+        )
+        .bind(&ids)
+        .bind(chat_id)
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO ref_message_status (message_id, user_id, chat_id, seq, prev_seq, sender_id, status)
+             SELECT id, 'ref-b', $2, seq, seq - 1, 'ref-a', 'sent' FROM UNNEST($1::uuid[], $3::bigint[]) AS t(id, seq)",
+        )
+        .bind(&ids)
+        .bind(chat_id)
+        .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        seq += batch as i64;
+        left -= batch;
+    }
+    let batched_per_sec = messages as f64 / started.elapsed().as_secs_f64();
+    sqlx::raw_sql("DROP TABLE ref_message_status, ref_messages").execute(db).await?;
+    Ok(DatabaseCeiling { messages, single_per_sec, batched_per_sec })
+}
