@@ -1,4 +1,4 @@
-//! The HTTP API: REST under `/api`, health probes, and the `/ws` upgrade.
+//! The HTTP API: REST under `/api`, health probes, the `/ws` upgrade and `/socket.io/`.
 
 pub mod auth;
 mod chats;
@@ -11,6 +11,7 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{delete, get, post},
 };
+use socketioxide::layer::SocketIoLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::{state::AppState, ws};
@@ -18,7 +19,7 @@ use crate::{state::AppState, ws};
 /// Largest REST body; a message's content is at most 64 KiB.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
     let api = Router::new()
         .route("/chats", post(chats::create).get(chats::list))
         .route("/chats/{chat_id}", get(chats::get))
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(socketio)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
