@@ -90,6 +90,11 @@ pub struct ApiConfig {
     #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub outbox_relay_interval: Duration,
 
+    /// Serve `POST /api/dev/token`, which signs a token for any user id: for
+    /// trying the web page at `/`. Never in production (it 404s when off).
+    #[arg(long, env = "DEV_TOKENS")]
+    pub dev_tokens: bool,
+
     /// How long to wait for in-flight work when stopping.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

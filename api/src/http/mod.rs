@@ -5,6 +5,7 @@ mod chats;
 pub mod error;
 mod health;
 mod messages;
+mod web;
 
 use axum::{
     Router,
@@ -26,6 +27,7 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         .route("/chats/{chat_id}/members", post(chats::add_member))
         .route("/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
         .route("/chats/{chat_id}/messages", get(messages::history).post(messages::send))
+        .route("/dev/token", post(web::dev_token))
         .fallback(error::no_such_route);
 
     Router::new()
@@ -33,6 +35,8 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/ws", get(ws::upgrade))
+        .route("/", get(web::index))
+        .route("/web/{file}", get(web::file))
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(socketio)

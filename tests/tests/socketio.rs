@@ -1,0 +1,87 @@
+//! `/socket.io/` through the official socket.io-client, and the web page at `/`
+//! in Chromium: the Node suites in `tests/node` run against an api and a
+//! worker started here. `scripts/test` installs their packages (`npm ci`) and
+//! Debian's chromium first.
+
+use std::{path::PathBuf, process::Stdio, time::Instant};
+
+use courier_tests::TestEnv;
+
+fn node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node")
+}
+
+/// Runs `node --test` on one file with the given environment; fails the test
+/// (showing node's output) unless every case passed.
+async fn run_node_suite(file: &str, vars: &[(&str, String)]) {
+    let dir = node_dir();
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "tests/node/node_modules is missing: run `npm ci --prefix tests/node` (scripts/test does)"
+    );
+    let started = Instant::now();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .args(["--experimental-websocket", "--test", "--test-reporter=spec", file])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    let output = command.output().await.expect("node 20 is on PATH");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    println!("{file}: {:.1}s", started.elapsed().as_secs_f64());
+    assert!(output.status.success(), "{file} failed ({})", output.status);
+}
+
+#[tokio::test]
+async fn socket_io_client_runs_the_guides_cases() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.dev_tokens = true;
+    let addr = env.start_api_with(config.clone()).await;
+    // A second node with a tight per-user rate limit, for the limit's own case.
+    config.rate_limit_per_second = 2;
+    config.rate_limit_burst = 5;
+    let limited = env.start_api_with(config).await;
+    env.start_worker().await;
+    run_node_suite(
+        "socketio.test.mjs",
+        &[("COURIER_URL", format!("http://{addr}")), ("COURIER_LIMITED_URL", format!("http://{limited}"))],
+    )
+    .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn web_page_works_in_chromium() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.dev_tokens = true;
+    let addr = env.start_api_with(config).await;
+    env.start_worker().await;
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    run_node_suite(
+        "browser.test.mjs",
+        &[("COURIER_URL", format!("http://{addr}")), ("SCREENSHOT_DIR", docs.display().to_string())],
+    )
+    .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn dev_tokens_are_off_by_default() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    let (status, body) = courier_tests::Rest::new(&addr, None)
+        .post("/api/dev/token", serde_json::json!({"userId": "mallory"}))
+        .await;
+    assert_eq!(status.as_u16(), 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    // The page itself is there; it signs in with a pasted token instead.
+    let page = courier_tests::Rest::new(&addr, None).try_get("/").await;
+    assert_eq!(page.map(|s| s.as_u16()), Some(200));
+    env.cleanup().await;
+}
