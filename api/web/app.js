@@ -23,6 +23,7 @@ $('signin-form').addEventListener('submit', async (event) => {
     let token = pasted;
     let userId = $('signin-user').value.trim();
     if (!token) {
+      if (!userId) throw new Error('enter a user id');
       const res = await fetch('/api/dev/token', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -104,7 +105,9 @@ function start() {
     if (!chat) return loadChats();
     if (message.chatId === state.current && document.visibilityState === 'visible') {
       markRead(message.chatId);
-    } else {
+    } else if (message.seq > chat.lastSeq) {
+      // Older ones were already in the unread count GET /api/chats gave.
+      chat.lastSeq = message.seq;
       chat.unread += 1;
       renderChats();
     }
@@ -166,7 +169,7 @@ function renderChats() {
   list.replaceChildren();
   for (const chat of state.chats.values()) {
     const others = otherMembers(chat);
-    const peer = chat.kind === 'direct' && others.length === 1 ? others[0].userId : null;
+    const peer = chat.type === 'direct' && others.length === 1 ? others[0].userId : null;
     const item = document.createElement('li');
     item.className = 'chat' + (chat.id === state.current ? ' active' : '');
     item.dataset.chatId = chat.id;
@@ -293,7 +296,7 @@ function messageElement(message) {
   const item = document.createElement('li');
   item.className = 'msg' + (mine ? ' mine' : '');
   item.dataset.messageId = message.messageId;
-  if (!mine && state.chats.get(message.chatId)?.kind === 'group') {
+  if (!mine && state.chats.get(message.chatId)?.type === 'group') {
     const from = document.createElement('span');
     from.className = 'from';
     from.textContent = message.senderName || state.users.get(message.senderId)?.name || message.senderId;

@@ -62,12 +62,12 @@ async fn web_page_works_in_chromium() {
     config.dev_tokens = true;
     let addr = env.start_api_with(config).await;
     env.start_worker().await;
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs");
-    run_node_suite(
-        "browser.test.mjs",
-        &[("COURIER_URL", format!("http://{addr}")), ("SCREENSHOT_DIR", docs.display().to_string())],
-    )
-    .await;
+    // docs/screenshot-{a,b}.png are refreshed with COURIER_SCREENSHOTS=$PWD/docs;
+    // otherwise the screenshots go to the target directory.
+    let shots = std::env::var("COURIER_SCREENSHOTS").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
+    run_node_suite("browser.test.mjs", &[("COURIER_URL", format!("http://{addr}")), ("SCREENSHOT_DIR", shots.clone())])
+        .await;
+    println!("screenshots in {shots}");
     env.cleanup().await;
 }
 
