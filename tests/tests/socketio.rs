@@ -85,3 +85,41 @@ async fn dev_tokens_are_off_by_default() {
     assert_eq!(page.map(|s| s.as_u16()), Some(200));
     env.cleanup().await;
 }
+
+/// A stopping node closes Socket.IO transports instead of disconnecting the
+/// sockets, so socket.io-client reconnects by itself (`transport close`, not
+/// `io server disconnect`, after which it would wait for `socket.connect()`).
+#[tokio::test]
+async fn stopping_node_lets_socket_io_clients_reconnect() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    env.start_worker().await;
+    let probe = r#"
+        import { io } from 'socket.io-client';
+        const socket = io(process.env.COURIER_URL, { auth: { token: process.env.TOKEN }, transports: ['websocket'], reconnection: false });
+        socket.on('session:ready', () => console.log('ready'));
+        socket.on('disconnect', (reason) => { console.log(`disconnect: ${reason}`); process.exit(0); });
+        socket.on('connect_error', (error) => { console.log(`refused: ${error.message}`); process.exit(1); });
+    "#;
+    let mut node = tokio::process::Command::new("node")
+        .args(["--input-type=module", "-e", probe])
+        .current_dir(node_dir())
+        .env("COURIER_URL", format!("http://{addr}"))
+        .env("TOKEN", env.token("alice"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node 20 is on PATH");
+    let mut lines = BufReader::new(node.stdout.take().expect("piped")).lines();
+    let deadline = courier_tests::deadline();
+    let ready = tokio::time::timeout(deadline, lines.next_line()).await.expect("connected in time");
+    assert_eq!(ready.ok().flatten().as_deref(), Some("ready"));
+
+    env.stop_api(0).await;
+    let closed = tokio::time::timeout(deadline, lines.next_line()).await.expect("disconnected in time");
+    assert_eq!(closed.ok().flatten().as_deref(), Some("disconnect: transport close"));
+    env.cleanup().await;
+}
