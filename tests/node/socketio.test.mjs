@@ -265,3 +265,18 @@ test('the per-user rate limit applies to Socket.IO events', { skip: !process.env
   assert.ok(limited > 0 && limited < 20, `${limited} of 20 pings limited`);
   socket.close();
 });
+
+test('a frontend on another origin may connect when CORS_ALLOW_ORIGINS names it', async () => {
+  // socket.io-client in a browser starts with long-polling: the handshake must carry CORS headers.
+  const allowed = await fetch(`${URL}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'http://app.example.com' } });
+  assert.equal(allowed.status, 200);
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  const preflight = await fetch(`${URL}/api/chats`, {
+    method: 'OPTIONS',
+    headers: { origin: 'http://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
+  });
+  assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /authorization/);
+  const other = await fetch(`${URL}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'http://elsewhere.example.com' } });
+  assert.equal(other.headers.get('access-control-allow-origin'), null);
+});

@@ -41,6 +41,7 @@ async fn socket_io_client_runs_the_guides_cases() {
     let mut env = TestEnv::new().await;
     let mut config = env.api_config();
     config.dev_tokens = true;
+    config.cors_allow_origins = vec!["http://app.example.com".into()];
     let addr = env.start_api_with(config.clone()).await;
     // A second node with a tight per-user rate limit, for the limit's own case.
     config.rate_limit_per_second = 2;
