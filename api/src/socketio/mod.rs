@@ -45,6 +45,8 @@ const EVENT_QUEUE: usize = 256;
 const SOCKET_BUFFER_PACKETS: usize = 2048;
 /// Larger packets close the connection instead of getting an error reply (as `/ws`'s hard limit).
 const HARD_PACKET_LIMIT: usize = 2 * 1024 * 1024;
+/// How long a stopping node waits for Socket.IO transports to close.
+pub const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The Socket.IO layer to put on the router, and its handle (to close every socket at shutdown).
 pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
@@ -230,5 +232,15 @@ impl FromMessage<LocalAdapter> for Queued {
     }
 }
 
-/// How long a stopping node waits for Socket.IO transports to close.
-pub const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+#[cfg(test)]
+mod tests {
+    use courier_shared::{ClientError, ErrorCode};
+
+    use super::Refused;
+
+    #[test]
+    fn a_refusal_says_its_code_then_why() {
+        let refused = Refused(ClientError::new(ErrorCode::Unauthorized, "token expired"));
+        assert_eq!(refused.to_string(), "unauthorized: token expired");
+    }
+}

@@ -181,3 +181,20 @@ impl Transport for SioTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::refused;
+
+    #[test]
+    fn only_an_explicit_no_refuses_a_message() {
+        assert!(refused(&json!({ "received": false })));
+        assert!(refused(&json!(false)));
+        assert!(!refused(&json!({ "received": true })));
+        assert!(!refused(&json!(null)));
+        assert!(!refused(&json!({})));
+        assert!(!refused(&json!("ok")));
+    }
+}
