@@ -90,6 +90,18 @@ pub struct ApiConfig {
     #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub outbox_relay_interval: Duration,
 
+    /// Origins whose pages may use the API and `/socket.io/` from a browser
+    /// (CORS), comma separated, e.g. `https://app.example.com`; `*` allows any.
+    /// Empty: only pages served by Courier itself (tokens travel in headers or
+    /// the handshake, never in cookies).
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Serve `POST /api/dev/token`, which signs a token for any user id: for
+    /// trying the web page at `/`. Never in production (it 404s when off).
+    #[arg(long, env = "DEV_TOKENS")]
+    pub dev_tokens: bool,
+
     /// How long to wait for in-flight work when stopping.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

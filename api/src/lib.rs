@@ -2,6 +2,7 @@
 //! delivery jobs, and hands pushed messages to the right sockets.
 
 pub mod config;
+pub mod connection;
 pub mod events;
 pub mod http;
 pub mod outbox;
@@ -12,6 +13,7 @@ mod registry;
 mod send;
 pub mod session;
 pub mod state;
+pub mod socketio;
 mod status_writer;
 pub mod ws;
 
@@ -105,7 +107,18 @@ impl ApiServer {
             background_stop.clone(),
         ));
 
-        let app = http::router(state.clone());
+        let (sio_layer, sio) = socketio::layer(state.clone());
+        let app = http::router(state.clone(), sio_layer);
+        // Socket.IO transports are closed as the node stops, so their clients
+        // reconnect (to another node) by themselves; a long poll would
+        // otherwise hold up the graceful stop.
+        let stopping = state.stopping.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            if tokio::time::timeout(socketio::CLOSE_PATIENCE, sio.close()).await.is_err() {
+                tracing::warn!("Socket.IO transports still open");
+            }
+        });
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
             let stopping = serve_state.stopping.clone();

@@ -61,15 +61,28 @@ pub enum SessionInput {
 /// Input from the connection's reader.
 #[derive(Debug)]
 pub enum ClientInput {
-    /// A reply to a client frame, already encoded (transports that answer
-    /// through callbacks never send this).
-    Reply(String),
+    /// A reply to a client event, sent in order with the server's events
+    /// (Socket.IO answers through ack callbacks and sends only errors of
+    /// events that had none).
+    Reply(Reply),
     /// A server event to number and send, e.g. `message:sent`.
     Event { event: &'static str, data: Value },
     /// The client acknowledged server frame `id`.
     Ack(u64),
     /// The client reported `message:delivered` for a message (already written).
     Delivered(Uuid),
+    /// The client will not acknowledge server frame `id` (a Socket.IO ack
+    /// that timed out). A status update stops taking up room and is sent again
+    /// on the next connection; a message is still resent until acknowledged.
+    Unanswered(u64),
+}
+
+/// The answer to one client event.
+#[derive(Debug)]
+pub struct Reply {
+    /// The client's frame id on `/ws`; `None` when the event had none.
+    pub id: Option<u64>,
+    pub result: Result<Value, ClientError>,
 }
 
 /// A server event as the session hands it to the transport.
@@ -91,8 +104,8 @@ pub struct TransportClosed;
 pub trait Transport: Send {
     /// Sends server event `id`.
     fn send_event(&mut self, id: u64, event: Outgoing<'_>) -> impl Future<Output = Result<(), TransportClosed>> + Send;
-    /// Sends an encoded reply.
-    fn send_reply(&mut self, text: String) -> impl Future<Output = Result<(), TransportClosed>> + Send;
+    /// Sends the reply to a client event.
+    fn send_reply(&mut self, reply: Reply) -> impl Future<Output = Result<(), TransportClosed>> + Send;
     /// Closes the connection with a reason.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
 }
@@ -262,7 +275,7 @@ impl Session {
 
     async fn on_client<T: Transport>(&mut self, transport: &mut T, input: ClientInput) -> Result<(), TransportClosed> {
         match input {
-            ClientInput::Reply(text) => transport.send_reply(text).await,
+            ClientInput::Reply(reply) => transport.send_reply(reply).await,
             ClientInput::Event { event, data } => {
                 let id = self.next_frame_id();
                 transport.send_event(id, Outgoing::Other { event, data: &data }).await
@@ -278,6 +291,18 @@ impl Session {
                     Some(id) => self.settle(transport, id, false).await,
                     None => Ok(()),
                 }
+            }
+            ClientInput::Unanswered(id) => {
+                if matches!(self.unacked.get(&id), Some(Pending::Status { .. })) {
+                    // sender_synced stays false: the next drain sends it again.
+                    if let Some(Pending::Status { from_drain: true, .. }) = self.unacked.remove(&id) {
+                        self.add_settled(1);
+                    }
+                    if !self.overflow.is_empty() && self.unacked.len() < self.limits.max_unacked / 2 {
+                        self.resume_overflow(transport).await?;
+                    }
+                }
+                Ok(())
             }
         }
     }

@@ -25,14 +25,24 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)
-            .or_else(|| query_token(parts))
+        let token = token_from_parts(parts)
             .ok_or_else(|| ClientError::new(ErrorCode::Unauthorized, "missing token: send `Authorization: Bearer …` or `?token=`"))?;
-        let claims = state.jwt.verify(&token)?;
-        state.rate_limit.check(&claims.sub)?;
-        users::upsert_from_claims(&state.db, &claims).await?;
-        Ok(AuthUser { claims })
+        Ok(AuthUser { claims: authenticate(state, &token).await? })
     }
+}
+
+/// Checks a token, counts the call against the user's rate limit, and keeps
+/// the user's profile (name, picture) up to date from it.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Claims, ClientError> {
+    let claims = state.jwt.verify(token)?;
+    state.rate_limit.check(&claims.sub)?;
+    users::upsert_from_claims(&state.db, &claims).await?;
+    Ok(claims)
+}
+
+/// The token of a request: `Authorization: Bearer …`, else `?token=`.
+pub fn token_from_parts(parts: &Parts) -> Option<String> {
+    bearer_token(parts).or_else(|| query_token(parts))
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {

@@ -1,39 +1,79 @@
-//! The HTTP API: REST under `/api`, health probes, and the `/ws` upgrade.
+//! The HTTP API: REST under `/api`, health probes, the `/ws` upgrade and `/socket.io/`.
 
 pub mod auth;
 mod chats;
 pub mod error;
 mod health;
 mod messages;
+mod web;
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
     routing::{delete, get, post},
 };
-use tower_http::trace::TraceLayer;
+use axum::http::{HeaderValue, Method, header};
+use socketioxide::layer::SocketIoLayer;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    trace::TraceLayer,
+};
 
 use crate::{state::AppState, ws};
 
 /// Largest REST body; a message's content is at most 64 KiB.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
     let api = Router::new()
         .route("/chats", post(chats::create).get(chats::list))
         .route("/chats/{chat_id}", get(chats::get))
         .route("/chats/{chat_id}/members", post(chats::add_member))
         .route("/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
         .route("/chats/{chat_id}/messages", get(messages::history).post(messages::send))
+        .route("/dev/token", post(web::dev_token))
         .fallback(error::no_such_route);
 
-    Router::new()
+    let router = Router::new()
         .nest("/api", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/ws", get(ws::upgrade))
+        .route("/", get(web::index))
+        .route("/web/{file}", get(web::file))
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(socketio);
+    // Outside the Socket.IO layer, so its long-polling requests get the headers too.
+    let router = match cors(&state.config.cors_allow_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+/// Cross-origin access for browser apps served elsewhere (socket.io-client
+/// starts with HTTP long-polling, which a browser only sends with CORS).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|origin| match HeaderValue::from_str(origin) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin, "ignoring an origin that is not a valid header value");
+                None
+            }
+        }))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
 }

@@ -10,7 +10,7 @@ use courier_shared::{
 use futures::{SinkExt, stream::SplitSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Outgoing, Transport, TransportClosed};
+use crate::session::{Outgoing, Reply, Transport, TransportClosed};
 
 /// Close codes Courier uses (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,11 @@ impl Transport for WsTransport {
         self.send_text(encode(id, event)).await
     }
 
-    async fn send_reply(&mut self, text: String) -> Result<(), TransportClosed> {
+    async fn send_reply(&mut self, reply: Reply) -> Result<(), TransportClosed> {
+        let text = match reply.result {
+            Ok(data) => protocol::event_frame(server_events::ACK, reply.id, &data),
+            Err(error) => protocol::error_frame(reply.id, &error),
+        };
         self.send_text(text).await
     }
 

@@ -174,7 +174,8 @@ async fn list_where(pool: &PgPool, user_id: &str, only: Option<Uuid>) -> Result<
     }
     let mut members: HashMap<Uuid, Vec<UserProfile>> = HashMap::new();
     let member_rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT cm.chat_id, u.id, u.name, u.profile_picture, u.last_seen
+        "SELECT cm.chat_id, u.id, u.name, u.profile_picture, u.last_seen,
+                EXISTS (SELECT 1 FROM connections c WHERE c.user_id = u.id) AS online
            FROM chat_members cm JOIN users u ON u.id = cm.user_id
           WHERE cm.chat_id = ANY($1) ORDER BY cm.chat_id, u.id",
     )

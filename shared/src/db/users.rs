@@ -18,6 +18,8 @@ pub struct UserProfile {
     pub name: Option<String>,
     pub profile_picture: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
+    /// Whether the user has a connection open on some node now.
+    pub online: bool,
 }
 
 /// Creates the caller's row on first sight and refreshes name and picture from

@@ -1,0 +1,282 @@
+// Courier's /socket.io/ endpoint through the official socket.io-client: the
+// guide's four test cases, its frontend snippets pasted as written, mixed
+// Socket.IO and /ws clients, auth and errors. Needs a running api + worker
+// (tests/tests/socketio.rs starts them) at COURIER_URL, with --dev-tokens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { io } from 'socket.io-client';
+import { URL, connect, connectWs, createChat, eventually, rest, statusOf, token } from './lib.mjs';
+
+/// User ids unique to this run, so the cases cannot see each other's chats.
+const user = (name) => `${name}-${randomUUID().slice(0, 8)}`;
+
+test('test case 1: send to offline user', async () => {
+  const [a, b] = [user('alice'), user('bob')];
+  const [ta, tb] = await Promise.all([token(a), token(b)]);
+  const chatId = await createChat(ta, 'direct', [b]);
+  const alice = await connect(ta).ready();
+
+  const sent = await alice.request('message:send', { chatId, content: 'are you there?', messageType: 'text', clientMsgId: 'c1' });
+  assert.equal(sent.error, undefined, JSON.stringify(sent.error));
+  assert.equal(sent.seq, 1);
+  assert.equal(sent.clientMsgId, 'c1');
+  const [echo] = await alice.waitFor('message:sent');
+  assert.equal(echo.messageId, sent.messageId, 'message:sent carries the same body as the ack');
+  assert.equal(await statusOf(ta, chatId, sent.messageId, b), 'sent', 'stored as sent while B is offline');
+
+  const bob = await connect(tb).ready();
+  const [received] = await bob.waitFor('message:receive');
+  assert.deepEqual(
+    { ...received, createdAt: typeof received.createdAt },
+    { messageId: sent.messageId, chatId, senderId: a, content: 'are you there?', messageType: 'text', createdAt: 'string', seq: 1, sender: { name: `${a} name`, profilePicture: null } },
+  );
+  await eventually('delivered', async () => (await statusOf(ta, chatId, sent.messageId, b)) === 'delivered');
+  const [status] = await alice.waitFor('message:status', 1, (s) => s.messageId === sent.messageId);
+  assert.equal(status.status, 'delivered');
+  assert.equal(status.deliveredTo, b);
+  assert.equal(status.userId, b);
+  alice.close();
+  bob.close();
+});
+
+test('test case 2: multiple offline messages arrive in order', async () => {
+  const [a, b] = [user('alice'), user('bob')];
+  const [ta, tb] = await Promise.all([token(a), token(b)]);
+  const chatId = await createChat(ta, 'direct', [b]);
+  const alice = await connect(ta).ready();
+  const ids = [];
+  for (let i = 1; i <= 5; i++) {
+    ids.push((await alice.request('message:send', { chatId, content: `message ${i}`, messageType: 'text' })).messageId);
+  }
+
+  const bob = await connect(tb).ready();
+  const received = await bob.waitFor('message:receive', 5);
+  assert.deepEqual(received.map((m) => m.content), ['message 1', 'message 2', 'message 3', 'message 4', 'message 5']);
+  assert.deepEqual(received.map((m) => m.seq), [1, 2, 3, 4, 5]);
+  const [done] = await bob.waitFor('sync:done');
+  assert.equal(done.count, 5);
+  for (const id of ids) {
+    await eventually(`${id} delivered`, async () => (await statusOf(ta, chatId, id, b)) === 'delivered');
+  }
+  alice.close();
+  bob.close();
+});
+
+test('test case 3: group chat with mixed status', async () => {
+  const [a, b, c] = [user('alice'), user('bob'), user('carol')];
+  const [ta, tb, tc] = await Promise.all([token(a), token(b), token(c)]);
+  const chatId = await createChat(ta, 'group', [b, c], 'trio');
+  const [alice, carol] = await Promise.all([connect(ta).ready(), connect(tc).ready()]);
+  await carol.waitFor('sync:done');
+
+  const sent = await alice.request('message:send', { chatId, content: 'hello group', messageType: 'text' });
+  const [atCarol] = await carol.waitFor('message:receive');
+  assert.equal(atCarol.messageId, sent.messageId, 'the online member gets it at once');
+  await eventually('carol delivered', async () => (await statusOf(ta, chatId, sent.messageId, c)) === 'delivered');
+  assert.equal(await statusOf(ta, chatId, sent.messageId, b), 'sent', 'the offline member has it pending');
+
+  const bob = await connect(tb).ready();
+  const [atBob] = await bob.waitFor('message:receive');
+  assert.equal(atBob.messageId, sent.messageId);
+  await eventually('bob delivered', async () => (await statusOf(ta, chatId, sent.messageId, b)) === 'delivered');
+  for (const s of [alice, bob, carol]) s.close();
+});
+
+test('test case 4: rapid reconnection delivers once', async () => {
+  const [a, b] = [user('alice'), user('bob')];
+  const [ta, tb] = await Promise.all([token(a), token(b)]);
+  const chatId = await createChat(tb, 'direct', [a]);
+  const sent = (await rest(tb, 'POST', `/chats/${chatId}/messages`, { content: 'ping' })).body;
+
+  // Connect and drop at once, several times, acknowledging nothing.
+  for (let i = 0; i < 5; i++) {
+    const flaky = await connect(ta, { ack: false }).ready();
+    flaky.close();
+  }
+  assert.equal(await statusOf(tb, chatId, sent.messageId, a), 'sent', 'nothing acknowledged yet');
+
+  const alice = await connect(ta).ready();
+  const [received] = await alice.waitFor('message:receive');
+  assert.equal(received.messageId, sent.messageId);
+  assert.equal((await alice.waitFor('sync:done'))[0].count, 1);
+  await eventually('delivered', async () => (await statusOf(tb, chatId, sent.messageId, a)) === 'delivered');
+  assert.deepEqual(await alice.request('ping'), { pong: true }); // a barrier: everything sent before it has arrived
+  assert.equal(alice.all('message:receive').length, 1, 'delivered twice on one connection');
+  alice.close();
+
+  for (let i = 0; i < 3; i++) {
+    const again = await connect(ta).ready();
+    assert.equal((await again.waitFor('sync:done'))[0].count, 0);
+    await again.request('ping');
+    assert.equal(again.all('message:receive').length, 0, 'an acknowledged message came again');
+    again.close();
+  }
+});
+
+test("the guide's frontend snippets work as written", async () => {
+  const [a, b] = [user('alice'), user('bob')];
+  const [ta, tb] = await Promise.all([token(a), token(b)]);
+  const currentChatId = await createChat(ta, 'direct', [b]);
+  const messageText = 'hello from the guide';
+  const seen = { added: [], statuses: [], sent: [] };
+  const addMessageToChat = (chatId, message) => seen.added.push({ chatId, message });
+  const updateMessageStatus = (messageId, status) => seen.statuses.push({ messageId, status });
+  const markAsSent = (messageId) => seen.sent.push(messageId);
+  const log = { log: () => {} }; // the snippets' console.log, kept quiet
+
+  // The recipient's page: "On Connection (Frontend)", verbatim.
+  const recipient = (() => {
+    const console = log;
+    const socket = io(URL, { auth: { token: tb }, reconnection: false, forceNew: true });
+    // When socket connects
+    socket.on('connect', () => {
+      console.log('Connected to server');
+      // Server will automatically push pending messages
+    });
+
+    // Listen for incoming messages
+    socket.on('message:receive', (message) => {
+      // Add message to chat UI
+      addMessageToChat(message.chatId, message);
+
+      // Send delivery confirmation (optional)
+      socket.emit('message:delivered', {
+        messageId: message.messageId
+      });
+    });
+
+    // Listen for status updates
+    socket.on('message:status', (update) => {
+      // Update message UI (show double check mark)
+      updateMessageStatus(update.messageId, update.status);
+    });
+    return socket;
+  })();
+
+  // The sender's page: "Sending Messages (Frontend)" (and its status listener), verbatim.
+  const sender = (() => {
+    const socket = io(URL, { auth: { token: ta }, reconnection: false, forceNew: true });
+    socket.on('message:status', (update) => {
+      // Update message UI (show double check mark)
+      updateMessageStatus(update.messageId, update.status);
+    });
+    socket.on('connect', () => {
+      // Send message
+      socket.emit('message:send', {
+        chatId: currentChatId,
+        content: messageText,
+        messageType: 'text'
+      });
+
+      // Handle confirmation
+      socket.on('message:sent', (response) => {
+        // Show single check mark (sent)
+        markAsSent(response.messageId);
+      });
+    });
+    return socket;
+  })();
+
+  const messageId = await eventually('markAsSent', () => seen.sent[0]);
+  await eventually('addMessageToChat', () => seen.added.length === 1);
+  assert.equal(seen.added[0].chatId, currentChatId);
+  assert.equal(seen.added[0].message.messageId, messageId);
+  assert.equal(seen.added[0].message.content, messageText);
+  await eventually('✓✓ at the sender', () => seen.statuses.some((s) => s.messageId === messageId && s.status === 'delivered'));
+  assert.equal(await statusOf(ta, currentChatId, messageId, b), 'delivered', 'message:delivered without an ack callback marks it');
+  recipient.close();
+  sender.close();
+});
+
+test('mixed clients: a Socket.IO sender and a /ws recipient, and back', async () => {
+  const [a, b] = [user('alice'), user('bob')];
+  const [ta, tb] = await Promise.all([token(a), token(b)]);
+  const chatId = await createChat(ta, 'direct', [b]);
+  const alice = await connect(ta).ready();
+  const sent = await alice.request('message:send', { chatId, content: 'from socket.io', messageType: 'text' });
+
+  const bob = connectWs(tb);
+  await bob.open();
+  const [atBob] = await bob.waitFor('message:receive');
+  assert.equal(atBob.messageId, sent.messageId);
+  assert.equal(atBob.content, 'from socket.io');
+  const [status] = await alice.waitFor('message:status', 1, (s) => s.messageId === sent.messageId && s.status === 'delivered');
+  assert.equal(status.userId, b, 'the /ws ack reaches the Socket.IO sender as ✓✓');
+
+  const reply = await bob.request('message:send', { chatId, content: 'from /ws', messageType: 'text' });
+  assert.equal(reply.event, 'ack', JSON.stringify(reply));
+  const [atAlice] = await alice.waitFor('message:receive');
+  assert.equal(atAlice.content, 'from /ws');
+  assert.equal(atAlice.seq, 2);
+  await bob.waitFor('message:status');
+
+  // Reads go both ways too: Alice reads Bob's message, Bob sees it.
+  assert.deepEqual(await alice.request('message:read', { chatId, upToSeq: 2 }), { updated: 1 });
+  const statuses = await bob.waitFor('message:status', 2);
+  assert.equal(statuses.at(-1).status, 'read');
+  alice.close();
+  bob.close();
+});
+
+test('auth: a bad or missing token is refused at connect with the reason', async () => {
+  const forged = io(URL, { auth: { token: 'not.a.jwt' }, reconnection: false, forceNew: true, transports: ['websocket'] });
+  const refused = await new Promise((resolve) => forged.once('connect_error', resolve));
+  assert.match(refused.message, /^unauthorized: /);
+  forged.close();
+
+  const anonymous = io(URL, { reconnection: false, forceNew: true });
+  const missing = await new Promise((resolve) => anonymous.once('connect_error', resolve));
+  assert.match(missing.message, /^unauthorized: missing token/);
+  anonymous.close();
+
+  // Old clients pass the token in the query; long polling works as well as WebSocket.
+  const viaQuery = await connect(await token(user('query')), { options: { auth: {}, query: { token: await token(user('q2')) }, transports: ['polling'] } }).ready();
+  assert.deepEqual(await viaQuery.request('ping'), { pong: true });
+  viaQuery.close();
+});
+
+test('errors: bad input gets a typed error, with or without an ack callback', async () => {
+  const socket = await connect(await token(user('errors'))).ready();
+  const bad = await socket.request('message:send', { chatId: 'nope', content: 'x' });
+  assert.equal(bad.error.code, 'invalid_payload');
+  const empty = await socket.request('message:send', { chatId: randomUUID(), content: '   ' });
+  assert.equal(empty.error.code, 'content_empty');
+  const stranger = await socket.request('message:send', { chatId: randomUUID(), content: 'hi' });
+  assert.equal(stranger.error.code, 'not_member');
+  assert.equal((await socket.request('no:such', {})).error.code, 'unknown_event');
+  assert.equal((await socket.request('message:read', { messageId: randomUUID() })).error.code, 'not_found');
+  const big = await socket.request('message:send', { chatId: randomUUID(), content: 'x'.repeat(200 * 1024) });
+  assert.equal(big.error.code, 'payload_too_large');
+
+  // Without a callback the error comes back as an `error` event.
+  socket.emit('message:send', { content: 42 });
+  const [error] = await socket.waitFor('error');
+  assert.equal(error.code, 'invalid_payload');
+  assert.ok(socket.connected, 'bad input does not cost the connection');
+  socket.close();
+});
+
+test('the per-user rate limit applies to Socket.IO events', { skip: !process.env.COURIER_LIMITED_URL }, async () => {
+  const base = process.env.COURIER_LIMITED_URL;
+  const socket = await connect(await token(user('flood'), base), { base }).ready();
+  const replies = await Promise.all(Array.from({ length: 20 }, () => socket.request('ping')));
+  const limited = replies.filter((r) => r.error?.code === 'rate_limited').length;
+  assert.ok(limited > 0 && limited < 20, `${limited} of 20 pings limited`);
+  socket.close();
+});
+
+test('a frontend on another origin may connect when CORS_ALLOW_ORIGINS names it', async () => {
+  // socket.io-client in a browser starts with long-polling: the handshake must carry CORS headers.
+  const allowed = await fetch(`${URL}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'http://app.example.com' } });
+  assert.equal(allowed.status, 200);
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  const preflight = await fetch(`${URL}/api/chats`, {
+    method: 'OPTIONS',
+    headers: { origin: 'http://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
+  });
+  assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://app.example.com');
+  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /authorization/);
+  const other = await fetch(`${URL}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'http://elsewhere.example.com' } });
+  assert.equal(other.headers.get('access-control-allow-origin'), null);
+});
