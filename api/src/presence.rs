@@ -17,6 +17,7 @@ use crate::{session::SessionInput, state::AppState};
 /// Records a new connection and asks the workers to announce it and drain its
 /// backlog. If the event cannot be published now, the session asks again later.
 pub async fn connected(state: &AppState, user_id: &str, connection_id: Uuid) -> Result<(), sqlx::Error> {
+    state.metrics.connections_opened.inc();
     presence::add_connection(&state.db, connection_id, user_id, &state.node_id).await?;
     publish(state, user_id, connection_id, PresenceKind::Connected).await;
     Ok(())

@@ -1,10 +1,12 @@
 //! The HTTP API: REST under `/api`, health probes, and the `/ws` upgrade.
 
+pub mod admin;
 pub mod auth;
 mod chats;
 pub mod error;
 mod health;
 mod messages;
+mod metrics;
 
 use axum::{
     Router,
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::scrape))
+        .nest("/admin", admin::router())
         .route("/ws", get(ws::upgrade))
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
