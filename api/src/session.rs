@@ -449,6 +449,8 @@ impl Session {
     async fn push<T: Transport>(&mut self, transport: &mut T, delivery: Delivery, from_drain: bool) -> Result<(), TransportClosed> {
         let id = self.next_frame_id();
         transport.send_event(id, Outgoing::Receive(&delivery)).await?;
+        tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, frame_id = id, from_drain,
+            "message:receive pushed");
         let due = Instant::now() + self.limits.ack_timeout;
         self.next_resend = Some(self.next_resend.map_or(due, |at| at.min(due)));
         if from_drain {

@@ -113,6 +113,11 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     let received = bob.receive_messages(3).await;
     assert_eq!(received.iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>(), sent);
     bob.wait_event("sync:done").await;
+    eventually("Bob's acks written", || async {
+        let pending = admin.get("/admin/users/bob/pending").await.1;
+        (pending["pending"] == 0).then_some(())
+    })
+    .await;
     let worker_addr = env.worker(worker).metrics_addr.to_string();
     let drains = |text: &str| metric(text, "courier_drains_total", &[("result", "complete")]).unwrap_or(0.0);
     let before = drains(&scrape(&worker_addr).await);
@@ -143,7 +148,7 @@ async fn dead_letters_are_listed_inspected_replayed_and_dropped() {
     })
     .await;
     let letters = list["deadLetters"].as_array().unwrap();
-    let ghost_letter = letters.iter().find(|l| l["reason"] == "message_gone").expect("the ghost job");
+    let ghost_letter = letters.iter().find(|l| l["reason"] == "message_gone").unwrap_or_else(|| panic!("the ghost job: {list}"));
     let garbage = letters.iter().find(|l| l["reason"] == "rejected").expect("the malformed body");
     assert_eq!(ghost_letter["body"]["messageId"], json!(ghost.message_id));
     assert_eq!(garbage["body"], "{not a job");

@@ -47,7 +47,8 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the webhook task, or a no-op if no URL is configured.
     pub fn start(config: &WebhookConfig, db: PgPool, metrics: Metrics) -> Result<Self, WebhookConfigError> {
-        let Some(url) = config.push_webhook_url.clone() else { return Ok(Self::default()) };
+        // An empty URL (e.g. `PUSH_WEBHOOK_URL=` in a compose file) means off, too.
+        let Some(url) = config.push_webhook_url.clone().filter(|url| !url.trim().is_empty()) else { return Ok(Self::default()) };
         if config.push_webhook_secret.len() < 16 {
             return Err(WebhookConfigError::MissingSecret);
         }
