@@ -151,7 +151,12 @@ impl Metrics {
         }
         // Outcomes and results present from the start, at 0, so dashboards and
         // rate() see them before the first event.
-        for outcome in ["delivered", "pushed", "retried", "parked", "dead_lettered", "expired"] {
+        let outcomes: &[&str] = match role {
+            // The API acks deliveries, and bounces those whose recipient just left.
+            Role::Api => &["delivered", "retried", "parked"],
+            Role::Worker => &["pushed", "retried", "parked", "dead_lettered", "expired"],
+        };
+        for outcome in outcomes {
             self.deliveries.with_label_values(&[outcome]);
         }
         if role == Role::Worker {
