@@ -2,10 +2,11 @@
 -- offline push notifications. `expired` is already a delivery_status value
 -- (0001); this adds what finding, expiring and reporting on the backlog needs.
 
--- The backlog: every `sent` row, by age. Serves the undelivered-messages gauge
--- (an index-only count of pending rows, not of the whole table) and the
--- retention sweep (oldest first). `updated_at` of a `sent` row is when it was sent.
-CREATE INDEX message_status_pending_age ON message_status (updated_at) WHERE status = 'sent';
+-- The backlog: every `sent` row, by age. Serves the backlog gauges (an
+-- index-only count of pending and parked rows, not a scan of the whole table)
+-- and the retention sweep (oldest first). `updated_at` of a `sent` row is when
+-- it was sent.
+CREATE INDEX message_status_pending_age ON message_status (updated_at) INCLUDE (parked_at) WHERE status = 'sent';
 
 -- Poison jobs moved out of the RabbitMQ dead queue by a worker, so an operator
 -- can list, inspect, replay and drop them by id (a queue has no ids and can

@@ -46,13 +46,13 @@ pub async fn disconnected(state: &AppState, user_id: &str, connection_id: Uuid) 
 /// STALE_ROW_PATIENCE; after that the row goes when the node restarts or is reaped.
 async fn remove_later(state: &AppState, user_id: &str, connection_id: Uuid) {
     use backon::{BackoffBuilder, ExponentialBuilder};
-    let mut delays = ExponentialBuilder::default()
+    let delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
         .with_total_delay(Some(STALE_ROW_PATIENCE))
         .without_max_times()
         .build();
-    while let Some(delay) = delays.next() {
+    for delay in delays {
         tokio::time::sleep(delay).await;
         if let Ok(last_seen) = presence::remove_connection(&state.db, connection_id, user_id).await {
             publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
