@@ -10,5 +10,5 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/courier-api /src/target/release/courier-worker /usr/local/bin/
 USER nobody
-EXPOSE 8080
+EXPOSE 8080 9090
 CMD ["courier-api"]

@@ -53,6 +53,37 @@ for name in ["postgres", "rabbitmq", "api"]:
         fail(f"{name}: no healthcheck")
 if (services.get("worker", {}).get("deploy") or {}).get("replicas", 1) < 2:
     fail("worker: run at least two replicas")
+if (services.get("api", {}).get("deploy") or {}).get("replicas", 1) < 2:
+    fail("api: run at least two replicas (behind the proxy)")
+for name in ["api", "worker"]:
+    if (services.get(name) or {}).get("ports"):
+        fail(f"{name}: replicas cannot share a host port; publish through the proxy")
+
+# The proxy in front of the API replicas: nginx with the WebSocket upgrade.
+proxy = services.get("proxy")
+if proxy is None:
+    fail("service proxy is missing")
+else:
+    mounts = [str(v).split(":")[0] for v in proxy.get("volumes") or []]
+    conf_path = next((m for m in mounts if m.endswith(".conf")), None)
+    if conf_path is None:
+        fail("proxy: mount its nginx configuration")
+    else:
+        path = os.path.join(ROOT, conf_path)
+        if not os.path.exists(path):
+            fail(f"proxy: {conf_path} does not exist")
+        else:
+            with open(path) as f:
+                conf = f.read()
+            for needle in ["proxy_set_header Upgrade $http_upgrade", "proxy_http_version 1.1", "location /ws", "server api:8080"]:
+                if needle not in conf:
+                    fail(f"proxy: {conf_path} lacks `{needle}`")
+for name, service in services.items():
+    for volume in service.get("volumes") or []:
+        source = str(volume).split(":")[0]
+        if source.startswith("./") and not os.path.exists(os.path.join(ROOT, source)):
+            fail(f"{name}: mounts {source}, which does not exist")
+
 if not str((services.get("rabbitmq") or {}).get("image", "")).endswith("management"):
     fail("rabbitmq: use a -management image so the UI is on 15672")
 

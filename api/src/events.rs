@@ -28,6 +28,11 @@ pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) 
         client_msg_id: send.client_msg_id,
     };
     let stored = state.sends.store(message).await?;
+    if !stored.duplicate {
+        state.metrics.messages_accepted.inc();
+        tracing::debug!(message_id = %stored.sent.message_id, chat_id = %stored.sent.chat_id,
+            recipients = stored.recipients.len(), "message stored");
+    }
     state.jobs.publish(&stored);
     Ok(stored)
 }
@@ -39,6 +44,7 @@ pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -
         return Err(not_found());
     }
     let updated = !changes.is_empty();
+    state.metrics.delivery("delivered", changes.len() as u64);
     publish_changes(&state.broker, changes).await;
     Ok(updated)
 }

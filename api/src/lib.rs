@@ -23,6 +23,7 @@ use courier_shared::{
     auth::{JwtConfigError, JwtVerifier},
     broker::{self, Broker, Topology},
     db,
+    metrics::{Metrics, Role},
 };
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -63,7 +64,9 @@ impl ApiServer {
             tracing::warn!("JWT_SECRET is not set: using the built-in development secret; never do this in production");
         }
         let common = &config.common;
-        let db = db::connect(&common.database_url, common.database_max_connections, DATABASE_PATIENCE).await?;
+        let metrics = Metrics::new(Role::Api);
+        let opened = Some(metrics.db_connections_opened.clone());
+        let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
         db::migrate(&db).await?;
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
 
@@ -76,11 +79,13 @@ impl ApiServer {
         let state = AppState::new(Inner {
             sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
             jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
-            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
-            rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
+            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone(), metrics.clone()),
+            rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)
+                .counting(metrics.rate_limited.clone()),
             sessions: registry::Sessions::default(),
             connections: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            metrics,
             config,
             node_id: node_id.clone(),
             db,

@@ -36,6 +36,9 @@ enum Command {
         /// Role claim, e.g. `admin`.
         #[arg(long)]
         role: Option<String>,
+        /// Shorthand for `--role admin`: a token for the admin API (/admin).
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
@@ -55,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Token { user, name, picture, role, ttl } => {
+        Command::Token { user, name, picture, role, admin, ttl } => {
+            let role = if admin { Some(auth::ADMIN_ROLE.to_owned()) } else { role };
             auth::validate_user_id(&user).map_err(|e| anyhow::anyhow!(e.message))?;
             let request = auth::DevTokenRequest { user_id: user, name, picture, role, ttl };
             let token = auth::sign_hs256(&cli.config.jwt.jwt_secret, &request).context("signing the token")?;

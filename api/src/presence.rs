@@ -17,6 +17,7 @@ use crate::{session::SessionInput, state::AppState};
 /// Records a new connection and asks the workers to announce it and drain its
 /// backlog. If the event cannot be published now, the session asks again later.
 pub async fn connected(state: &AppState, user_id: &str, connection_id: Uuid) -> Result<(), sqlx::Error> {
+    state.metrics.connections_opened.inc();
     presence::add_connection(&state.db, connection_id, user_id, &state.node_id).await?;
     publish(state, user_id, connection_id, PresenceKind::Connected).await;
     Ok(())
@@ -28,14 +29,41 @@ pub async fn disconnected(state: &AppState, user_id: &str, connection_id: Uuid) 
     let last_seen: Option<DateTime<Utc>> = match presence::remove_connection(&state.db, connection_id, user_id).await {
         Ok(last_seen) => last_seen,
         Err(error) => {
-            // The row stays until this node restarts or is reaped; routing to
-            // it only bounces deliveries back to the retry tiers.
-            tracing::warn!(%error, %connection_id, "cannot remove a closed connection's row");
+            // PostgreSQL is unreachable: keep trying in the background, so the
+            // row does not stay behind (a stale row makes workers route to this
+            // node, which bounces deliveries to the retry tiers, and keeps the
+            // user "online" for co-members).
+            tracing::warn!(%error, %connection_id, "cannot remove a closed connection's row; retrying");
+            let (state, user_id) = (state.clone(), user_id.to_owned());
+            tokio::spawn(async move { remove_later(&state, &user_id, connection_id).await });
             return;
         }
     };
     publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
 }
+
+/// Retries removing a closed connection's row with backoff, for up to
+/// STALE_ROW_PATIENCE; after that the row goes when the node restarts or is reaped.
+async fn remove_later(state: &AppState, user_id: &str, connection_id: Uuid) {
+    use backon::{BackoffBuilder, ExponentialBuilder};
+    let delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_total_delay(Some(STALE_ROW_PATIENCE))
+        .without_max_times()
+        .build();
+    for delay in delays {
+        tokio::time::sleep(delay).await;
+        if let Ok(last_seen) = presence::remove_connection(&state.db, connection_id, user_id).await {
+            publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
+            return;
+        }
+    }
+    tracing::warn!(%connection_id, "gave up removing a closed connection's row; it goes when this node restarts or is reaped");
+}
+
+/// How long a closed connection's row removal is retried.
+const STALE_ROW_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Lets the workers tell co-members that `user_id` went offline (the node is
 /// stopping and removed the user's last connection itself).

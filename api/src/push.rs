@@ -103,9 +103,11 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
         // to the retry tiers, as for any offline recipient.
         let broker = state.broker.clone();
         let db = state.db.clone();
+        let metrics = state.metrics.clone();
         tokio::spawn(async move {
-            if let Err(error) = retry_or_park(&broker, &db, bounced).await {
-                tracing::warn!(%error, "cannot bounce deliveries; they stay pending in PostgreSQL");
+            match retry_or_park(&broker, &db, bounced).await {
+                Ok(outcome) => outcome.record(&metrics, broker.topology()),
+                Err(error) => tracing::warn!(%error, "cannot bounce deliveries; they stay pending in PostgreSQL"),
             }
         });
     }

@@ -13,12 +13,14 @@ const FORGET_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct UserRateLimit {
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    /// Rejections, for `courier_rate_limited_total`.
+    rejected: Option<prometheus::IntCounter>,
 }
 
 impl UserRateLimit {
     /// `per_second` requests per second per user, bursts up to `burst`; 0 turns the limit off.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let Some(rate) = NonZeroU32::new(per_second) else { return Self { limiter: None } };
+        let Some(rate) = NonZeroU32::new(per_second) else { return Self { limiter: None, rejected: None } };
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
         let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)));
         let forget = Arc::downgrade(&limiter);
@@ -29,13 +31,22 @@ impl UserRateLimit {
                 limiter.retain_recent();
             }
         });
-        Self { limiter: Some(limiter) }
+        Self { limiter: Some(limiter), rejected: None }
+    }
+
+    /// Counts every rejection on `rejected`.
+    pub fn counting(mut self, rejected: prometheus::IntCounter) -> Self {
+        self.rejected = Some(rejected);
+        self
     }
 
     /// Counts one request of `user_id`; `rate_limited` if over the limit.
     pub fn check(&self, user_id: &str) -> Result<(), ClientError> {
         match &self.limiter {
             Some(limiter) if limiter.check_key(&user_id.to_owned()).is_err() => {
+                if let Some(rejected) = &self.rejected {
+                    rejected.inc();
+                }
                 Err(ClientError::new(ErrorCode::RateLimited, "too many requests; slow down"))
             }
             _ => Ok(()),

@@ -474,6 +474,8 @@ impl Session {
     async fn push<T: Transport>(&mut self, transport: &mut T, delivery: Delivery, from_drain: bool) -> Result<(), TransportClosed> {
         let id = self.next_frame_id();
         transport.send_event(id, Outgoing::Receive(&delivery)).await?;
+        tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, frame_id = id, from_drain,
+            "message:receive pushed");
         let due = Instant::now() + self.limits.ack_timeout;
         self.next_resend = Some(self.next_resend.map_or(due, |at| at.min(due)));
         if from_drain {
@@ -583,6 +585,11 @@ impl Session {
         let Some(pending) = self.unacked.remove(&id) else { return Ok(()) };
         let from_drain = match pending {
             Pending::Delivery { delivery, from_drain, .. } => {
+                let waited = (Utc::now() - delivery.created_at).to_std().unwrap_or_default();
+                let path = if from_drain { "drained" } else { "live" };
+                self.state.metrics.delivery_latency.with_label_values(&[path]).observe(waited.as_secs_f64());
+                tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, path,
+                    latency_ms = waited.as_millis() as u64, "client acknowledged message");
                 if write {
                     self.state.status_writer.delivered(delivery.message_id, self.user_id.clone()).await;
                 }
@@ -676,7 +683,8 @@ impl Session {
                 *sends += 1;
                 let backoff = self.limits.ack_timeout.saturating_mul(1 << (*sends - 1).min(16));
                 *due = now + backoff.min(self.limits.ack_timeout_max);
-                tracing::debug!(message_id = %delivery.message_id, attempt = *sends, "resending unacknowledged message");
+                tracing::info!(message_id = %delivery.message_id, recipient_id = %self.user_id, attempt = *sends,
+                    reason = "ack_timeout", "delivery failed: client did not acknowledge; resending");
                 transport.send_event(id, Outgoing::Receive(delivery)).await?;
             }
         }

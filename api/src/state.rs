@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use courier_shared::{auth::JwtVerifier, broker::Broker};
+use courier_shared::{auth::JwtVerifier, broker::Broker, metrics::Metrics};
 use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -33,6 +33,8 @@ pub struct Inner {
     pub connections: TaskTracker,
     /// Cancelled when the node starts shutting down: sessions close with 1012.
     pub stopping: CancellationToken,
+    /// This node's Prometheus series (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
     broker::{Broker, PublishOptions},
     db::status,
+    metrics::Metrics,
     job::{StatusChange, StatusChanges},
     protocol::DeliveryStatus,
 };
@@ -33,9 +34,9 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn start(db: PgPool, broker: Broker) -> Self {
+    pub fn start(db: PgPool, broker: Broker, metrics: Metrics) -> Self {
         let (queue, incoming) = mpsc::channel(64 * 1024);
-        tokio::spawn(write_loop(db, broker, incoming));
+        tokio::spawn(write_loop(db, broker, metrics, incoming));
         Self { queue }
     }
 
@@ -56,7 +57,7 @@ impl StatusWriter {
     }
 }
 
-async fn write_loop(db: PgPool, broker: Broker, mut incoming: mpsc::Receiver<Write>) {
+async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut delivered = (Vec::new(), Vec::new());
@@ -87,6 +88,7 @@ async fn write_loop(db: PgPool, broker: Broker, mut incoming: mpsc::Receiver<Wri
                 }
             }
         };
+        metrics.delivery("delivered", changes.len() as u64);
         publish_changes(&broker, changes).await;
         for done in flushes {
             let _ = done.send(());

@@ -45,3 +45,15 @@ fn invalid_settings_fail_fast_with_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JWT_SECRET must be at least 16 bytes"), "{stderr}");
 }
+
+#[test]
+fn token_admin_flag_grants_the_admin_role() {
+    let secret = "cli-test-secret-0123456789";
+    let output = Command::new(API).args(["token", "--user", "ops", "--admin"]).env("JWT_SECRET", secret).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let config = JwtConfig { jwt_secret: secret.into(), jwt_public_key_file: None, jwt_audience: None, jwt_issuer: None };
+    let claims = JwtVerifier::new(&config).unwrap().verify(token.trim()).unwrap();
+    assert_eq!(claims.role.as_deref(), Some("admin"));
+    assert!(claims.is_admin());
+}

@@ -51,10 +51,23 @@ pub struct Claims {
     /// `admin` grants the admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Several roles (`["admin"]` also grants the admin API), as some identity providers issue them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+/// The role that grants the admin API.
+pub const ADMIN_ROLE: &str = "admin";
+
+impl Claims {
+    /// Whether the token carries the `admin` role (`role` or `roles`).
+    pub fn is_admin(&self) -> bool {
+        self.role.as_deref() == Some(ADMIN_ROLE) || self.roles.iter().flatten().any(|role| role == ADMIN_ROLE)
+    }
 }
 
 /// Why a configured key cannot be used; reported once at start-up.
@@ -181,6 +194,7 @@ pub fn sign_hs256(secret: &str, request: &DevTokenRequest) -> Result<String, jso
         name: request.name.clone(),
         picture: request.picture.clone(),
         role: request.role.clone(),
+        roles: None,
         aud: None,
         iss: None,
     };

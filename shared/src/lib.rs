@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod job;
+pub mod metrics;
 pub mod protocol;
 pub mod retry;
 pub mod telemetry;

@@ -19,6 +19,13 @@ pub struct AttemptedJob {
     pub attempt: u32,
 }
 
+/// The span of one job's log lines: `message_id`, `recipient_id` and `attempt`
+/// follow a message from the API's publish through workers to the socket.
+pub fn job_span(attempted: &AttemptedJob) -> tracing::Span {
+    tracing::info_span!("job", message_id = %attempted.job.message_id, recipient_id = %attempted.job.recipient_id,
+        attempt = attempted.attempt)
+}
+
 /// What became of jobs handed to [`retry_or_park`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOutcome {
@@ -45,6 +52,12 @@ pub async fn retry_or_park(broker: &Broker, db: &PgPool, jobs: Vec<AttemptedJob>
     for (attempted, result) in to_retry.iter().zip(join_all(publishes).await) {
         result?;
         outcome.retried[attempted.attempt as usize] += 1;
+        let tier = &tiers[attempted.attempt as usize];
+        let _span = job_span(attempted).entered();
+        // The guide's "Failed to deliver message … to user …: error" line.
+        tracing::info!(message_id = %attempted.job.message_id, recipient_id = %attempted.job.recipient_id,
+            attempt = attempted.attempt + 1, reason = "recipient_offline", retry_in = %crate::config::format_duration(tier.delay),
+            "delivery failed: recipient offline; retrying");
     }
 
     if !to_park.is_empty() {
@@ -52,11 +65,26 @@ pub async fn retry_or_park(broker: &Broker, db: &PgPool, jobs: Vec<AttemptedJob>
             to_park.iter().map(|j| (j.job.message_id, j.job.recipient_id.clone())).unzip();
         outcome.parked = status::park(db, &message_ids, &user_ids).await?;
         for parked in &to_park {
+            let _span = job_span(parked).entered();
             tracing::info!(message_id = %parked.job.message_id, recipient_id = %parked.job.recipient_id,
-                attempt = parked.attempt, "parked: recipient offline through every retry tier");
+                attempt = parked.attempt, reason = "recipient_offline",
+                "delivery failed: recipient offline through every retry tier; parked until they connect");
         }
     }
     Ok(outcome)
+}
+
+impl RetryOutcome {
+    /// Adds this outcome to the delivery counters (retries per tier, parked).
+    pub fn record(&self, metrics: &crate::metrics::Metrics, topology: &crate::broker::Topology) {
+        for (tier, count) in topology.tiers().iter().zip(self.retried) {
+            if count > 0 {
+                metrics.delivery_retries.with_label_values(&[&crate::config::format_duration(tier.delay)]).inc_by(count);
+            }
+        }
+        metrics.delivery("retried", self.retried.iter().sum());
+        metrics.delivery("parked", self.parked);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

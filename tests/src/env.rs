@@ -172,7 +172,13 @@ impl TestEnv {
     /// Command line of a worker of this environment (program name first).
     pub fn worker_args(&self) -> Vec<String> {
         let mut args = self.common_args("courier-worker");
-        args.extend(["--reap-interval=500ms".into(), "--shutdown-grace=5s".into(), "--drain-credit-timeout=10s".into()]);
+        args.extend([
+            "--reap-interval=500ms".into(),
+            "--shutdown-grace=5s".into(),
+            "--drain-credit-timeout=10s".into(),
+            "--metrics-addr=127.0.0.1:0".into(),
+            "--metrics-refresh-interval=200ms".into(),
+        ]);
         args
     }
 

@@ -4,6 +4,7 @@
 //! faults, and clients that wait for events with a deadline instead of sleeping.
 
 mod env;
+pub mod ops;
 mod private;
 mod process;
 mod rest;

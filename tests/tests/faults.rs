@@ -309,6 +309,13 @@ async fn rabbitmq_down_for_ten_seconds() {
     assert!(bob.drain_pending("message:receive").is_empty(), "nothing twice on the connection that stayed");
     // Backoff, not a busy loop: a handful of attempts in ten seconds.
     assert!(attempts.0 <= 15 && attempts.1 <= 15, "reconnect attempts during the outage: {attempts:?}");
+    // The operator sees the outage in both processes' /metrics.
+    let worker_metrics = env.worker(0).metrics_addr.to_string();
+    for target in [addr.as_str(), worker_metrics.as_str()] {
+        let text = courier_tests::ops::scrape(target).await;
+        let reconnects = courier_tests::ops::metric(&text, "courier_broker_reconnects_total", &[]).unwrap_or(0.0);
+        assert!(reconnects >= 1.0, "{target}: courier_broker_reconnects_total = {reconnects}");
+    }
     report("RabbitMQ down 10 s", 150, &seen, json!({ "reconnect_attempts_api": attempts.0, "reconnect_attempts_worker": attempts.1 }));
     drop(alice);
     env.cleanup().await;
@@ -330,6 +337,8 @@ async fn postgresql_restarted() {
         alice.request("message:send", send(i)).await.unwrap();
     }
     let mut received = bob.receive_messages(20).await;
+    let opened = |text: &str| courier_tests::ops::metric(text, "courier_db_connections_opened_total", &[]).unwrap_or(0.0);
+    let opened_before = opened(&courier_tests::ops::scrape(&addr).await);
 
     postgres.stop().await;
     // Sends fail with a retryable code while PostgreSQL is down.
@@ -370,6 +379,9 @@ async fn postgresql_restarted() {
     })
     .await;
     assert_eq!((messages, statuses, last_seq), (40, 40, 40), "one message per clientMsgId, nothing half-written");
+    // The operator sees the reconnects: the pool replaced its connections.
+    let opened_after = opened(&courier_tests::ops::scrape(&addr).await);
+    assert!(opened_after > opened_before, "courier_db_connections_opened_total {opened_before} → {opened_after}");
     report("PostgreSQL restart", 40, &seen, json!({ "sends_refused_during_outage": 3, "retries_after_restart": retries }));
     drop(postgres);
     env.cleanup().await;

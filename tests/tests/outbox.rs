@@ -102,7 +102,17 @@ async fn poison_jobs_are_dead_lettered_not_looped() {
     broker.publish_json(&topology.delivery(), topology.job_key(), &ghost, PublishOptions::persistent()).await.unwrap();
     broker.publish(&topology.delivery(), topology.job_key(), b"{not a job", PublishOptions::persistent()).await.unwrap();
 
-    eventually("both in the dead queue", || async { (env.queue_depth(&topology.dead()).await == 2).then_some(()) }).await;
+    // The worker moves dead letters from the dead queue into PostgreSQL, for the admin API.
+    let reasons: Vec<String> = eventually("both in the dead letters", || async {
+        let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY reason")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+        (reasons.len() == 2).then_some(reasons)
+    })
+    .await;
+    assert_eq!(reasons, ["message_gone", "rejected"]);
+    assert_eq!(env.queue_depth(&topology.dead()).await, 0);
     assert_eq!(env.queue_depth(&topology.delivery()).await, 0);
 
     // The worker is not stuck: real messages still flow.

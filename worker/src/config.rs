@@ -1,6 +1,6 @@
 //! `courier-worker` settings, parsed once at start-up.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use courier_shared::config::{CommonConfig, parse_duration};
 
@@ -50,9 +50,57 @@ pub struct WorkerConfig {
     #[arg(long, env = "REAP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reap_interval: Duration,
 
+    /// Address of this worker's `GET /metrics` (Prometheus); port 0 picks a free one.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// How often the backlog gauges (undelivered, parked, dead letters) are read from PostgreSQL.
+    #[arg(long, env = "METRICS_REFRESH_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub metrics_refresh_interval: Duration,
+
+    /// How long an undelivered message waits for its recipient; then it is
+    /// `expired` and the sender is told (message:status).
+    #[arg(long, env = "MESSAGE_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub message_retention: Duration,
+
+    /// How often the janitor expires messages past MESSAGE_RETENTION and cleans up.
+    #[arg(long, env = "JANITOR_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub janitor_interval: Duration,
+
+    /// How long dead letters are kept for inspection before the janitor deletes them.
+    #[arg(long, env = "DEAD_LETTER_RETENTION", default_value = "14d", value_parser = parse_duration)]
+    pub dead_letter_retention: Duration,
+
+    #[command(flatten)]
+    pub webhook: WebhookConfig,
+
     /// How long to let in-flight jobs finish when stopping.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// The offline push webhook: called when a message finds its recipient offline.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebhookConfig {
+    /// URL to POST offline notices to (the host app sends the mobile push). Off when unset.
+    #[arg(long, env = "PUSH_WEBHOOK_URL")]
+    pub push_webhook_url: Option<String>,
+
+    /// Secret of the `X-Courier-Signature: sha256=HMAC(secret, body)` header. Required with PUSH_WEBHOOK_URL.
+    #[arg(long, env = "PUSH_WEBHOOK_SECRET", default_value = "", hide_default_value = true)]
+    pub push_webhook_secret: String,
+
+    /// A user is notified at most once per quiet period (later messages are in the next notice's count).
+    #[arg(long, env = "PUSH_WEBHOOK_QUIET_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub push_webhook_quiet_period: Duration,
+
+    /// Timeout of one webhook request.
+    #[arg(long, env = "PUSH_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub push_webhook_timeout: Duration,
+
+    /// Attempts per notice (with exponential backoff) before it is given up.
+    #[arg(long, env = "PUSH_WEBHOOK_ATTEMPTS", default_value_t = 5)]
+    pub push_webhook_attempts: u32,
 }
 
 impl WorkerConfig {

@@ -5,13 +5,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use courier_shared::broker::Broker;
+use courier_shared::{broker::Broker, metrics::Metrics};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
-use crate::config::WorkerConfig;
+use crate::{config::WorkerConfig, webhook::Webhook};
 
 pub struct Context {
     pub config: WorkerConfig,
@@ -24,6 +24,9 @@ pub struct Context {
     pub stopping: CancellationToken,
     /// Work that shutdown waits for (a batch being routed).
     pub in_flight: TaskTracker,
+    pub metrics: Metrics,
+    /// The offline push webhook (a no-op when not configured).
+    pub webhook: Webhook,
 }
 
 /// A drain's progress as its connection reports it.

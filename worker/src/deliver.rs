@@ -11,7 +11,7 @@ use courier_shared::{
     broker::{Link, PublishOptions, header_u32},
     db::{presence, status},
     job::{ATTEMPT_HEADER, DEAD_REASON_HEADER, Delivery, DeliveryJob, NodeItem},
-    retry::{AttemptedJob, retry_or_park},
+    retry::{AttemptedJob, job_span, retry_or_park},
 };
 use futures::{FutureExt, StreamExt};
 use lapin::{
@@ -80,8 +80,10 @@ async fn handle_batch(ctx: &Context, channel: &Channel, batch: Vec<AmqpDelivery>
             Err(error) => {
                 // Malformed: no retry can help. Rejected without requeue, the
                 // queue dead-letters it to the dead queue.
-                tracing::error!(%error, delivery_tag = delivery.delivery_tag, "malformed delivery job dead-lettered");
+                tracing::error!(%error, delivery_tag = delivery.delivery_tag, reason = "malformed",
+                    "delivery failed: malformed job dead-lettered");
                 channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
+                ctx.metrics.delivery("dead_lettered", 1);
             }
         }
     }
@@ -118,11 +120,25 @@ async fn handle_batch(ctx: &Context, channel: &Channel, batch: Vec<AmqpDelivery>
             }
         }
     }
+    // First sight of the recipient offline (not a retry): the host app may want to wake their phone.
+    let mut notify: Vec<&str> = offline.iter().filter(|j| j.attempt == 0).map(|j| j.job.recipient_id.as_str()).collect();
+    notify.sort_unstable();
+    notify.dedup();
+    for user_id in notify {
+        ctx.webhook.offer(user_id);
+    }
     let outcome = retry_or_park(&ctx.broker, &ctx.db, offline).await?;
     for (tag, reason) in &poison {
         dead_letter(ctx, &batch, *tag, reason).await?;
     }
     channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+    outcome.record(&ctx.metrics, ctx.broker.topology());
+    ctx.metrics.delivery("pushed", online_jobs.len() as u64);
+    ctx.metrics.delivery("dead_lettered", poison.len() as u64);
+    for attempted in online_jobs.values() {
+        let span = job_span(attempted);
+        span.in_scope(|| tracing::debug!("pushed to the recipient's API nodes"));
+    }
     tracing::debug!(
         jobs = jobs.len(),
         pushed = online_jobs.len(),
@@ -193,6 +209,6 @@ async fn dead_letter(ctx: &Context, batch: &[AmqpDelivery], tag: u64, reason: &s
     headers.insert(DEAD_REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
     let exchange = ctx.broker.topology().dead();
     ctx.broker.publish(&exchange, "", &delivery.data, PublishOptions::persistent().with_headers(headers)).await?;
-    tracing::warn!(reason, body = %String::from_utf8_lossy(&delivery.data), "delivery job dead-lettered");
+    tracing::warn!(reason, body = %String::from_utf8_lossy(&delivery.data), "delivery failed: job dead-lettered");
     Ok(())
 }

@@ -30,9 +30,12 @@ pub async fn start(ctx: Arc<Context>, event: &PresenceEvent, resume_after: i64) 
         let drain_id = Uuid::now_v7();
         let credit = ctx.drains.register(drain_id);
         let span = tracing::info_span!("drain", %drain_id, user_id = %event.user_id, node_id = %event.node_id);
+        let started = std::time::Instant::now();
         let result = tracing::Instrument::instrument(run(&ctx, &event, drain_id, credit, resume_after), span).await;
         ctx.drains.unregister(drain_id);
         drop(slot);
+        ctx.metrics.drain_duration.observe(started.elapsed().as_secs_f64());
+        ctx.metrics.drains.with_label_values(&[if result.is_ok() { "complete" } else { "stopped" }]).inc();
         if let Err(error) = result {
             tracing::info!(%error, user_id = %event.user_id, "drain stopped; the connection asks again if it is still there");
         }
@@ -79,6 +82,7 @@ async fn run(
         let full = page.len() == page_size as usize;
         sent += page.len() as u64;
         drained += page.len() as u64;
+        ctx.metrics.drained_messages.inc_by(page.len() as u64);
         let item = NodeItem::DrainPage { connection_id: event.connection_id, drain_id, deliveries: page, statuses: Vec::new() };
         send(ctx, event, item).await?;
         if !full {

@@ -5,20 +5,26 @@
 pub mod config;
 mod context;
 mod control;
+mod deadletters;
 mod deliver;
 mod drain;
+mod janitor;
+mod metrics;
 mod notify;
 mod presence;
 mod reaper;
 mod route;
 mod status;
+pub mod webhook;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use courier_shared::{
     broker::{self, Broker, Link, Topology},
     db,
+    metrics::{Metrics, Role},
 };
+use tokio::net::TcpListener;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -33,11 +39,17 @@ const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
 pub enum StartError {
     #[error(transparent)]
     Database(#[from] db::SetupError),
+    #[error("cannot listen on METRICS_ADDR {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookConfigError),
 }
 
 /// A running worker.
 pub struct Worker {
     pub worker_id: String,
+    /// Where `GET /metrics` listens.
+    pub metrics_addr: SocketAddr,
     ctx: Arc<Context>,
     broker_stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -47,20 +59,31 @@ impl Worker {
     pub async fn start(mut config: WorkerConfig) -> Result<Self, StartError> {
         let worker_id = config.resolve_worker_id();
         let common = &config.common;
-        let db = db::connect(&common.database_url, common.database_max_connections, DATABASE_PATIENCE).await?;
+        let metrics = Metrics::new(Role::Worker);
+        let opened = Some(metrics.db_connections_opened.clone());
+        let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
         db::migrate(&db).await?;
+        let bind_error = |source| StartError::Bind { addr: config.metrics_addr, source };
+        let listener = TcpListener::bind(config.metrics_addr).await.map_err(bind_error)?;
+        let metrics_addr = listener.local_addr().map_err(bind_error)?;
+        let webhook = webhook::Webhook::start(&config.webhook, db.clone(), metrics.clone())?;
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
         let ctx = Arc::new(Context {
             drain_slots: Arc::new(Semaphore::new(config.drain_concurrency.max(1))),
             drains: Default::default(),
             stopping: CancellationToken::new(),
             in_flight: TaskTracker::new(),
+            metrics,
+            webhook,
             worker_id: worker_id.clone(),
             config,
             db,
             broker,
         });
         tokio::spawn(reaper::run(ctx.clone()));
+        tokio::spawn(janitor::run(ctx.clone()));
+        tokio::spawn(metrics::refresh(ctx.clone()));
+        tokio::spawn(metrics::serve(ctx.clone(), listener));
         let broker_stop = CancellationToken::new();
         let run_ctx = ctx.clone();
         let task = tokio::spawn(broker::supervise(
@@ -70,8 +93,8 @@ impl Worker {
             broker_stop.clone(),
             move |link| consume_all(run_ctx.clone(), link),
         ));
-        tracing::info!(%worker_id, "courier-worker started");
-        Ok(Self { worker_id, ctx, broker_stop, task })
+        tracing::info!(%worker_id, %metrics_addr, "courier-worker started");
+        Ok(Self { worker_id, metrics_addr, ctx, broker_stop, task })
     }
 
     /// The worker's broker handle (connection state and counters).
@@ -115,6 +138,7 @@ async fn consume_all(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
     consumers.spawn(presence::consume(ctx.clone(), link.clone()));
     consumers.spawn(status::consume(ctx.clone(), link.clone()));
     consumers.spawn(control::consume(ctx.clone(), link.clone()));
+    consumers.spawn(deadletters::consume(ctx.clone(), link.clone()));
     let first = consumers.join_next().await;
     if ctx.stopping.is_cancelled() {
         // Graceful stop: every consumer finishes its batch; the connection

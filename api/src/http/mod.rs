@@ -1,10 +1,12 @@
 //! The HTTP API: REST under `/api`, health probes, the `/ws` upgrade and `/socket.io/`.
 
+pub mod admin;
 pub mod auth;
 mod chats;
 pub mod error;
 mod health;
 mod messages;
+mod metrics;
 mod web;
 
 use axum::{
@@ -38,6 +40,8 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         .nest("/api", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::scrape))
+        .nest("/admin", admin::router())
         .route("/ws", get(ws::upgrade))
         .route("/", get(web::index))
         .route("/web/{file}", get(web::file))

@@ -2,7 +2,9 @@
 //! `sqlx::query_as` with static SQL, so a clean clone builds without a database.
 
 pub mod chats;
+pub mod deadletters;
 pub mod messages;
+pub mod ops;
 pub mod outbox;
 pub mod presence;
 pub mod status;
@@ -36,9 +38,27 @@ pub enum SetupError {
 /// Opens a pool on `url`, creating the database first if it does not exist.
 /// Waits (with backoff, up to `patience`) for PostgreSQL to accept connections.
 pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool, SetupError> {
+    connect_observed(url, max_connections, patience, None).await
+}
+
+/// [`connect`], counting every connection the pool opens on `opened` (the
+/// `courier_db_connections_opened_total` metric: it grows when connections are replaced).
+pub async fn connect_observed(
+    url: &str,
+    max_connections: u32,
+    patience: Duration,
+    opened: Option<prometheus::IntCounter>,
+) -> Result<PgPool, SetupError> {
     let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?;
     create_database_if_missing(&options, patience).await?;
-    PgPoolOptions::new()
+    let mut pool = PgPoolOptions::new();
+    if let Some(opened) = opened {
+        pool = pool.after_connect(move |_, _| {
+            opened.inc();
+            Box::pin(async { Ok(()) })
+        });
+    }
+    pool
         .max_connections(max_connections)
         // While PostgreSQL is down a send fails with `unavailable` after this
         // long; the client retries with the same clientMsgId.

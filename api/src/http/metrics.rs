@@ -1,0 +1,32 @@
+//! `GET /metrics`: this node's Prometheus series. Values that live elsewhere
+//! (open connections, broker reconnects, pool, outbox lag) are read at scrape time.
+
+use std::time::Duration;
+
+use axum::{extract::State, http::header::CONTENT_TYPE, response::IntoResponse};
+use courier_shared::{
+    db::ops,
+    metrics::{self, Metrics},
+};
+
+use crate::state::AppState;
+
+/// The outbox query must not hold up a scrape while PostgreSQL is down.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    m.connections_open.set(i64::try_from(state.sessions.len()).unwrap_or(i64::MAX));
+    Metrics::sync_counter(&m.broker_reconnects, state.broker.reconnects());
+    m.observe_pool(&state.db);
+    match tokio::time::timeout(QUERY_TIMEOUT, ops::outbox_lag(&state.db)).await {
+        Ok(Ok((pending, oldest))) => {
+            m.outbox_pending.set(pending);
+            m.outbox_oldest_age.set(oldest);
+        }
+        // Keep the last known values; the pool metrics show the database trouble.
+        Ok(Err(error)) => tracing::debug!(%error, "cannot read the outbox lag"),
+        Err(_) => tracing::debug!("reading the outbox lag timed out"),
+    }
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], m.render())
+}
