@@ -141,7 +141,8 @@ impl Cluster {
     async fn start_worker(&mut self, index: usize) -> anyhow::Result<()> {
         let worker_id = format!("bench-worker-{index}");
         let mut args = self.common_args();
-        args.push(format!("--worker-id={worker_id}"));
+        // Several workers on one host: each its own metrics port.
+        args.extend([format!("--worker-id={worker_id}"), "--metrics-addr=127.0.0.1:0".into()]);
         let child = self.spawn("courier-worker", args)?;
         self.workers.push(child);
         // Ready once its control queue exists: it declares that after connecting.

@@ -16,6 +16,7 @@ use axum::{
 };
 use axum::http::{HeaderValue, Method, header};
 use socketioxide::layer::SocketIoLayer;
+use tower_http::trace::DefaultOnFailure;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     trace::TraceLayer,
@@ -53,7 +54,9 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.layer(TraceLayer::new_for_http()).with_state(state)
+    // A 503 from /readyz during an outage is expected, not an error to page anyone about.
+    let trace = TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN));
+    router.layer(trace).with_state(state)
 }
 
 /// Cross-origin access for browser apps served elsewhere (socket.io-client
