@@ -106,12 +106,20 @@ pub async fn publish_jobs(broker: &Broker, jobs: &[DeliveryJob]) -> bool {
 async fn delete_loop(db: PgPool, mut confirmed: mpsc::UnboundedReceiver<Uuid>) {
     let mut batch = Vec::new();
     while confirmed.recv_many(&mut batch, 1000).await > 0 {
-        // If this fails the relay republishes them: a duplicate job is harmless.
-        if let Err(error) = outbox::delete(&db, &batch).await {
+        // If this fails (or a crash undoes it) the relay republishes them: a
+        // duplicate job is harmless. So the commit need not wait for the disk.
+        if let Err(error) = delete_confirmed(&db, &batch).await {
             tracing::warn!(%error, "cannot delete confirmed outbox rows");
         }
         batch.clear();
     }
+}
+
+async fn delete_confirmed(db: &PgPool, message_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let mut tx = courier_shared::db::begin_relaxed(db).await?;
+    let deleted = outbox::delete(&mut *tx, message_ids).await?;
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// The relay: every `interval`, publishes jobs of outbox rows older than `age`.

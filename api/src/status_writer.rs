@@ -102,14 +102,18 @@ async fn write_batch(
     synced: &(Vec<Uuid>, Vec<String>, Vec<DeliveryStatus>),
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
+    // Both are redone if a PostgreSQL crash loses them (see begin_relaxed), so
+    // this commit does not wait for the disk: it is on every delivery's path.
+    let mut tx = courier_shared::db::begin_relaxed(db).await?;
     if !delivered.0.is_empty() {
-        changes = status::mark_delivered(db, &delivered.0, &delivered.1).await?;
-        for change in &changes {
-            tracing::info!(message_id = %change.update.message_id, recipient_id = %change.update.user_id, "message delivered");
-        }
+        changes = status::mark_delivered(&mut *tx, &delivered.0, &delivered.1).await?;
     }
     if !synced.0.is_empty() {
-        status::mark_sender_synced(db, &synced.0, &synced.1, &synced.2).await?;
+        status::mark_sender_synced(&mut *tx, &synced.0, &synced.1, &synced.2).await?;
+    }
+    tx.commit().await?;
+    for change in &changes {
+        tracing::info!(message_id = %change.update.message_id, recipient_id = %change.update.user_id, "message delivered");
     }
     Ok(changes)
 }

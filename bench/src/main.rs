@@ -83,8 +83,8 @@ impl Sizes {
             },
             Size::Full => Sizes {
                 reference_messages: 100_000,
-                direct_pairs: 50,
-                direct_per_sender: 1_000,
+                direct_pairs: 200,
+                direct_per_sender: 250,
                 groups: 4,
                 group_senders: 2,
                 group_per_sender: 250,
@@ -94,7 +94,7 @@ impl Sizes {
                 backlogs: vec![10_000, 100_000],
                 drain_chats: 10,
                 connections: 10_000,
-                scaleout_per_sender: 400,
+                scaleout_per_sender: 100,
                 window: 32,
             },
         }
