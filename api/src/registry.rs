@@ -13,6 +13,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use courier_shared::job::Delivery;
+
 use crate::session::SessionInput;
 
 /// A session's address on this node.
@@ -26,25 +28,52 @@ pub struct SessionHandle {
     /// session reads them from PostgreSQL instead (a burst is not a slow client).
     missed: Mutex<HashMap<Uuid, i64>>,
     has_missed: AtomicBool,
+    /// Status changes did not fit: the session resyncs (a drain re-sends them).
+    statuses_missed: AtomicBool,
 }
 
 impl SessionHandle {
     pub fn new(connection_id: Uuid, user_id: String, inbox: mpsc::Sender<SessionInput>, too_slow: CancellationToken) -> Self {
-        Self { connection_id, user_id, inbox, too_slow, missed: Mutex::default(), has_missed: AtomicBool::new(false) }
+        Self {
+            connection_id,
+            user_id,
+            inbox,
+            too_slow,
+            missed: Mutex::default(),
+            has_missed: AtomicBool::new(false),
+            statuses_missed: AtomicBool::new(false),
+        }
     }
 
-    /// Queues an input without waiting. A delivery that finds the queue full is
-    /// noted and read from PostgreSQL later; anything else that does not fit
-    /// means the session cannot keep up: it is closed (4008), and what it
-    /// misses is still in PostgreSQL for the next connection.
+    /// Queues an input without waiting. Live deliveries and status changes may
+    /// fill only half the queue: both can be read again from PostgreSQL, so
+    /// beyond that deliveries are noted and gap-filled later, and a status
+    /// change asks for a resync (a drain re-sends every status the sender has
+    /// not acknowledged). The other half stays free for inputs that cannot be
+    /// re-read (drain pages). Anything else
+    /// that does not fit means the session cannot keep up: it is closed
+    /// (4008), and what it misses is still in PostgreSQL for the next connection.
     pub fn offer(&self, input: SessionInput) -> bool {
+        let crowded = self.inbox.capacity() <= self.inbox.max_capacity() / 2;
+        match &input {
+            SessionInput::Deliver(delivery) if crowded => {
+                self.note_missed(delivery);
+                return true;
+            }
+            SessionInput::Status(_) if crowded => {
+                self.statuses_missed.store(true, Ordering::Release);
+                return true;
+            }
+            _ => {}
+        }
         match self.inbox.try_send(input) {
             Ok(()) => true,
             Err(TrySendError::Full(SessionInput::Deliver(delivery))) => {
-                let mut missed = self.missed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let seq = missed.entry(delivery.chat_id).or_insert(delivery.seq);
-                *seq = (*seq).max(delivery.seq);
-                self.has_missed.store(true, Ordering::Release);
+                self.note_missed(&delivery);
+                true
+            }
+            Err(TrySendError::Full(SessionInput::Status(_))) => {
+                self.statuses_missed.store(true, Ordering::Release);
                 true
             }
             Err(TrySendError::Full(_)) => {
@@ -54,6 +83,18 @@ impl SessionHandle {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn note_missed(&self, delivery: &Delivery) {
+        let mut missed = self.missed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = missed.entry(delivery.chat_id).or_insert(delivery.seq);
+        *seq = (*seq).max(delivery.seq);
+        self.has_missed.store(true, Ordering::Release);
+    }
+
+    /// Whether status changes were left out since the last call.
+    pub fn take_statuses_missed(&self) -> bool {
+        self.statuses_missed.swap(false, Ordering::AcqRel)
     }
 
     /// Takes the deliveries noted by [`SessionHandle::offer`] (cheap when there are none).

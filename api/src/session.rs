@@ -224,6 +224,13 @@ impl Session {
             if !missed.is_empty() && self.on_missed(&mut transport, missed).await.is_err() {
                 break self.why_closed(&too_slow, &node_stopping);
             }
+            // One resync at a time: a drain already running re-sends them anyway
+            // or is followed by this one; back-to-back drains would re-read
+            // every unacknowledged status over and over.
+            let resync = matches!(self.drain, DrainPhase::Complete) && handle.take_statuses_missed();
+            if resync && self.on_push(&mut transport, SessionInput::Resync).await.is_err() {
+                break self.why_closed(&too_slow, &node_stopping);
+            }
             let wake_at = self.next_wake();
             let step = tokio::select! {
                 biased;

@@ -123,17 +123,20 @@ async fn main() -> anyhow::Result<()> {
     let mut direct_rate = None;
     if wanted("direct") {
         eprintln!("throughput: direct chats");
-        let run = scenarios::throughput(&services, solo, ChatKind::Direct { pairs: sizes.direct_pairs }, sizes.direct_per_sender, sizes.window).await?;
-        check(&mut problems, "direct", run.duplicates, run.out_of_order);
-        direct_rate = Some(run.deliveries_per_sec);
-        results.insert("direct".into(), serde_json::to_value(&run)?);
+        let kind = ChatKind::Direct { pairs: sizes.direct_pairs };
+        if let Some(run) = ran(&mut problems, scenarios::throughput(&services, solo, kind, sizes.direct_per_sender, sizes.window).await) {
+            check(&mut problems, "direct", run.duplicates, run.out_of_order);
+            direct_rate = Some(run.deliveries_per_sec);
+            results.insert("direct".into(), serde_json::to_value(&run)?);
+        }
     }
     if wanted("group") {
         eprintln!("throughput: groups of 50");
         let kind = ChatKind::Group { groups: sizes.groups, members: 50, senders: sizes.group_senders };
-        let run = scenarios::throughput(&services, solo, kind, sizes.group_per_sender, sizes.window).await?;
-        check(&mut problems, "group", run.duplicates, run.out_of_order);
-        results.insert("group".into(), serde_json::to_value(&run)?);
+        if let Some(run) = ran(&mut problems, scenarios::throughput(&services, solo, kind, sizes.group_per_sender, sizes.window).await) {
+            check(&mut problems, "group", run.duplicates, run.out_of_order);
+            results.insert("group".into(), serde_json::to_value(&run)?);
+        }
     }
     if wanted("latency") {
         let mut runs = Vec::new();
@@ -143,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         }
         for rate in rates {
             eprintln!("latency at {rate} msg/s");
-            let run = scenarios::latency(&services, sizes.latency_pairs, rate, sizes.latency_duration).await?;
+            let Some(run) = ran(&mut problems, scenarios::latency(&services, sizes.latency_pairs, rate, sizes.latency_duration).await) else { continue };
             check(&mut problems, "latency", run.duplicates, run.out_of_order);
             runs.push(run);
         }
@@ -153,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for &backlog in &sizes.backlogs {
             eprintln!("drain of {backlog}");
-            let run = scenarios::drain(&services, backlog, sizes.drain_chats).await?;
+            let Some(run) = ran(&mut problems, scenarios::drain(&services, backlog, sizes.drain_chats).await) else { continue };
             check(&mut problems, "drain", run.duplicates, run.out_of_order);
             if run.received != run.backlog {
                 problems.push(format!("drain: received {} of {}", run.received, run.backlog));
@@ -164,15 +167,16 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("connections") {
         eprintln!("{} idle connections", sizes.connections);
-        let run = scenarios::connections(&services, sizes.connections).await?;
-        results.insert("connections".into(), serde_json::to_value(&run)?);
+        if let Some(run) = ran(&mut problems, scenarios::connections(&services, sizes.connections).await) {
+            results.insert("connections".into(), serde_json::to_value(&run)?);
+        }
     }
     if wanted("scaleout") {
         let mut runs = Vec::new();
         for (apis, workers) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
             eprintln!("scale-out: {apis} api, {workers} worker");
             let kind = ChatKind::Direct { pairs: sizes.direct_pairs };
-            let run = scenarios::throughput(&services, Shape { apis, workers }, kind, sizes.scaleout_per_sender, sizes.window).await?;
+            let Some(run) = ran(&mut problems, scenarios::throughput(&services, Shape { apis, workers }, kind, sizes.scaleout_per_sender, sizes.window).await) else { continue };
             check(&mut problems, "scaleout", run.duplicates, run.out_of_order);
             runs.push(run);
         }
@@ -189,6 +193,18 @@ async fn main() -> anyhow::Result<()> {
         bail!("the pipeline misbehaved under load: {}", problems.join("; "));
     }
     Ok(())
+}
+
+/// A scenario's result, or its failure noted so the other scenarios still run.
+fn ran<T>(problems: &mut Vec<String>, result: anyhow::Result<T>) -> Option<T> {
+    match result {
+        Ok(run) => Some(run),
+        Err(error) => {
+            eprintln!("failed: {error:#}");
+            problems.push(format!("{error:#}"));
+            None
+        }
+    }
 }
 
 fn check(problems: &mut Vec<String>, what: &str, duplicates: u64, out_of_order: u64) {

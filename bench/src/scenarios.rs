@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// How long to wait for the pipeline to deliver everything after the last send.
-const SETTLE: Duration = Duration::from_secs(600);
+const SETTLE: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Resources {
