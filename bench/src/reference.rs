@@ -50,7 +50,7 @@ pub async fn rabbitmq(amqp: &str, messages: u64) -> anyhow::Result<BrokerCeiling
         let mut seen = 0u64;
         while let Some(Ok(delivery)) = consumer.next().await {
             seen += 1;
-            if seen % ACK_EVERY == 0 || seen == messages {
+            if seen.is_multiple_of(ACK_EVERY) || seen == messages {
                 delivery.acker.ack(BasicAckOptions { multiple: true }).await?;
             }
             if seen == messages {
