@@ -5,7 +5,17 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use courier_shared::{broker::Broker, metrics::Metrics};
+use courier_shared::{
+    broker::{Broker, Link},
+    metrics::Metrics,
+};
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    Channel, Consumer,
+    message::Delivery,
+    options::{BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -27,6 +37,29 @@ pub struct Context {
     pub metrics: Metrics,
     /// The offline push webhook (a no-op when not configured).
     pub webhook: Webhook,
+}
+
+impl Context {
+    /// Opens a channel that holds at most `prefetch` unacked messages and
+    /// consumes `queue` on it, tagged `{worker_id}-{role}` (what the management UI shows).
+    pub async fn consume(&self, link: &Link, queue: &str, role: &str, prefetch: u16) -> Result<(Channel, Consumer), lapin::Error> {
+        let channel = link.channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("{}-{role}", self.worker_id);
+        let consumer = channel.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+        Ok((channel, consumer))
+    }
+}
+
+/// Adds to `batch` what the consumer already holds, without waiting, up to `max` in all.
+pub fn take_ready(consumer: &mut Consumer, batch: &mut Vec<Delivery>, max: usize) -> Result<(), lapin::Error> {
+    while batch.len() < max {
+        match consumer.next().now_or_never() {
+            Some(Some(next)) => batch.push(next?),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// A drain's progress as its connection reports it.

@@ -13,29 +13,25 @@ use courier_shared::{
     job::{ATTEMPT_HEADER, DEAD_REASON_HEADER, Delivery, DeliveryJob, NodeItem},
     retry::{AttemptedJob, job_span, retry_or_park},
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::{
     Channel,
     message::Delivery as AmqpDelivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::{AMQPValue, FieldTable},
+    options::{BasicAckOptions, BasicRejectOptions},
+    types::AMQPValue,
 };
 use uuid::Uuid;
 
 use crate::{
     BoxError,
-    context::Context,
+    context::{Context, take_ready},
     route::{self, NodeItems},
 };
 
 /// Consumes the delivery queue until the connection fails or the worker stops.
 pub async fn consume(ctx: Arc<Context>, link: Arc<Link>, index: usize) -> Result<(), BoxError> {
-    let channel = link.channel().await?;
-    channel.basic_qos(ctx.config.delivery_prefetch, BasicQosOptions::default()).await?;
     let queue = ctx.broker.topology().delivery();
-    let tag = format!("{}-delivery-{index}", ctx.worker_id);
-    let mut consumer =
-        channel.basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let (channel, mut consumer) = ctx.consume(&link, &queue, &format!("delivery-{index}"), ctx.config.delivery_prefetch).await?;
     let max_batch = ctx.config.delivery_batch.max(1);
     loop {
         let first = tokio::select! {
@@ -45,13 +41,7 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>, index: usize) -> Result
         let Some(first) = first else { return Ok(()) };
         let _working = ctx.in_flight.token();
         let mut batch = vec![first?];
-        // Take whatever else is already here, without waiting.
-        while batch.len() < max_batch {
-            match consumer.next().now_or_never() {
-                Some(Some(next)) => batch.push(next?),
-                _ => break,
-            }
-        }
+        take_ready(&mut consumer, &mut batch, max_batch)?;
         handle_batch(&ctx, &channel, batch).await?;
     }
 }

@@ -9,8 +9,7 @@ use courier_shared::{
 };
 use futures::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicRejectOptions},
 };
 
 use crate::{BoxError, context::Context, drain, notify};
@@ -18,12 +17,9 @@ use crate::{BoxError, context::Context, drain, notify};
 const PREFETCH: u16 = 64;
 
 pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
-    let channel = link.channel().await?;
-    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let queue = ctx.broker.topology().presence();
-    let tag = format!("{}-presence", ctx.worker_id);
-    let mut consumer =
-        channel.basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    // Held for as long as the consumer runs, like the other consumers.
+    let (_channel, mut consumer) = ctx.consume(&link, &queue, "presence", PREFETCH).await?;
     loop {
         let next = tokio::select! {
             next = consumer.next() => next,

@@ -9,23 +9,22 @@ use courier_shared::{
     db::presence,
     job::{NodeItem, StatusChanges},
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicRejectOptions},
 };
 
-use crate::{BoxError, context::Context, route};
+use crate::{
+    BoxError,
+    context::{Context, take_ready},
+    route,
+};
 
 const PREFETCH: u16 = 64;
 
 pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
-    let channel = link.channel().await?;
-    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let queue = ctx.broker.topology().status();
-    let tag = format!("{}-status", ctx.worker_id);
-    let mut consumer =
-        channel.basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let (channel, mut consumer) = ctx.consume(&link, &queue, "status", PREFETCH).await?;
     loop {
         let first = tokio::select! {
             next = consumer.next() => next,
@@ -34,12 +33,7 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
         let Some(first) = first else { return Ok(()) };
         let _working = ctx.in_flight.token();
         let mut batch = vec![first?];
-        while batch.len() < usize::from(PREFETCH) {
-            match consumer.next().now_or_never() {
-                Some(Some(next)) => batch.push(next?),
-                _ => break,
-            }
-        }
+        take_ready(&mut consumer, &mut batch, usize::from(PREFETCH))?;
         let mut changes = Vec::new();
         let mut last_tag = None;
         for delivery in &batch {
