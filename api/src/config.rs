@@ -19,6 +19,18 @@ pub struct ApiConfig {
     #[arg(long, env = "API_ADDR", default_value = "0.0.0.0:8080")]
     pub api_addr: SocketAddr,
 
+    /// Address of the admin API (`/admin/...`), a listener of its own so it is
+    /// not reachable where clients are; loopback by default. Tokens still need
+    /// the admin role. docs/operations.md.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// Set TCP_NODELAY on client sockets (default on). Off, every second small
+    /// frame written back to back waits ~40 ms for the client's delayed ACK;
+    /// the switch exists so the benchmark can show that in one run.
+    #[arg(long, env = "TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub tcp_nodelay: bool,
+
     /// This node's id: names its push queue and its presence rows. Generated when absent;
     /// set it to keep the id across restarts (a restarted node then clears its old rows).
     #[arg(long, env = "NODE_ID", value_parser = parse_node_id)]
@@ -99,6 +111,7 @@ pub struct ApiConfig {
 
     /// Serve `POST /api/dev/token`, which signs a token for any user id: for
     /// trying the web page at `/`. Never in production (it 404s when off).
+    /// Without JWT_SECRET it signs with the public built-in secret.
     #[arg(long, env = "DEV_TOKENS")]
     pub dev_tokens: bool,
 

@@ -25,6 +25,7 @@ use courier_shared::{
     db,
     metrics::{Metrics, Role},
 };
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -43,13 +44,15 @@ pub enum StartError {
     Database(#[from] db::SetupError),
     #[error("cannot register this node: {0}")]
     Register(sqlx::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}; set {setting} to a free address")]
+    Bind { setting: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running API node.
 pub struct ApiServer {
     pub local_addr: SocketAddr,
+    /// Where the admin API listens (ADMIN_ADDR).
+    pub admin_addr: SocketAddr,
     pub node_id: String,
     state: AppState,
     task: tokio::task::JoinHandle<()>,
@@ -59,9 +62,9 @@ impl ApiServer {
     /// Starts the node: database (migrated), broker connection, HTTP listener.
     pub async fn start(mut config: ApiConfig) -> Result<Self, StartError> {
         let node_id = config.resolve_node_id();
-        let jwt = JwtVerifier::new(&config.jwt)?;
+        let jwt = JwtVerifier::new(&config.jwt, config.dev_tokens)?;
         if jwt.uses_dev_secret {
-            tracing::warn!("JWT_SECRET is not set: using the built-in development secret; never do this in production");
+            tracing::warn!("no JWT_SECRET: tokens are checked with the public built-in secret (--insecure-dev-secret or --dev-tokens); anyone can sign tokens, never run this in production");
         }
         let common = &config.common;
         let metrics = Metrics::new(Role::Api);
@@ -71,10 +74,8 @@ impl ApiServer {
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
 
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
-        let listener = TcpListener::bind(config.api_addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.api_addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.api_addr, source })?;
+        let (listener, local_addr) = bind("API_ADDR", config.api_addr).await?;
+        let (admin_listener, admin_addr) = bind("ADMIN_ADDR", config.admin_addr).await?;
 
         let state = AppState::new(Inner {
             sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
@@ -114,6 +115,7 @@ impl ApiServer {
 
         let (sio_layer, sio) = socketio::layer(state.clone());
         let app = http::router(state.clone(), sio_layer);
+        let admin_app = http::admin_router(state.clone());
         // Socket.IO transports are closed as the node stops, so their clients
         // reconnect (to another node) by themselves; a long poll would
         // otherwise hold up the graceful stop.
@@ -125,18 +127,29 @@ impl ApiServer {
             }
         });
         let serve_state = state.clone();
+        // A chat protocol writes many small frames both ways: without
+        // TCP_NODELAY the second of two back-to-back writes (an answer and
+        // `message:sent`) waits for the client's delayed ACK, ~40 ms.
+        let nodelay = state.config.tcp_nodelay;
+        let listener = listener.tap_io(move |tcp| {
+            if let Err(error) = tcp.set_nodelay(nodelay) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a client socket");
+            }
+        });
         let task = tokio::spawn(async move {
             let stopping = serve_state.stopping.clone();
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopping.cancelled_owned());
-            if let Err(error) = server.await {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
+            let admin = axum::serve(admin_listener, admin_app).with_graceful_shutdown(stopping.cancelled_owned());
+            let (served, admin_served) = tokio::join!(server.into_future(), admin.into_future());
+            if let Err(error) = served.and(admin_served) {
                 tracing::error!(%error, "HTTP server failed");
             }
             shutdown(&serve_state).await;
             background_stop.cancel();
             broker_stop.cancel();
         });
-        tracing::info!(%local_addr, %node_id, "courier-api listening");
-        Ok(Self { local_addr, node_id, state, task })
+        tracing::info!(%local_addr, %admin_addr, %node_id, "courier-api listening");
+        Ok(Self { local_addr, admin_addr, node_id, state, task })
     }
 
     /// The node's broker handle (connection state and counters).
@@ -154,6 +167,14 @@ impl ApiServer {
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// Binds one of the node's listeners; a failure names the setting to change.
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind { setting, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local_addr = listener.local_addr().map_err(error)?;
+    Ok((listener, local_addr))
 }
 
 /// The end of a graceful stop: every session closed, acks written, presence

@@ -22,7 +22,8 @@ enum Command {
     Serve,
     /// Create the database if needed, apply migrations, and exit.
     Migrate,
-    /// Print a signed HS256 development token for a user (uses JWT_SECRET).
+    /// Print a signed HS256 token for a user, signed with JWT_SECRET (16+ bytes;
+    /// refused when it is unset, unless --insecure-dev-secret).
     Token {
         /// The user id (`sub`).
         #[arg(long)]
@@ -62,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
             let role = if admin { Some(auth::ADMIN_ROLE.to_owned()) } else { role };
             auth::validate_user_id(&user).map_err(|e| anyhow::anyhow!(e.message))?;
             let request = auth::DevTokenRequest { user_id: user, name, picture, role, ttl };
-            let token = auth::sign_hs256(&cli.config.jwt.jwt_secret, &request).context("signing the token")?;
+            let secret = cli.config.jwt.signing_secret()?;
+            let token = auth::sign_hs256(secret, &request).context("signing the token")?;
             println!("{token}");
             Ok(())
         }

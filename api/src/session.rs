@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use courier_shared::{
     ClientError, ErrorCode,
@@ -688,8 +689,7 @@ impl Session {
         for id in due {
             if let Some(Pending::Delivery { delivery, due, sends, .. }) = self.unacked.get_mut(&id) {
                 *sends += 1;
-                let backoff = self.limits.ack_timeout.saturating_mul(1 << (*sends - 1).min(16));
-                *due = now + backoff.min(self.limits.ack_timeout_max);
+                *due = now + resend_delay(&self.limits, *sends);
                 tracing::info!(message_id = %delivery.message_id, recipient_id = %self.user_id, attempt = *sends,
                     reason = "ack_timeout", "delivery failed: client did not acknowledge; resending");
                 transport.send_event(id, Outgoing::Receive(delivery)).await?;
@@ -732,9 +732,42 @@ impl Session {
     }
 }
 
+/// How long a delivery sent `sends` times waits for its ack before the next
+/// resend: ACK_TIMEOUT, doubling with every resend, at most ACK_TIMEOUT_MAX.
+fn resend_delay(limits: &SessionLimits, sends: u32) -> Duration {
+    let resends = sends.saturating_sub(1).min(64) as usize;
+    ExponentialBuilder::default()
+        .with_min_delay(limits.ack_timeout)
+        .with_factor(2.0)
+        .with_max_delay(limits.ack_timeout_max)
+        .without_max_times()
+        .build()
+        .nth(resends)
+        .unwrap_or(limits.ack_timeout_max)
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unacknowledged_deliveries_are_resent_with_doubling_waits_up_to_the_maximum() {
+        let limits = SessionLimits {
+            ack_timeout: Duration::from_secs(10),
+            ack_timeout_max: Duration::from_secs(120),
+            max_unacked: 1024,
+            reorder_wait: Duration::from_millis(500),
+            drain_wait: Duration::from_secs(10),
+        };
+        let waits: Vec<u64> = (1..=7).map(|sends| resend_delay(&limits, sends).as_secs()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 120, 120, 120]);
+        assert_eq!(resend_delay(&limits, u32::MAX), Duration::from_secs(120));
     }
 }

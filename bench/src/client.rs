@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::{connect_async, tungstenite::Message};
+use tokio_tungstenite::{connect_async_with_config, tungstenite::Message};
 
 /// Something a connection saw, tagged with the connection's index.
 #[derive(Debug)]
@@ -40,7 +40,9 @@ pub struct Conn {
 impl Conn {
     /// Connects to `/ws`, waits for `session:ready`, then reports what it sees to `seen`.
     pub async fn connect(addr: &str, token: &str, conn: usize, seen: mpsc::UnboundedSender<Seen>) -> anyhow::Result<Self> {
-        let (socket, _) = connect_async(format!("ws://{addr}/ws?token={token}")).await.context("connect")?;
+        // TCP_NODELAY, as browsers set it: without it the load generator's own
+        // back-to-back frames would wait on delayed ACKs and skew every latency.
+        let (socket, _) = connect_async_with_config(format!("ws://{addr}/ws?token={token}"), None, true).await.context("connect")?;
         let (mut sink, mut stream) = socket.split();
         // The first frame says the session exists.
         match stream.next().await {

@@ -41,6 +41,11 @@ pub struct Shape {
     pub workers: usize,
 }
 
+impl Shape {
+    /// One API node and one worker.
+    pub const SOLO: Shape = Shape { apis: 1, workers: 1 };
+}
+
 /// A running deployment.
 pub struct Cluster {
     services: Services,
@@ -73,6 +78,11 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Cluster {
     pub async fn start(services: &Services, shape: Shape) -> anyhow::Result<Self> {
+        Self::start_with(services, shape, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra settings for the API nodes (e.g. `--tcp-nodelay=false`).
+    pub async fn start_with(services: &Services, shape: Shape, api_args: &[String]) -> anyhow::Result<Self> {
         let tag = uuid::Uuid::now_v7().simple().to_string();
         let db_name = format!("courier_bench_{}", &tag[tag.len() - 12..]);
         let mut admin = PgConnection::connect(&format!("{}/postgres", services.postgres)).await.context("PostgreSQL")?;
@@ -87,7 +97,7 @@ impl Cluster {
             http: reqwest::Client::new(),
         };
         for index in 0..shape.apis {
-            cluster.start_api(index).await?;
+            cluster.start_api(index, api_args).await?;
         }
         for index in 0..shape.workers {
             cluster.start_worker(index).await?;
@@ -113,16 +123,18 @@ impl Cluster {
             .with_context(|| format!("spawn {program}"))
     }
 
-    async fn start_api(&mut self, index: usize) -> anyhow::Result<()> {
+    async fn start_api(&mut self, index: usize, extra: &[String]) -> anyhow::Result<()> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let mut args = self.common_args();
         args.extend([
             format!("--api-addr={addr}"),
+            "--admin-addr=127.0.0.1:0".into(),
             format!("--node-id=bench-api-{index}"),
             format!("--jwt-secret={JWT_SECRET}"),
             // The load generator is one very busy client per user; the limit has its own test.
             "--rate-limit-per-second=0".into(),
         ]);
+        args.extend_from_slice(extra);
         let child = self.spawn("courier-api", args)?;
         self.apis.push((child, addr.clone()));
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -55,6 +55,7 @@ struct Sizes {
     latency_pairs: usize,
     latency_rate: f64,
     latency_duration: Duration,
+    answer_rounds: usize,
     backlogs: Vec<u64>,
     drain_chats: usize,
     connections: usize,
@@ -75,6 +76,7 @@ impl Sizes {
                 latency_pairs: 10,
                 latency_rate: 200.0,
                 latency_duration: Duration::from_secs(1),
+                answer_rounds: 20,
                 backlogs: vec![300],
                 drain_chats: 3,
                 connections: 100,
@@ -91,6 +93,7 @@ impl Sizes {
                 latency_pairs: 50,
                 latency_rate: 1_000.0,
                 latency_duration: Duration::from_secs(20),
+                answer_rounds: 500,
                 backlogs: vec![10_000, 100_000],
                 drain_chats: 10,
                 connections: 10_000,
@@ -119,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         let database = reference_database(&services, sizes.reference_messages).await?;
         results.insert("reference".into(), json!({ "rabbitmq": broker, "postgres": database }));
     }
-    let solo = Shape { apis: 1, workers: 1 };
+    let solo = Shape::SOLO;
     let mut direct_rate = None;
     if wanted("direct") {
         eprintln!("throughput: direct chats");
@@ -144,9 +147,21 @@ async fn main() -> anyhow::Result<()> {
         if let Some(max) = direct_rate {
             rates.push((max * 0.8).round());
         }
-        for rate in rates {
-            eprintln!("latency at {rate} msg/s");
-            let Some(run) = ran(&mut problems, scenarios::latency(&services, sizes.latency_pairs, rate, sizes.latency_duration).await) else { continue };
+        // What TCP_NODELAY changes, measured in this run: answers one at a
+        // time and live latency at the first rate, with it off and on.
+        let mut answers = Vec::new();
+        for nodelay in [false, true] {
+            eprintln!("send answers one at a time, TCP_NODELAY {}", if nodelay { "on" } else { "off" });
+            if let Some(run) = ran(&mut problems, scenarios::answers(&services, sizes.answer_rounds, nodelay).await) {
+                answers.push(run);
+            }
+        }
+        results.insert("answers".into(), serde_json::to_value(&answers)?);
+        let runs_of = std::iter::once((rates[0], false)).chain(rates.iter().map(|rate| (*rate, true)));
+        for (rate, nodelay) in runs_of {
+            eprintln!("latency at {rate} msg/s, TCP_NODELAY {}", if nodelay { "on" } else { "off" });
+            let run = scenarios::latency(&services, sizes.latency_pairs, rate, sizes.latency_duration, nodelay).await;
+            let Some(run) = ran(&mut problems, run) else { continue };
             check(&mut problems, "latency", run.duplicates, run.out_of_order);
             runs.push(run);
         }
@@ -294,9 +309,17 @@ fn report(results: &Value) -> String {
             );
         }
     }
+    let nagle = |run: &Value| if run["tcp_nodelay"] == false { ", TCP_NODELAY off" } else { "" };
+    for run in results["answers"].as_array().into_iter().flatten() {
+        row(
+            format!("`message:send` answer, one at a time{} (p50 / p99 / max)", nagle(run)),
+            format!("{} / {} / {} ms", num(&run["p50_ms"]), num(&run["p99_ms"]), num(&run["max_ms"])),
+            format!("{} sends on one /ws connection, recipient online", num(&run["rounds"])),
+        );
+    }
     for run in results["latency"].as_array().into_iter().flatten() {
         row(
-            format!("live latency at {} msg/s (p50 / p95 / p99 / max)", num(&run["offered_per_sec"])),
+            format!("live latency at {} msg/s{} (p50 / p95 / p99 / max)", num(&run["offered_per_sec"]), nagle(run)),
             format!("{} / {} / {} / {} ms", num(&run["p50_ms"]), num(&run["p95_ms"]), num(&run["p99_ms"]), num(&run["max_ms"])),
             format!("{} sent, {} received; peak RSS api {} MiB; CPU s: {}", num(&run["sent"]), num(&run["received"]), num(&run["resources"]["api_peak_rss_mib"]), cpu(&run["resources"])),
         );

@@ -142,6 +142,8 @@ pub async fn throughput(services: &Services, shape: Shape, kind: ChatKind, per_s
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub offered_per_sec: f64,
+    /// Whether the API node set TCP_NODELAY on client sockets.
+    pub tcp_nodelay: bool,
     pub sent: u64,
     pub received: u64,
     pub p50_ms: f64,
@@ -155,8 +157,8 @@ pub struct Latency {
 
 /// Open-loop load at `rate` msg/s over `pairs` direct chats for `duration`;
 /// latency is send call → `message:receive` at the recipient.
-pub async fn latency(services: &Services, pairs: usize, rate: f64, duration: Duration) -> anyhow::Result<Latency> {
-    let cluster = Cluster::start(services, Shape { apis: 1, workers: 1 }).await?;
+pub async fn latency(services: &Services, pairs: usize, rate: f64, duration: Duration, tcp_nodelay: bool) -> anyhow::Result<Latency> {
+    let cluster = Cluster::start_with(services, Shape::SOLO, &[format!("--tcp-nodelay={tcp_nodelay}")]).await?;
     let result = async {
         let (users, senders) = populate(&cluster, ChatKind::Direct { pairs }).await?;
         let mut crowd = Crowd::new(users);
@@ -172,6 +174,7 @@ pub async fn latency(services: &Services, pairs: usize, rate: f64, duration: Dur
         let sorted = &tally.latencies_us;
         anyhow::Ok(Latency {
             offered_per_sec: round2(rate),
+            tcp_nodelay,
             sent,
             received: tally.receives,
             p50_ms: ms(load::percentile(sorted, 50.0)),
@@ -181,6 +184,50 @@ pub async fn latency(services: &Services, pairs: usize, rate: f64, duration: Dur
             duplicates: tally.duplicates,
             out_of_order: tally.out_of_order,
             resources,
+        })
+    }
+    .await;
+    cluster.stop().await;
+    result
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answers {
+    /// Whether the API node set TCP_NODELAY on client sockets.
+    pub tcp_nodelay: bool,
+    pub rounds: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One client sends `message:send` and waits for its answer before the next,
+/// `rounds` times, its recipient online: the time of one answer. The server
+/// writes the answer and `message:sent` back to back, which is where a
+/// missing TCP_NODELAY shows (the second write waits for a delayed ACK).
+pub async fn answers(services: &Services, rounds: usize, tcp_nodelay: bool) -> anyhow::Result<Answers> {
+    let cluster = Cluster::start_with(services, Shape::SOLO, &[format!("--tcp-nodelay={tcp_nodelay}")]).await?;
+    let result = async {
+        let (users, senders) = populate(&cluster, ChatKind::Direct { pairs: 1 }).await?;
+        let mut crowd = Crowd::new(users);
+        crowd.connect(&cluster, &[0, 1], 2).await?;
+        let sender = &senders[0];
+        let conn = crowd.conns[sender.user].clone().context("sender connected")?;
+        let mut times_us = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let started = Instant::now();
+            conn.send_message(&sender.chat_id, format!("answer {round}"), format!("answer-{round}")).await?;
+            times_us.push(started.elapsed().as_micros() as u64);
+        }
+        crowd.finish().await;
+        times_us.sort_unstable();
+        let ms = |us: u64| round2(us as f64 / 1000.0);
+        anyhow::Ok(Answers {
+            tcp_nodelay,
+            rounds,
+            p50_ms: ms(load::percentile(&times_us, 50.0)),
+            p99_ms: ms(load::percentile(&times_us, 99.0)),
+            max_ms: ms(times_us.last().copied().unwrap_or(0)),
         })
     }
     .await;
@@ -205,7 +252,7 @@ pub struct Drain {
 
 /// `chats` senders leave `backlog` messages for one offline user, who then connects.
 pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::Result<Drain> {
-    let cluster = Cluster::start(services, Shape { apis: 1, workers: 1 }).await?;
+    let cluster = Cluster::start(services, Shape::SOLO).await?;
     let result = async {
         let (mut users, mut senders) = (Vec::new(), Vec::new());
         for chat in 0..chats {
@@ -261,7 +308,7 @@ pub struct Connections {
 
 /// `count` users connect and stay idle; memory of the API node before and after.
 pub async fn connections(services: &Services, count: usize) -> anyhow::Result<Connections> {
-    let cluster = Cluster::start(services, Shape { apis: 1, workers: 1 }).await?;
+    let cluster = Cluster::start(services, Shape::SOLO).await?;
     let result = async {
         let users: Vec<String> = (0..count).map(|i| format!("idle{i}")).collect();
         let mut crowd = Crowd::new(users);

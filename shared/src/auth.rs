@@ -14,15 +14,26 @@ pub const MAX_USER_ID_BYTES: usize = 128;
 /// Tolerated clock skew for `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 60;
 
-/// Dev-only default secret, so a fresh checkout runs; start-up logs a warning when it is in use.
+/// The built-in secret of `--insecure-dev-secret`. It is in the source, so anyone
+/// can sign any token (admin included) with it: local trials only.
 pub const DEV_SECRET: &str = "courier-dev-secret-change-me";
+/// Shortest HS256 secret accepted, for verifying and for signing alike.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// How tokens are checked. Exactly one of secret and public key is used: the key file wins.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct JwtConfig {
     /// HS256 shared secret (at least 16 bytes). Ignored when JWT_PUBLIC_KEY_FILE is set.
-    #[arg(long, env = "JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true)]
-    pub jwt_secret: String,
+    /// When neither is set, `serve` refuses to start (unless --dev-tokens or
+    /// --insecure-dev-secret) and `token` refuses to sign.
+    #[arg(long, env = "JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+
+    /// With no JWT_SECRET and no JWT_PUBLIC_KEY_FILE, use a built-in secret that is
+    /// public (it is in the source): anyone can then sign tokens, admin ones too.
+    /// For a local trial only; --dev-tokens implies it.
+    #[arg(long, env = "INSECURE_DEV_SECRET")]
+    pub insecure_dev_secret: bool,
 
     /// PEM RSA public key: tokens are then verified as RS256 instead of HS256.
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
@@ -73,8 +84,15 @@ impl Claims {
 /// Why a configured key cannot be used; reported once at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtConfigError {
+    #[error(
+        "no JWT key configured: set JWT_SECRET (16+ random bytes, e.g. `openssl rand -hex 32`) or JWT_PUBLIC_KEY_FILE; \
+         for a local trial only, pass --insecure-dev-secret (a public secret) or --dev-tokens"
+    )]
+    NoKey,
     #[error("JWT_SECRET must be at least 16 bytes")]
     SecretTooShort,
+    #[error("`token` signs HS256 tokens with JWT_SECRET; with JWT_PUBLIC_KEY_FILE your identity provider issues the tokens")]
+    CannotSignWithPublicKey,
     #[error("cannot read JWT_PUBLIC_KEY_FILE {path}: {source}")]
     ReadKey { path: PathBuf, source: std::io::Error },
     #[error("JWT_PUBLIC_KEY_FILE {path} is not a PEM RSA public key: {source}")]
@@ -96,9 +114,34 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+impl JwtConfig {
+    /// The HS256 secret in force: JWT_SECRET, or the public built-in one when
+    /// `allow_dev_secret` (--insecure-dev-secret, --dev-tokens) and nothing is set.
+    /// Signing (`token`, dev tokens) and verifying both go through here, so they
+    /// apply the same minimum and never fall back to the built-in secret silently.
+    pub fn hs256_secret(&self, allow_dev_secret: bool) -> Result<&str, JwtConfigError> {
+        match self.jwt_secret.as_deref() {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => Err(JwtConfigError::SecretTooShort),
+            Some(secret) => Ok(secret),
+            None if allow_dev_secret || self.insecure_dev_secret => Ok(DEV_SECRET),
+            None => Err(JwtConfigError::NoKey),
+        }
+    }
+
+    /// The secret `courier-api token` signs with (the same rules as the server).
+    pub fn signing_secret(&self) -> Result<&str, JwtConfigError> {
+        if self.jwt_public_key_file.is_some() {
+            return Err(JwtConfigError::CannotSignWithPublicKey);
+        }
+        self.hs256_secret(false)
+    }
+}
+
 impl JwtVerifier {
-    /// Builds the verifier; fails fast on an unusable key.
-    pub fn new(config: &JwtConfig) -> Result<Self, JwtConfigError> {
+    /// Builds the verifier; fails fast on an unusable or missing key.
+    /// `allow_dev_secret` lets a server without a key use the public built-in
+    /// secret (--dev-tokens: it signs tokens for anyone anyway).
+    pub fn new(config: &JwtConfig, allow_dev_secret: bool) -> Result<Self, JwtConfigError> {
         let (key, algorithm) = match &config.jwt_public_key_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -107,12 +150,7 @@ impl JwtVerifier {
                     .map_err(|source| JwtConfigError::BadKey { path: path.clone(), source })?;
                 (key, Algorithm::RS256)
             }
-            None => {
-                if config.jwt_secret.len() < 16 {
-                    return Err(JwtConfigError::SecretTooShort);
-                }
-                (DecodingKey::from_secret(config.jwt_secret.as_bytes()), Algorithm::HS256)
-            }
+            None => (DecodingKey::from_secret(config.hs256_secret(allow_dev_secret)?.as_bytes()), Algorithm::HS256),
         };
         // Only the one configured algorithm: this is what defeats `alg: none`
         // and HS256-signed-with-the-RSA-public-key confusion.
@@ -131,7 +169,7 @@ impl JwtVerifier {
         Ok(Self {
             key,
             validation,
-            uses_dev_secret: config.jwt_public_key_file.is_none() && config.jwt_secret == DEV_SECRET,
+            uses_dev_secret: config.jwt_public_key_file.is_none() && config.jwt_secret.is_none(),
         })
     }
 
@@ -208,4 +246,51 @@ pub fn sign_claims<T: Serialize>(
     key: &EncodingKey,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(header, claims, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_secret(secret: Option<&str>) -> JwtConfig {
+        JwtConfig { jwt_secret: secret.map(str::to_owned), ..Default::default() }
+    }
+
+    #[test]
+    fn no_key_is_refused_unless_a_dev_mode_allows_the_public_secret() {
+        assert!(matches!(JwtVerifier::new(&with_secret(None), false), Err(JwtConfigError::NoKey)));
+        let dev = JwtVerifier::new(&with_secret(None), true).expect("--dev-tokens allows the built-in secret");
+        assert!(dev.uses_dev_secret);
+        let insecure = JwtConfig { insecure_dev_secret: true, ..Default::default() };
+        assert!(JwtVerifier::new(&insecure, false).expect("--insecure-dev-secret").uses_dev_secret);
+        let configured = JwtVerifier::new(&with_secret(Some("a-configured-secret-0123")), true).unwrap();
+        assert!(!configured.uses_dev_secret);
+    }
+
+    #[test]
+    fn short_secrets_are_refused_for_verifying_and_signing() {
+        let short = with_secret(Some("fifteen-bytes!!"));
+        assert!(matches!(JwtVerifier::new(&short, true), Err(JwtConfigError::SecretTooShort)));
+        assert!(matches!(short.signing_secret(), Err(JwtConfigError::SecretTooShort)));
+        assert_eq!(with_secret(Some("sixteen-bytes!!!")).signing_secret().unwrap(), "sixteen-bytes!!!");
+    }
+
+    #[test]
+    fn signing_never_falls_back_to_the_built_in_secret_silently() {
+        assert!(matches!(with_secret(None).signing_secret(), Err(JwtConfigError::NoKey)));
+        let insecure = JwtConfig { insecure_dev_secret: true, ..Default::default() };
+        assert_eq!(insecure.signing_secret().unwrap(), DEV_SECRET);
+        let rsa = JwtConfig { jwt_public_key_file: Some("key.pem".into()), ..with_secret(Some("a-configured-secret-0123")) };
+        assert!(matches!(rsa.signing_secret(), Err(JwtConfigError::CannotSignWithPublicKey)));
+    }
+
+    #[test]
+    fn a_token_signed_with_the_secret_verifies() {
+        let config = with_secret(Some("a-configured-secret-0123"));
+        let request = DevTokenRequest { user_id: "ann".into(), ttl: Duration::from_secs(60), ..Default::default() };
+        let token = sign_hs256(config.signing_secret().unwrap(), &request).unwrap();
+        assert_eq!(JwtVerifier::new(&config, false).unwrap().verify(&token).unwrap().sub, "ann");
+        let other = with_secret(Some("another-secret-01234567"));
+        assert!(JwtVerifier::new(&other, false).unwrap().verify(&token).is_err());
+    }
 }

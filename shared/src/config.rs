@@ -86,23 +86,10 @@ impl Default for RetryConfig {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` or `7d`.
+/// Parses a duration the way humans write one: `250ms`, `5s`, `2m`, `1h 30m`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 5s, 2m, 1h or 7d"))?;
-    let millis = match unit {
-        "ms" => number,
-        "s" | "" => number.saturating_mul(1_000),
-        "m" => number.saturating_mul(60_000),
-        "h" => number.saturating_mul(3_600_000),
-        "d" => number.saturating_mul(86_400_000),
-        _ => return Err(format!("`{text}` has an unknown unit; use ms, s, m, h or d")),
-    };
-    Ok(Duration::from_millis(millis))
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("`{text}` is not a duration like 500ms, 5s, 2m, 1h or 7d ({error})"))
 }
 
 /// Formats a duration the way tier queue names show it: `500ms`, `5s`, `2m`, `2m5s`.
@@ -144,10 +131,13 @@ mod tests {
     #[test]
     fn durations_round_trip() {
         for text in ["250ms", "5s", "2m", "2m5s"] {
-            let parsed = if text == "2m5s" { Duration::from_secs(125) } else { parse_duration(text).unwrap() };
-            assert_eq!(format_duration(parsed), text);
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        // A bare number is ambiguous (seconds? milliseconds?): a unit is required.
+        assert!(parse_duration("5").is_err());
     }
 }

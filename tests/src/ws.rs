@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    MaybeTlsStream, WebSocketStream, connect_async_with_config,
     tungstenite::{self, Message, client::IntoClientRequest},
 };
 
@@ -56,7 +56,8 @@ impl WsClient {
 
     pub async fn connect_url(url: &str, auto_ack: bool) -> Result<Self, WsError> {
         let request = url.into_client_request().map_err(|e| WsError::Other(e.to_string()))?;
-        let (socket, _) = match connect_async(request).await {
+        // TCP_NODELAY, as real clients (browsers) set it: small frames go out at once.
+        let (socket, _) = match connect_async_with_config(request, None, true).await {
             Ok(connected) => connected,
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

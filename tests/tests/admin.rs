@@ -41,7 +41,11 @@ fn token_with_roles(user: &str, roles: &[&str]) -> String {
 #[tokio::test]
 async fn admin_api_needs_a_token_with_the_admin_role() {
     let mut env = TestEnv::new().await;
-    let addr = env.start_api().await;
+    let public = env.start_api().await;
+    // The admin API has its own listener (ADMIN_ADDR); the clients' port does not serve it.
+    let (status, body) = Rest::new(&public, Some(&env.admin_token("ops"))).get("/admin/backlog").await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let addr = env.api(0).admin_addr.to_string();
     let paths = ["/admin/backlog", "/admin/users/bob/pending", "/admin/users/bob/parked", "/admin/dead-letters", "/admin/dead-letters/1"];
 
     for path in paths {
@@ -82,7 +86,7 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     }
     eventually("Bob's messages parked", || async { (parked_for(&env, "bob").await == 3).then_some(()) }).await;
 
-    let admin = Rest::new(&addr, Some(&env.admin_token("ops")));
+    let admin = Rest::new(&env.api(0).admin_addr.to_string(), Some(&env.admin_token("ops")));
     let (status, pending) = admin.get("/admin/users/bob/pending?limit=2").await;
     assert_eq!(status.as_u16(), 200, "{pending}");
     assert_eq!((pending["pending"].as_i64(), pending["parked"].as_i64(), pending["connections"].as_i64()), (Some(3), Some(3), Some(0)));
@@ -133,7 +137,7 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
 #[tokio::test]
 async fn dead_letters_are_listed_inspected_replayed_and_dropped() {
     let mut env = TestEnv::new().await;
-    let addr = env.start_api().await;
+    env.start_api().await;
     env.start_worker().await;
     let topology = env.topology();
     let broker = env.broker().await;
@@ -141,7 +145,7 @@ async fn dead_letters_are_listed_inspected_replayed_and_dropped() {
     broker.publish_json(&topology.delivery(), topology.job_key(), &ghost, PublishOptions::persistent()).await.unwrap();
     broker.publish(&topology.delivery(), topology.job_key(), b"{not a job", PublishOptions::persistent()).await.unwrap();
 
-    let admin = Rest::new(&addr, Some(&env.admin_token("ops")));
+    let admin = Rest::new(&env.api(0).admin_addr.to_string(), Some(&env.admin_token("ops")));
     let list = eventually("two dead letters", || async {
         let list = admin.get("/admin/dead-letters").await.1;
         (list["deadLetters"].as_array().map(Vec::len) == Some(2)).then_some(list)

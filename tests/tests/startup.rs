@@ -36,3 +36,27 @@ async fn api_and_worker_start_against_the_same_fresh_prefix() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_taken_port_fails_start_up_naming_the_setting_to_change() {
+    let env = TestEnv::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+
+    let mut worker = env.worker_config();
+    worker.metrics_addr = taken_addr;
+    let error = courier_worker::Worker::start(worker).await.err().expect("a second listener on the port fails").to_string();
+    assert!(error.contains("set METRICS_ADDR"), "{error}");
+
+    let mut api = env.api_config();
+    api.admin_addr = taken_addr;
+    let error = courier_api::ApiServer::start(api).await.err().expect("the admin port is taken").to_string();
+    assert!(error.contains("set ADMIN_ADDR"), "{error}");
+
+    let mut api = env.api_config();
+    api.api_addr = taken_addr;
+    let error = courier_api::ApiServer::start(api).await.err().expect("the client port is taken").to_string();
+    assert!(error.contains("set API_ADDR"), "{error}");
+    drop(taken);
+    env.cleanup().await;
+}

@@ -51,7 +51,10 @@ pub struct WorkerConfig {
     pub reap_interval: Duration,
 
     /// Address of this worker's `GET /metrics` (Prometheus); port 0 picks a free one.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    /// 9610 stays clear of Prometheus (9090), its Pushgateway and Alertmanager
+    /// (9091, 9093) and node_exporter (9100); a second worker on the same host
+    /// needs its own port.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9610")]
     pub metrics_addr: SocketAddr,
 
     /// How often the backlog gauges (undelivered, parked, dead letters) are read from PostgreSQL.

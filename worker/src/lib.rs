@@ -39,7 +39,10 @@ const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
 pub enum StartError {
     #[error(transparent)]
     Database(#[from] db::SetupError),
-    #[error("cannot listen on METRICS_ADDR {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} for /metrics: {source}; set METRICS_ADDR to a free address \
+         (each worker on a host needs its own port; 127.0.0.1:0 picks any)"
+    )]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookConfigError),
@@ -59,13 +62,14 @@ impl Worker {
     pub async fn start(mut config: WorkerConfig) -> Result<Self, StartError> {
         let worker_id = config.resolve_worker_id();
         let common = &config.common;
+        // The port first: a taken one is a setting to change, not worth waiting for the database.
+        let bind_error = |source| StartError::Bind { addr: config.metrics_addr, source };
+        let listener = TcpListener::bind(config.metrics_addr).await.map_err(bind_error)?;
+        let metrics_addr = listener.local_addr().map_err(bind_error)?;
         let metrics = Metrics::new(Role::Worker);
         let opened = Some(metrics.db_connections_opened.clone());
         let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
         db::migrate(&db).await?;
-        let bind_error = |source| StartError::Bind { addr: config.metrics_addr, source };
-        let listener = TcpListener::bind(config.metrics_addr).await.map_err(bind_error)?;
-        let metrics_addr = listener.local_addr().map_err(bind_error)?;
         let webhook = webhook::Webhook::start(&config.webhook, db.clone(), metrics.clone())?;
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
         let ctx = Arc::new(Context {

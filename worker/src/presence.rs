@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use backon::{ExponentialBuilder, Retryable};
 use courier_shared::{
     broker::Link,
     job::{PresenceEvent, PresenceKind},
@@ -15,6 +16,10 @@ use lapin::{
 use crate::{BoxError, context::Context, drain, notify};
 
 const PREFETCH: u16 = 64;
+/// First pause before handling a failed presence event again (then doubling, jittered).
+const HANDLE_RETRY_MIN: Duration = Duration::from_millis(400);
+/// Retries in this worker before the event goes back to the queue.
+const HANDLE_RETRIES: usize = 5;
 
 pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
     let queue = ctx.broker.topology().presence();
@@ -41,23 +46,25 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
         let working = ctx.in_flight.token();
         tokio::spawn(async move {
             let _working = working;
-            let mut attempts = 0u32;
-            loop {
-                match handle(&ctx, &event).await {
-                    Ok(()) => {
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
-                        return;
-                    }
-                    Err(error) if attempts < 5 => {
-                        attempts += 1;
-                        tracing::warn!(%error, user_id = %event.user_id, "presence event failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200 << attempts)).await;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, user_id = %event.user_id, "presence event failed; returned to the queue");
-                        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
-                        return;
-                    }
+            // A failed event (database or broker briefly away) is retried here a
+            // few times with jittered backoff, then handed back to the queue.
+            let retry = ExponentialBuilder::default()
+                .with_min_delay(HANDLE_RETRY_MIN)
+                .with_max_times(HANDLE_RETRIES)
+                .with_jitter();
+            let handled = (|| handle(&ctx, &event))
+                .retry(retry)
+                .notify(|error, wait| {
+                    tracing::warn!(%error, user_id = %event.user_id, wait_ms = wait.as_millis() as u64, "presence event failed; retrying");
+                })
+                .await;
+            match handled {
+                Ok(()) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, user_id = %event.user_id, "presence event failed; returned to the queue");
+                    let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
                 }
             }
         });

@@ -42,7 +42,6 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::scrape))
-        .nest("/admin", admin::router())
         .route("/ws", get(ws::upgrade))
         .route("/", get(web::index))
         .route("/web/{file}", get(web::file))
@@ -57,6 +56,18 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
     // A 503 from /readyz during an outage is expected, not an error to page anyone about.
     let trace = TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN));
     router.layer(trace).with_state(state)
+}
+
+/// The admin API, served on its own listener (ADMIN_ADDR): operators reach it,
+/// clients on the public port do not (there `/admin` is a 404).
+pub fn admin_router(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN));
+    Router::new()
+        .nest("/admin", admin::router())
+        .fallback(error::no_such_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(trace)
+        .with_state(state)
 }
 
 /// Cross-origin access for browser apps served elsewhere (socket.io-client

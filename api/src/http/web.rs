@@ -73,7 +73,12 @@ pub async fn dev_token(
     auth::validate_user_id(&body.user_id)?;
     let name = body.name.map(|name| name.trim().chars().take(64).collect::<String>()).filter(|name| !name.is_empty());
     let request = auth::DevTokenRequest { user_id: body.user_id.clone(), name, ttl: DEV_TOKEN_TTL, ..Default::default() };
-    let token = auth::sign_hs256(&state.config.jwt.jwt_secret, &request).map_err(|error| {
+    // The secret the server verifies with (dev tokens allow the built-in one).
+    let secret = state.config.jwt.hs256_secret(true).map_err(|error| {
+        tracing::error!(%error, "cannot sign a dev token");
+        ClientError::new(ErrorCode::Internal, "cannot sign a token")
+    })?;
+    let token = auth::sign_hs256(secret, &request).map_err(|error| {
         tracing::error!(%error, "cannot sign a dev token");
         ClientError::new(ErrorCode::Internal, "cannot sign a token")
     })?;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
     ClientError,
     job::PresenceNotice,
@@ -57,7 +58,11 @@ impl SioTransport {
     /// buffer stays full for the write timeout has stopped reading.
     async fn with_room<R>(&self, mut emit: impl FnMut() -> Result<R, SendError>) -> Result<Option<R>, TransportClosed> {
         let deadline = Instant::now() + self.timeouts.write;
-        let mut pause = FULL_PAUSE_MIN;
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(FULL_PAUSE_MIN)
+            .with_max_delay(FULL_PAUSE_MAX)
+            .without_max_times()
+            .build();
         loop {
             match emit() {
                 Ok(sent) => return Ok(Some(sent)),
@@ -67,11 +72,11 @@ impl SioTransport {
                         self.too_slow.cancel();
                         return Err(TransportClosed);
                     }
+                    let pause = pauses.next().unwrap_or(FULL_PAUSE_MAX);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         () = self.too_slow.cancelled() => return Err(TransportClosed),
                     }
-                    pause = (pause * 2).min(FULL_PAUSE_MAX);
                 }
                 Err(SendError::Socket(SocketError::Closed)) => return Err(TransportClosed),
                 Err(SendError::Serialize(error)) => {
