@@ -5,7 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   token: sessionStorage.getItem('courier.token'),
-  userId: sessionStorage.getItem('courier.user'),
+  userId: null,          // the token's `sub`
+  name: null,            // the token's `name`, for the header
   socket: null,
   chats: new Map(),      // chatId -> chat from GET /api/chats (members, unread)
   users: new Map(),      // userId -> {name, online, lastSeen}
@@ -15,29 +16,63 @@ const state = {
 
 // ---- sign in -------------------------------------------------------------
 
+/// Who a token says it is: `{userId, name}` from its payload, read but not
+/// verified (the server does that when the socket connects). Pasted text is
+/// often cut short or mangled, so every way this fails throws an Error whose
+/// message is for people, never a raw TypeError or DOMException.
+function readToken(token) {
+  const invalid = (why) => new Error('That is not a valid token: ' + why);
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts[0] || !parts[1]) {
+    throw invalid('a token is three parts separated by dots (header.payload.signature). Paste the whole of it.');
+  }
+  let claims;
+  try {
+    const bytes = Uint8Array.from(atob(parts[1].replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)); // names are UTF-8, atob gives bytes
+  } catch {
+    throw invalid('its middle part is not base64url-encoded JSON. Was it cut short?');
+  }
+  if (!claims || typeof claims.sub !== 'string' || !claims.sub) throw invalid('it names no user (no "sub" claim).');
+  const name = typeof claims.name === 'string' ? claims.name.trim() : '';
+  return { userId: claims.sub, name: name || null };
+}
+
+/// A response's JSON body, or null when it has none or is not JSON (a proxy's
+/// error page): callers fall back to the status then.
+async function jsonBody(res) {
+  try {
+    return await res.json();
+  } catch {
+    return null;
+  }
+}
+
 $('signin-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   $('signin-error').textContent = '';
-  const pasted = $('signin-token').value.trim();
+  // Tokens hold no spaces: drop a copied "Bearer " and the breaks of a wrapped line.
+  const pasted = $('signin-token').value.replace(/^\s*bearer\s+/i, '').replace(/\s+/g, '');
   try {
     let token = pasted;
-    let userId = $('signin-user').value.trim();
     if (!token) {
-      if (!userId) throw new Error('enter a user id');
+      const userId = $('signin-user').value.trim();
+      if (!userId) throw new Error('Enter a user id, or paste a token.');
       const res = await fetch('/api/dev/token', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ userId, name: $('signin-name').value.trim() || undefined }),
+      }).catch(() => {
+        throw new Error('Cannot reach the server. Try again in a moment.');
       });
-      const body = await res.json();
-      if (!res.ok) throw new Error(res.status === 404 ? 'dev tokens are off on this server: paste a token' : body.error.message);
+      const body = await jsonBody(res);
+      if (res.status === 404) throw new Error('Dev tokens are off on this server: paste a token.');
+      if (!res.ok || !body?.token) throw new Error(body?.error?.message || `The server answered ${res.status} ${res.statusText}.`);
       token = body.token;
-    } else {
-      userId = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
     }
+    const who = readToken(token);
     sessionStorage.setItem('courier.token', token);
-    sessionStorage.setItem('courier.user', userId);
-    Object.assign(state, { token, userId });
+    Object.assign(state, { token }, who);
     start();
   } catch (error) {
     $('signin-error').textContent = error.message;
@@ -45,9 +80,18 @@ $('signin-form').addEventListener('submit', async (event) => {
 });
 
 $('signout').addEventListener('click', () => {
+  state.socket?.disconnect();
   sessionStorage.clear();
   location.reload();
 });
+
+/// The signed-in user's name (the token's, else the one the server has for
+/// them), with the id on hover; the id alone when there is no name.
+function renderMe() {
+  const me = $('me');
+  me.textContent = state.name || state.users.get(state.userId)?.name || state.userId;
+  me.title = state.userId;
+}
 
 // ---- REST ----------------------------------------------------------------
 
@@ -57,8 +101,8 @@ async function api(method, path, body) {
     headers: { authorization: 'Bearer ' + state.token, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const data = res.status === 204 ? null : await res.json();
-  if (!res.ok) throw new Error(data && data.error ? data.error.message : res.statusText);
+  const data = res.status === 204 ? null : await jsonBody(res);
+  if (!res.ok) throw new Error(data?.error?.message || `${res.status} ${res.statusText}`);
   return data;
 }
 
@@ -67,10 +111,16 @@ async function api(method, path, body) {
 function start() {
   $('signin').hidden = true;
   $('app').hidden = false;
-  $('me').textContent = state.userId;
+  renderMe();
   // Same origin: the page is served by the API, so io() finds /socket.io/.
   const socket = io({ auth: { token: state.token } });
   state.socket = socket;
+
+  // The server's word on who this is (it checked the token); it sends no name.
+  socket.on('session:ready', ({ userId }) => {
+    state.userId = userId;
+    renderMe();
+  });
 
   socket.on('connect', () => {
     $('banner').hidden = true;
@@ -84,13 +134,16 @@ function start() {
   });
   socket.on('connect_error', (error) => {
     $('banner').hidden = false;
+    // A refused token will not be accepted on a retry: back to the form, with
+    // the server's reason ("unauthorized: token has expired"), to paste another.
     if (/^unauthorized/.test(error.message)) {
       socket.disconnect();
       sessionStorage.clear();
+      Object.assign(state, { token: null, socket: null });
       $('app').hidden = true;
       $('banner').hidden = true;
       $('signin').hidden = false;
-      $('signin-error').textContent = error.message;
+      $('signin-error').textContent = 'The server refused the token: ' + error.message.replace(/^unauthorized:\s*/, '') + '.';
     }
   });
 
@@ -132,9 +185,15 @@ document.addEventListener('visibilitychange', () => {
 
 // ---- chats ---------------------------------------------------------------
 
+let chatLoads = 0;
+
 async function loadChats() {
+  // Loads overlap (a backlog of messages for a chat not listed yet starts one
+  // each): only the last one started may replace the list.
+  const load = ++chatLoads;
   try {
     const chats = await api('GET', '/chats');
+    if (load !== chatLoads) return;
     state.chats = new Map(chats.map((chat) => [chat.id, chat]));
     for (const chat of chats) {
       for (const member of chat.members) {
@@ -143,8 +202,13 @@ async function loadChats() {
     }
     $('chats-error').textContent = '';
     renderChats();
+    renderMe();
+    // Counts read before the open chat was marked read may come back: what is
+    // on screen is read, so mark it again rather than show a stale badge.
+    const open = state.current && state.chats.get(state.current);
+    if (open && open.unread > 0 && document.visibilityState === 'visible') markRead(state.current);
   } catch (error) {
-    $('chats-error').textContent = error.message;
+    if (load === chatLoads) $('chats-error').textContent = error.message;
   }
 }
 
@@ -234,15 +298,35 @@ function maxStatus(a, b) {
 
 async function openChat(chatId) {
   state.current = chatId;
+  $('app').classList.add('chat-open'); // on a phone, the chat replaces the list
   $('composer').hidden = false;
   renderChats();
   await loadHistory(chatId);
+  if (state.current !== chatId) return; // another chat was picked, or "‹ Chats", meanwhile
   markRead(chatId);
   $('composer-text').focus();
 }
 
+/// Back to the list (phones only: elsewhere the list is always beside the
+/// chat). No chat is open then, so what arrives counts as unread.
+function closeChat() {
+  state.current = null;
+  $('app').classList.remove('chat-open');
+  $('composer').hidden = true;
+  $('messages').replaceChildren();
+  renderChats();
+}
+
+$('back').addEventListener('click', closeChat);
+
 async function loadHistory(chatId) {
-  const page = await api('GET', `/chats/${chatId}/messages?limit=100`);
+  let page;
+  try {
+    page = await api('GET', `/chats/${chatId}/messages?limit=100`);
+  } catch (error) {
+    $('chats-error').textContent = error.message;
+    return;
+  }
   for (const m of page.reverse()) {
     const statuses = {};
     for (const s of m.statuses || []) statuses[s.userId] = s.status;
@@ -353,4 +437,12 @@ $('composer').addEventListener('submit', (event) => {
   });
 });
 
-if (state.token) start();
+if (state.token) {
+  try {
+    Object.assign(state, readToken(state.token));
+    start();
+  } catch {
+    sessionStorage.clear(); // not ours to fix: show the form
+    state.token = null;
+  }
+}

@@ -1,15 +1,20 @@
 // The web page at / in Debian's Chromium, driven by playwright-core: B is
 // offline, A sends three messages, B opens the page and sees them in order,
-// and A's ticks turn ✓✓ delivered, then read. Screenshots of both windows go
-// to SCREENSHOT_DIR (docs/). Needs a running api (--dev-tokens) + worker at COURIER_URL.
+// and A's ticks turn ✓✓ delivered, then read. Then the same page on a phone,
+// pasted tokens that are malformed or refused, and signing out while the
+// page is reconnecting. Screenshots go to SCREENSHOT_DIR (docs/). Needs a
+// running api (--dev-tokens) + worker at COURIER_URL.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { URL, DEADLINE_MS } from './lib.mjs';
+import { URL, DEADLINE_MS, createChat, rest } from './lib.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOT_DIR;
+// Each run has a database of its own (tests/tests/socketio.rs); COURIER_TAG
+// keeps runs apart against a long-lived server.
+const TAG = process.env.COURIER_TAG ?? '';
 let browser;
 
 before(async () => {
@@ -19,9 +24,45 @@ after(async () => {
   await browser?.close();
 });
 
-async function signIn(context, userId, name) {
+/// A dev token with a display name of our choosing (lib.mjs's `token` names
+/// everyone "<id> name").
+async function devToken(userId, name) {
+  const res = await fetch(`${URL}/api/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId, name }),
+  });
+  assert.equal(res.status, 200, `dev token for ${userId}`);
+  return (await res.json()).token;
+}
+
+/// Collects what must never happen in `context`: uncaught page errors, and
+/// responses of 400 and up (a missing /favicon.ico was one). Not socket.io's
+/// own polls: once the server refuses a token it ends the session, and a poll
+/// still in flight gets a 400 (unknown sid), which socket.io-client expects.
+/// Failed requests only count for the favicon: closing a page aborts polls.
+function watch(context) {
+  const problems = [];
+  context.on('weberror', (error) => problems.push(`page error: ${error.error()}`));
+  context.on('response', (res) => {
+    if (res.status() >= 400 && !new globalThis.URL(res.url()).pathname.startsWith('/socket.io/')) {
+      problems.push(`${res.status()} ${res.request().method()} ${res.url()}`);
+    }
+  });
+  context.on('requestfailed', (req) => {
+    if (/favicon/.test(req.url())) problems.push(`failed ${req.url()}: ${req.failure()?.errorText}`);
+  });
+  return problems;
+}
+
+async function newPage(context) {
   const page = await context.newPage();
   page.setDefaultTimeout(DEADLINE_MS);
+  return page;
+}
+
+async function signIn(context, userId, name) {
+  const page = await newPage(context);
   await page.goto(URL);
   await page.fill('#signin-user', userId);
   await page.fill('#signin-name', name);
@@ -42,23 +83,73 @@ function ticks(page, status, count) {
   );
 }
 
+/// Waits until the sign-in form's error matches `pattern`; returns the text.
+async function signinError(page, pattern) {
+  await page.waitForFunction(
+    ([source, flags]) => new RegExp(source, flags).test(document.getElementById('signin-error').textContent),
+    [pattern.source, pattern.flags],
+  );
+  assert.ok(await page.isVisible('#signin-error'));
+  return page.textContent('#signin-error');
+}
+
+/// The icon is inline (no request to /favicon.ico), and an image that decodes.
+async function assertFavicon(page) {
+  const href = await page.getAttribute('link[rel=icon]', 'href');
+  assert.match(href, /^data:image\/svg\+xml,/);
+  const decoded = await page.evaluate(async (href) => {
+    const image = new Image();
+    image.src = href;
+    await image.decode();
+    return image.naturalWidth > 0;
+  }, href);
+  assert.ok(decoded, 'the favicon decodes');
+}
+
+/// Cuts the page off from the server (socket.io's polls fail, as when it is
+/// out of reach), drops the socket, and signs out under the reconnecting
+/// banner: the link is below it, not under it, and takes the click.
+async function signOutWhileReconnecting(page) {
+  await page.route('**/socket.io/**', (route) => route.abort());
+  await page.evaluate(() => state.socket.io.engine.close());
+  await page.waitForSelector('#banner:not([hidden])');
+  const banner = await page.locator('#banner').boundingBox();
+  const signout = await page.locator('#signout').boundingBox();
+  assert.ok(signout.y >= banner.y + banner.height, `sign out ${JSON.stringify(signout)} is clear of the banner ${JSON.stringify(banner)}`);
+  const hit = await page.evaluate(() => {
+    const box = document.getElementById('signout').getBoundingClientRect();
+    return document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2)?.id;
+  });
+  assert.equal(hit, 'signout', 'a click on sign out reaches it');
+  assert.ok(await page.isVisible('#banner'), 'still reconnecting');
+  await page.click('#signout'); // playwright also checks that nothing covers it
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('courier.token')), null);
+  await page.unroute('**/socket.io/**');
+}
+
 test('offline B sees three messages in order; A sees delivered, then read', async () => {
-  // Each run has a database of its own (tests/tests/socketio.rs); COURIER_TAG
-  // keeps runs apart against a long-lived server.
-  const tag = process.env.COURIER_TAG ?? '';
-  const [alice, bob] = [`alice${tag}`, `bob${tag}`];
+  const [alice, bob] = [`alice${TAG}`, `bob${TAG}`];
   const size = { viewport: { width: 920, height: 540 } };
   const [contextA, contextB] = [await browser.newContext(size), await browser.newContext(size)];
+  const problems = [watch(contextA), watch(contextB)];
 
   // B has used Courier before, and is offline now (page closed).
   const bobFirst = await signIn(contextB, bob, 'Bob');
   await bobFirst.close();
 
   const pageA = await signIn(contextA, alice, 'Alice');
+  // The header names the user (the token's `name`); the id is on hover.
+  assert.equal(await pageA.textContent('#me'), 'Alice');
+  assert.equal(await pageA.getAttribute('#me', 'title'), alice);
+  await assertFavicon(pageA);
   await pageA.fill('#new-chat-members', bob);
   await pageA.click('#new-chat button[type=submit]');
   await pageA.waitForSelector('#composer:not([hidden])');
   await pageA.waitForFunction(() => /last seen|offline/.test(document.querySelector('#chat-header .presence').textContent));
+  // On a wide screen the list stays beside the chat, and there is no "‹ Chats".
+  assert.ok(await pageA.isVisible('.sidebar'));
+  assert.equal(await pageA.isVisible('#back'), false);
   const texts = ['Hi Bob!', 'Are you there?', 'Call me when you are back.'];
   for (const text of texts) {
     await pageA.fill('#composer-text', text);
@@ -95,18 +186,105 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
   await pageB.evaluate(() => state.socket.io.engine.close());
   await pageB.waitForSelector('#banner:not([hidden])');
   await pageB.waitForSelector('#banner[hidden]', { state: 'attached' });
+
+  // A's server is out of reach: A can still sign out.
+  await signOutWhileReconnecting(pageA);
+  assert.deepEqual(problems.flat(), []);
   await contextA.close();
   await contextB.close();
 });
 
-test('a refused token shows the reason on the sign-in form', async () => {
+test('on a phone (390×844) the chat list, then the open chat, take the whole width', async () => {
+  const [carol, dave] = [`carol${TAG}`, `dave${TAG}`];
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const problems = watch(context);
+
+  // Dave has written to Carol from elsewhere.
+  const daveToken = await devToken(dave, 'Dave');
+  const chatId = await createChat(daveToken, 'direct', [carol]);
+  const sent = await rest(daveToken, 'POST', `/chats/${chatId}/messages`, { content: 'Hi Carol! Free for lunch today?' });
+  assert.ok(sent.status < 300, `send: ${sent.status} ${JSON.stringify(sent.body)}`);
+
+  const page = await signIn(context, carol, 'Carol');
+  assert.equal(await page.textContent('#me'), 'Carol');
+  await page.waitForFunction(() => document.querySelector('.chat .unread')?.textContent === '1');
+
+  // No chat open: the list fills the screen, the (empty) conversation is not squeezed in beside it.
+  const list = await page.locator('.sidebar').boundingBox();
+  assert.ok(list.width >= 380, `the chat list is ${list.width}px wide`);
+  assert.equal(await page.isVisible('.conversation'), false);
+
+  // A chat open: it replaces the list, full width; the sign-in line stays on top.
+  await page.click('.chat');
+  await page.waitForFunction(() => document.querySelectorAll('.msg').length === 1);
+  const conversation = await page.locator('.conversation').boundingBox();
+  assert.ok(conversation.width >= 300, `the conversation is ${conversation.width}px wide`);
+  assert.equal(await page.isVisible('.sidebar'), false);
+  assert.ok(await page.isVisible('#signout'));
+  assert.ok(await page.isVisible('#back'));
+  await page.fill('#composer-text', 'Sure, 12:30 at the usual place?');
+  await page.press('#composer-text', 'Enter');
+  await ticks(page, 'sent', 1);
+  const composer = await page.locator('#composer').boundingBox();
+  assert.ok(composer.y + composer.height <= 844 && composer.width >= 380, `the composer ${JSON.stringify(composer)} is on screen, full width`);
+  // Nothing is wider than the screen (no sideways scrolling).
+  assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), 390);
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, 'screenshot-phone.png') });
+
+  // "‹ Chats" goes back to the list; nothing is open, so the chat is not marked read meanwhile.
+  await page.click('#back');
+  await page.waitForSelector('.sidebar', { state: 'visible' });
+  assert.equal(await page.isVisible('.conversation'), false);
+  assert.equal(await page.evaluate(() => state.current), null);
+
+  await page.click('.chat');
+  await page.waitForSelector('.conversation', { state: 'visible' });
+  await assertFavicon(page);
+  await signOutWhileReconnecting(page);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('a malformed token gets a clear message, a refused one the server\'s reason; then a good one signs in', async () => {
+  const erin = `erin${TAG}`;
   const context = await browser.newContext();
-  const page = await context.newPage();
-  page.setDefaultTimeout(DEADLINE_MS);
+  const problems = watch(context);
+  const page = await newPage(context);
   await page.goto(URL);
   await page.click('#signin-form details summary');
-  await page.fill('#signin-token', 'e30.eyJzdWIiOiJ4In0.bad');
+
+  // Each message differs from the one before, so each wait sees a new one.
+  const malformed = [
+    ['hello, this is not a token', /^That is not a valid token: .*three parts separated by dots/],
+    ['eyJhbGciOiJIUzI1NiJ9.%%%not base64%%%.c2ln', /^That is not a valid token: .*not base64url-encoded JSON/],
+    ['eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJlcmluIn0', /^That is not a valid token: .*three parts separated by dots/], // cut short
+    ['eyJhbGciOiJIUzI1NiJ9.e30.c2ln', /^That is not a valid token: it names no user/], // {} has no sub
+  ];
+  for (const [pasted, message] of malformed) {
+    await page.fill('#signin-token', pasted);
+    await page.click('#signin-form button[type=submit]');
+    await signinError(page, message);
+    assert.ok(await page.isVisible('#signin'));
+    assert.equal(await page.isVisible('#app'), false);
+  }
+
+  // Well-formed, but not signed by this server: the server's reason.
+  const good = await devToken(erin, 'Erin Example');
+  const [header, payload] = good.split('.');
+  await page.fill('#signin-token', `${header}.${payload}.${'A'.repeat(43)}`);
   await page.click('#signin-form button[type=submit]');
-  await page.waitForFunction(() => /^unauthorized/.test(document.getElementById('signin-error').textContent));
+  await signinError(page, /^The server refused the token: token signature is invalid\.$/);
+  await page.waitForSelector('#signin', { state: 'visible' });
+  assert.equal(await page.isVisible('#app'), false);
+  assert.equal(await page.isVisible('#banner'), false);
+
+  // The form still works: a good token (pasted as a header value) signs in, under its name.
+  await page.fill('#signin-token', `Bearer ${good}`);
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForSelector('#app:not([hidden])');
+  await page.waitForFunction(() => document.getElementById('banner').hidden && state.socket?.connected);
+  assert.equal(await page.textContent('#me'), 'Erin Example');
+  assert.equal(await page.textContent('#signin-error'), '');
+  assert.deepEqual(problems, []);
   await context.close();
 });
