@@ -18,9 +18,26 @@ use lapin::{
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The shared local services every ordinary test uses.
+/// The shared local services every ordinary test uses, unless
+/// `COURIER_TEST_POSTGRES_URL` / `COURIER_TEST_AMQP_URL` say otherwise (as
+/// `./scripts/test` does when it starts them with `docker compose`).
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// `COURIER_TEST_POSTGRES_URL` (`postgres://user@host:port`, without a database), or [`POSTGRES_URL`].
+pub fn postgres_url() -> String {
+    service_url("COURIER_TEST_POSTGRES_URL", POSTGRES_URL).trim_end_matches('/').to_string()
+}
+
+/// `COURIER_TEST_AMQP_URL`, or [`AMQP_URL`].
+pub fn amqp_url() -> String {
+    service_url("COURIER_TEST_AMQP_URL", AMQP_URL)
+}
+
+fn service_url(variable: &str, default: &str) -> String {
+    std::env::var(variable).ok().filter(|url| !url.trim().is_empty()).unwrap_or_else(|| default.to_string())
+}
+
 pub const JWT_SECRET: &str = "courier-test-secret-0123456789";
 
 /// How long a test waits for something that should happen, before failing.
@@ -55,7 +72,7 @@ pub struct Services {
 
 impl Default for Services {
     fn default() -> Self {
-        Self { postgres: POSTGRES_URL.into(), amqp: AMQP_URL.into() }
+        Self { postgres: postgres_url(), amqp: amqp_url() }
     }
 }
 
@@ -115,7 +132,9 @@ impl TestEnv {
             .try_init();
         let tag = Uuid::now_v7().simple().to_string();
         let db_name = format!("courier_test_{tag}");
-        let mut admin = PgConnection::connect(&format!("{}/postgres", services.postgres)).await.expect("PostgreSQL is not running");
+        let mut admin = PgConnection::connect(&format!("{}/postgres", services.postgres)).await.unwrap_or_else(|error| {
+            panic!("PostgreSQL at {} does not answer ({error}); start it, or set COURIER_TEST_POSTGRES_URL", services.postgres)
+        });
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
             .execute(&mut admin)
             .await
@@ -153,6 +172,7 @@ impl TestEnv {
         args.extend([
             format!("--jwt-secret={JWT_SECRET}"),
             format!("--api-addr={addr}"),
+            "--admin-addr=127.0.0.1:0".into(),
             "--heartbeat-interval=1s".into(),
             "--outbox-relay-after=1s".into(),
             "--outbox-relay-interval=200ms".into(),

@@ -8,7 +8,8 @@ use sqlx::{Connection, PgConnection};
 #[tokio::test]
 async fn nodes_starting_at_once_create_and_migrate_the_database_once() {
     let name = format!("courier_test_start_{}", uuid::Uuid::now_v7().simple());
-    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let server = courier_tests::Services::default().postgres;
+    let url = format!("{server}/{name}");
     let start = || async {
         let pool = courier_shared::db::connect(&url, 2, Duration::from_secs(10)).await?;
         courier_shared::db::migrate(&pool).await?;
@@ -16,7 +17,7 @@ async fn nodes_starting_at_once_create_and_migrate_the_database_once() {
         Ok::<(), courier_shared::db::SetupError>(())
     };
     let results = futures::future::join_all((0..4).map(|_| start())).await;
-    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await.unwrap();
     for result in results {
         result.expect("every node starts");
