@@ -1,0 +1,461 @@
+//! Simulated users that behave like real chat clients, and record what they
+//! see. A user reconnects (with jittered backoff, to any API node) whenever
+//! its connection ends; resends an unanswered `message:send` with the same
+//! `clientMsgId` until it is answered; acknowledges every `message:receive`
+//! — most at once, some late, some never on a connection it then drops — and
+//! every `message:status`; and sends read receipts now and then.
+
+use std::{
+    collections::{BinaryHeap, HashMap},
+    cmp::Reverse,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+use tokio::{
+    net::TcpStream,
+    sync::watch,
+    time::{Instant, sleep_until},
+};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config, tungstenite::Message};
+
+use crate::history::{Event, EventKind};
+
+/// How long a send waits for its answer before it is tried again.
+const SEND_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a connect (TCP, upgrade, `session:ready`) may take.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where the run is: clients send new messages only while it runs; while it
+/// settles they finish what they started and acknowledge everything at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Settling,
+    Stopping,
+}
+
+/// The one clock and the one list of events of a run.
+pub struct Recorder {
+    started: std::time::Instant,
+    events: Mutex<Vec<Event>>,
+    next_conn: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self { started: std::time::Instant::now(), events: Mutex::default(), next_conn: AtomicU64::new(1) }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn record(&self, user: &str, conn: u64, kind: EventKind) {
+        let event = Event { at_ms: self.now_ms(), user: user.to_owned(), conn, kind };
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    fn new_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events.lock().map(|events| events.clone()).unwrap_or_default()
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What every client shares: the API nodes, the users and their chats, the run's phase.
+pub struct World {
+    pub recorder: Arc<Recorder>,
+    pub nodes: Vec<String>,
+    pub users: Vec<String>,
+    pub tokens: Vec<String>,
+    /// The chats each user is a member of.
+    pub chats_of: Vec<Vec<String>>,
+    pub phase: watch::Receiver<Phase>,
+    /// Bumped by a reconnect storm: every connection drops when it changes.
+    pub storms: watch::Receiver<u64>,
+    /// Longest pause of a user between an answer and its next send.
+    pub send_gap_ms: u64,
+}
+
+/// One user's state that outlives its connections.
+struct UserState {
+    index: usize,
+    rng: StdRng,
+    /// The send not yet answered: retried with the same `clientMsgId`.
+    unanswered: Option<(String, String)>,
+    sent_count: u64,
+    /// Highest seq received per chat, and the last read receipt sent.
+    max_seq: HashMap<String, i64>,
+    read_up_to: HashMap<String, i64>,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The phase now. (A function, so the watch's read guard never lives across an await.)
+fn now_in(phase: &watch::Receiver<Phase>) -> Phase {
+    *phase.borrow()
+}
+
+fn is_on(online: &watch::Receiver<bool>) -> bool {
+    *online.borrow()
+}
+
+/// Resolves when the run stops (or its controller is gone).
+async fn until_stopping(phase: &mut watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p == Phase::Stopping).await;
+}
+
+/// Resolves when the user's switch is `wanted`.
+async fn until_online(online: &mut watch::Receiver<bool>, wanted: bool) {
+    if online.wait_for(|up| *up == wanted).await.is_err() {
+        // The switch is gone (the run ends): never resolve on its account.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs user `index` until the run stops: connect, talk, reconnect.
+pub async fn run_user(world: Arc<World>, index: usize, seed: u64, mut online: watch::Receiver<bool>) {
+    let mut state = UserState {
+        index,
+        rng: StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(index as u64)),
+        unanswered: None,
+        sent_count: 0,
+        max_seq: HashMap::new(),
+        read_up_to: HashMap::new(),
+    };
+    let mut phase = world.phase.clone();
+    let mut failures = 0u32;
+    loop {
+        if now_in(&phase) == Phase::Stopping {
+            return;
+        }
+        if !is_on(&online) {
+            tokio::select! {
+                () = until_online(&mut online, true) => {}
+                () = until_stopping(&mut phase) => return,
+            }
+        }
+        let node = state.rng.random_range(0..world.nodes.len());
+        let conn = world.recorder.new_conn();
+        match connect(&world, index, node).await {
+            Some(socket) => {
+                failures = 0;
+                let role = Role::Primary { online: online.clone() };
+                run_connection(&world, &mut state, socket, conn, node, role).await;
+            }
+            None => failures += 1,
+        }
+        // Jittered backoff before the next connect; short after a clean drop.
+        let ceiling_ms = (100u64 << failures.min(4)).min(2_000);
+        let pause = Duration::from_millis(state.rng.random_range(0..=ceiling_ms));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = until_stopping(&mut phase) => return,
+        }
+    }
+}
+
+/// A second connection of user `index` for `lifetime`: it acknowledges what it
+/// gets, like a second device or tab would, and sends nothing.
+pub async fn run_second_connection(world: Arc<World>, index: usize, seed: u64, lifetime: Duration) {
+    let mut state = UserState {
+        index,
+        rng: StdRng::seed_from_u64(seed),
+        unanswered: None,
+        sent_count: 0,
+        max_seq: HashMap::new(),
+        read_up_to: HashMap::new(),
+    };
+    let until = Instant::now() + lifetime;
+    while Instant::now() < until && now_in(&world.phase) != Phase::Stopping {
+        let node = state.rng.random_range(0..world.nodes.len());
+        let conn = world.recorder.new_conn();
+        if let Some(socket) = connect(&world, index, node).await {
+            run_connection(&world, &mut state, socket, conn, node, Role::Second { until }).await;
+        }
+        tokio::time::sleep(Duration::from_millis(state.rng.random_range(50..500))).await;
+    }
+}
+
+async fn connect(world: &World, index: usize, node: usize) -> Option<Socket> {
+    let url = format!("ws://{}/ws?token={}", world.nodes[node], world.tokens[index]);
+    let attempt = async {
+        let (mut socket, _) = connect_async_with_config(url, None, true).await.ok()?;
+        // The first frame says the session exists.
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("session:ready") => Some(socket),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(CONNECT_PATIENCE, attempt).await.ok().flatten()
+}
+
+enum Role {
+    /// The user's main connection: it sends and reads; it ends when the user goes offline.
+    Primary { online: watch::Receiver<bool> },
+    /// A second connection, until a deadline.
+    Second { until: Instant },
+}
+
+/// A send written and not answered yet.
+struct InFlight {
+    frame_id: u64,
+    chat_id: String,
+    client_msg_id: String,
+    deadline: Instant,
+}
+
+/// Why a connection ended, for how it is closed.
+enum End {
+    /// Drop the TCP connection without a close frame (network loss, crash of the app).
+    Abrupt,
+    /// A close handshake.
+    Graceful,
+}
+
+async fn run_connection(world: &World, state: &mut UserState, mut socket: Socket, conn: u64, node: usize, mut role: Role) {
+    let user = world.users[state.index].clone();
+    let recorder = &world.recorder;
+    recorder.record(&user, conn, EventKind::Connected { node });
+    let mut phase = world.phase.clone();
+    let mut storms = world.storms.clone();
+    storms.mark_unchanged();
+    let primary = matches!(role, Role::Primary { .. });
+    let mut next_frame_id = 1u64;
+    let mut in_flight: Option<InFlight> = None;
+    let mut next_send = Instant::now() + Duration::from_millis(state.rng.random_range(0..500));
+    let mut next_read = Instant::now() + Duration::from_millis(state.rng.random_range(1_000..5_000));
+    // Acks held back: (due, server frame id, message id).
+    let mut late_acks: BinaryHeap<Reverse<(Instant, u64, String)>> = BinaryHeap::new();
+    // Set when this connection left a message unacknowledged on purpose: it is dropped soon after.
+    let mut doomed_at: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(86_400);
+
+    let end = loop {
+        let running = now_in(&phase) == Phase::Running;
+        let settling = now_in(&phase) == Phase::Settling;
+        // What the next timer is for: a send (primary), its answer's deadline, a late ack, the doom, a read receipt.
+        let send_due = match (&in_flight, primary) {
+            (Some(flight), _) => flight.deadline,
+            (None, true) if running || state.unanswered.is_some() => next_send,
+            _ => far,
+        };
+        let ack_due = late_acks.peek().map_or(far, |Reverse((due, _, _))| *due);
+        let read_due = if primary && !matches!(now_in(&phase), Phase::Stopping) { next_read } else { far };
+        let second_until = match &role {
+            Role::Second { until } => *until,
+            Role::Primary { .. } => far,
+        };
+        let wake = send_due.min(ack_due).min(read_due).min(doomed_at.unwrap_or(far)).min(second_until);
+        let offline = async {
+            match &mut role {
+                Role::Primary { online } => until_online(online, false).await,
+                Role::Second { .. } => std::future::pending().await,
+            }
+        };
+
+        tokio::select! {
+            frame = socket.next() => {
+                let Some(Ok(message)) = frame else { break End::Abrupt };
+                let Message::Text(text) = message else { continue };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                let had_send = in_flight.is_some();
+                let outcome = on_frame(world, state, &mut socket, conn, &user, frame, &mut in_flight, &mut late_acks, &mut doomed_at, settling).await;
+                if outcome.is_err() {
+                    break End::Abrupt;
+                }
+                if had_send && in_flight.is_none() {
+                    // Answered (or refused): the next send after a human-ish pause; a refused one is retried then.
+                    next_send = Instant::now() + Duration::from_millis(state.rng.random_range(0..=world.send_gap_ms));
+                }
+            }
+            () = sleep_until(wake) => {
+                let now = Instant::now();
+                if doomed_at.is_some_and(|at| at <= now) || second_until <= now {
+                    break End::Abrupt;
+                }
+                // Late acks that are due.
+                let mut broken = false;
+                while late_acks.peek().is_some_and(|Reverse((due, _, _))| *due <= now) {
+                    let Some(Reverse((_, frame_id, message_id))) = late_acks.pop() else { break };
+                    if send_ack(&mut socket, frame_id).await.is_err() {
+                        broken = true;
+                        break;
+                    }
+                    recorder.record(&user, conn, EventKind::Acked { message_id });
+                }
+                if broken {
+                    break End::Abrupt;
+                }
+                if let Some(flight) = &in_flight
+                    && flight.deadline <= now
+                {
+                    recorder.record(&user, conn, EventKind::SendFailed { client_msg_id: flight.client_msg_id.clone(), reason: "timeout".into() });
+                    in_flight = None;
+                    next_send = now + Duration::from_millis(200);
+                }
+                if primary && in_flight.is_none() && next_send <= now {
+                    let next = match state.unanswered.clone() {
+                        Some(retry) => Some(retry),
+                        None if running => {
+                            let chats = &world.chats_of[state.index];
+                            let chat_id = chats[state.rng.random_range(0..chats.len())].clone();
+                            state.sent_count += 1;
+                            Some((chat_id, format!("{user}-{}", state.sent_count)))
+                        }
+                        None => None,
+                    };
+                    if let Some((chat_id, client_msg_id)) = next {
+                        state.unanswered = Some((chat_id.clone(), client_msg_id.clone()));
+                        let frame_id = next_frame_id;
+                        next_frame_id += 1;
+                        let frame = json!({
+                            "event": "message:send",
+                            "id": frame_id,
+                            "data": {"chatId": chat_id, "content": format!("{client_msg_id} says hi"), "messageType": "text", "clientMsgId": client_msg_id},
+                        });
+                        recorder.record(&user, conn, EventKind::SendAttempt { chat_id: chat_id.clone(), client_msg_id: client_msg_id.clone() });
+                        if socket.send(Message::text(frame.to_string())).await.is_err() {
+                            recorder.record(&user, conn, EventKind::SendFailed { client_msg_id, reason: "connection_closed".into() });
+                            break End::Abrupt;
+                        }
+                        in_flight = Some(InFlight { frame_id, chat_id, client_msg_id, deadline: now + SEND_PATIENCE });
+                    }
+                }
+                if primary && next_read <= now {
+                    next_read = now + Duration::from_millis(state.rng.random_range(2_000..6_000));
+                    let unread: Vec<(String, i64)> = state
+                        .max_seq
+                        .iter()
+                        .filter(|(chat, seq)| state.read_up_to.get(*chat).is_none_or(|read| read < *seq))
+                        .map(|(chat, seq)| (chat.clone(), *seq))
+                        .collect();
+                    if !unread.is_empty() {
+                        let (chat_id, up_to_seq) = unread[state.rng.random_range(0..unread.len())].clone();
+                        let frame = json!({"event": "message:read", "data": {"chatId": chat_id, "upToSeq": up_to_seq}});
+                        if socket.send(Message::text(frame.to_string())).await.is_err() {
+                            break End::Abrupt;
+                        }
+                        state.read_up_to.insert(chat_id.clone(), up_to_seq);
+                        recorder.record(&user, conn, EventKind::ReadSent { chat_id, up_to_seq });
+                    }
+                }
+            }
+            () = offline => break End::Abrupt,
+            _ = storms.changed() => break End::Abrupt,
+            () = until_stopping(&mut phase) => break End::Graceful,
+        }
+    };
+
+    if let Some(flight) = in_flight {
+        recorder.record(&user, conn, EventKind::SendFailed { client_msg_id: flight.client_msg_id, reason: "connection_closed".into() });
+    }
+    if let End::Graceful = end {
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+    }
+    drop(socket);
+    recorder.record(&user, conn, EventKind::Disconnected);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_frame(
+    world: &World,
+    state: &mut UserState,
+    socket: &mut Socket,
+    conn: u64,
+    user: &str,
+    frame: Value,
+    in_flight: &mut Option<InFlight>,
+    late_acks: &mut BinaryHeap<Reverse<(Instant, u64, String)>>,
+    doomed_at: &mut Option<Instant>,
+    settling: bool,
+) -> Result<(), ()> {
+    let recorder = &world.recorder;
+    let id = frame["id"].as_u64();
+    let data = &frame["data"];
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    match frame["event"].as_str().unwrap_or_default() {
+        "ack" | "error" => {
+            let Some(flight) = in_flight.take_if(|flight| Some(flight.frame_id) == id) else { return Ok(()) };
+            if frame["event"] == "ack" {
+                recorder.record(
+                    user,
+                    conn,
+                    EventKind::SendAnswered {
+                        chat_id: flight.chat_id,
+                        client_msg_id: flight.client_msg_id,
+                        message_id: text(&data["messageId"]),
+                        seq: data["seq"].as_i64().unwrap_or(-1),
+                    },
+                );
+                state.unanswered = None;
+            } else {
+                let reason = frame["error"]["code"].as_str().unwrap_or("error").to_owned();
+                recorder.record(user, conn, EventKind::SendFailed { client_msg_id: flight.client_msg_id, reason });
+            }
+        }
+        "message:receive" => {
+            let message_id = text(&data["messageId"]);
+            let chat_id = text(&data["chatId"]);
+            let seq = data["seq"].as_i64().unwrap_or(-1);
+            recorder.record(
+                user,
+                conn,
+                EventKind::Received { chat_id: chat_id.clone(), message_id: message_id.clone(), sender_id: text(&data["senderId"]), seq },
+            );
+            let highest = state.max_seq.entry(chat_id).or_insert(seq);
+            *highest = (*highest).max(seq);
+            let Some(frame_id) = id else { return Ok(()) };
+            // 85 % at once, 10 % late, 5 % never (and this connection is then dropped).
+            let draw = if settling { 0 } else { state.rng.random_range(0..100) };
+            match draw {
+                0..85 => {
+                    send_ack(socket, frame_id).await?;
+                    recorder.record(user, conn, EventKind::Acked { message_id });
+                }
+                85..95 => {
+                    let due = Instant::now() + Duration::from_millis(state.rng.random_range(200..3_000));
+                    late_acks.push(Reverse((due, frame_id, message_id)));
+                }
+                _ => {
+                    if doomed_at.is_none() {
+                        *doomed_at = Some(Instant::now() + Duration::from_millis(state.rng.random_range(500..3_000)));
+                    }
+                }
+            }
+        }
+        "message:status" => {
+            recorder.record(
+                user,
+                conn,
+                EventKind::Status { message_id: text(&data["messageId"]), recipient: text(&data["userId"]), status: text(&data["status"]) },
+            );
+            if let Some(frame_id) = id {
+                send_ack(socket, frame_id).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn send_ack(socket: &mut Socket, frame_id: u64) -> Result<(), ()> {
+    socket.send(Message::text(format!(r#"{{"event":"ack","id":{frame_id}}}"#))).await.map_err(drop)
+}

@@ -1,0 +1,179 @@
+//! The deployment a chaos run may break: its own PostgreSQL cluster and
+//! RabbitMQ node (private instances, as the fault tests use), two API nodes
+//! and two workers as real processes whose logs go to the run's folder.
+//! API nodes keep their port and node id across restarts, so clients
+//! reconnect to the same addresses and a restarted node clears its old rows.
+
+use std::{
+    fs::OpenOptions,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use courier_tests::{PrivatePostgres, PrivateRabbit, Services, TestEnv, free_port, test_retry};
+use tokio::process::{Child, Command};
+
+/// One server process slot: what to run, and the running child if it is up.
+pub struct Server {
+    pub name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// `host:port` of an API node.
+    pub addr: Option<String>,
+}
+
+impl Server {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (program, args) = self.args.split_first().context("program name")?;
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(binary(program)?)
+            .args(args)
+            .env("RUST_LOG", std::env::var("CHAOS_SERVER_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn is_up(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL, like a crash or an OOM kill.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Takes the running process out of the slot (e.g. to stop it without holding a lock).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    /// Starts the process again unless it runs.
+    pub fn ensure_up(&mut self) -> anyhow::Result<()> {
+        if !self.is_up() { self.spawn() } else { Ok(()) }
+    }
+}
+
+/// SIGTERM, then wait for the graceful stop (SIGKILL after `patience`).
+pub async fn terminate(mut child: Child, patience: Duration) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(patience, child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+/// The binaries sit next to this one (one cargo build).
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.parent().context("binary directory")?.join(name);
+    if !path.exists() {
+        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
+pub struct Deployment {
+    /// Shared, so a fault can stop and start them without holding the deployment.
+    pub postgres: Arc<PrivatePostgres>,
+    pub rabbit: Arc<PrivateRabbit>,
+    pub env: TestEnv,
+    pub apis: Vec<Server>,
+    pub workers: Vec<Server>,
+}
+
+impl Deployment {
+    /// Boots everything and waits until the API nodes answer `/readyz`.
+    pub async fn start(apis: usize, workers: usize, logs: &Path) -> anyhow::Result<Self> {
+        let postgres = PrivatePostgres::start().await;
+        let rabbit = PrivateRabbit::start().await;
+        let services = Services { postgres: postgres.url(), amqp: rabbit.url() };
+        let env = TestEnv::on(services, test_retry()).await;
+        std::fs::create_dir_all(logs)?;
+        let chaos_args = |mut args: Vec<String>, extra: &[String]| {
+            args.extend_from_slice(extra);
+            args
+        };
+        let api_servers = (0..apis)
+            .map(|index| {
+                let addr = format!("127.0.0.1:{}", free_port());
+                let extra = [
+                    format!("--node-id=api-{index}"),
+                    // Above the clients' late acks (up to 3 s), so only lost acks cause resends.
+                    "--ack-timeout=5s".to_owned(),
+                ];
+                Server {
+                    name: format!("api-{index}"),
+                    args: chaos_args(env.api_args(&addr), &extra),
+                    log: logs.join(format!("api-{index}.log")),
+                    child: None,
+                    addr: Some(addr),
+                }
+            })
+            .collect();
+        let worker_servers = (0..workers)
+            .map(|index| Server {
+                name: format!("worker-{index}"),
+                // A killed API node's connections are reaped after 5 s, not 30.
+                args: chaos_args(env.worker_args(), &[format!("--worker-id=worker-{index}"), "--node-lease=5s".to_owned()]),
+                log: logs.join(format!("worker-{index}.log")),
+                child: None,
+                addr: None,
+            })
+            .collect();
+        let mut deployment = Deployment { postgres: Arc::new(postgres), rabbit: Arc::new(rabbit), env, apis: api_servers, workers: worker_servers };
+        for server in deployment.apis.iter_mut().chain(deployment.workers.iter_mut()) {
+            server.spawn()?;
+        }
+        for index in 0..apis {
+            deployment.wait_ready(index, Duration::from_secs(60)).await?;
+        }
+        Ok(deployment)
+    }
+
+    pub fn api_addr(&self, index: usize) -> &str {
+        self.apis[index].addr.as_deref().unwrap_or_default()
+    }
+
+    /// Waits until API node `index` answers `/readyz` (database and broker reachable).
+    pub async fn wait_ready(&self, index: usize, patience: Duration) -> anyhow::Result<()> {
+        let url = format!("http://{}/readyz", self.api_addr(index));
+        let http = reqwest::Client::new();
+        let until = tokio::time::Instant::now() + patience;
+        loop {
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > until {
+                bail!("api-{index} not ready after {patience:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every process (the private services stop when dropped).
+    pub async fn stop(&mut self) {
+        for server in self.apis.iter_mut().chain(self.workers.iter_mut()) {
+            server.kill().await;
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! `courier-chaos`: a seeded, reproducible chaos run. It boots a private
+//! deployment (its own PostgreSQL and RabbitMQ, two API nodes, two workers),
+//! runs simulated users for `--seconds` while the schedule of `--seed` kills
+//! and restarts things under them, lets everything heal and settle, and then
+//! judges the run from the clients' recorded histories alone (checker.rs).
+//! A failing run keeps its folder: histories, schedule, faults, server logs.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use courier_chaos::{
+    checker::{self, Rules, Verdict},
+    client::{self, Phase, Recorder, World},
+    deployment::{self, Deployment},
+    history::{AppliedFault, Chats},
+    schedule::{self, Fault, Planned, Shape},
+};
+use courier_tests::Rest;
+use tokio::sync::{Mutex, watch};
+
+#[derive(Debug, Parser)]
+#[command(name = "courier-chaos", about = "Randomized fault schedules against a private Courier, judged by a history checker")]
+struct Args {
+    /// Seed of the fault schedule and of the clients' choices (random when absent; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long the clients talk while faults are injected.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Simulated users (each in two direct chats and one group).
+    #[arg(long, default_value_t = 8)]
+    users: usize,
+    /// Longest pause of a user between two sends (uniform from 0), in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    send_gap_ms: u64,
+    /// Mean time between two faults, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    mean_gap_ms: u64,
+    /// How long the settle phase may take for every answered send to arrive and every ✓✓ to be seen.
+    #[arg(long, default_value_t = 120)]
+    settle_seconds: u64,
+    /// Where the run's folder goes (histories, logs); kept on failure, removed on success unless --keep.
+    #[arg(long, default_value = "/tmp")]
+    out_dir: PathBuf,
+    /// Keep the run's folder even when the run passes.
+    #[arg(long)]
+    keep: bool,
+    /// Print the schedule of `--seed` and `--seconds` and exit.
+    #[arg(long)]
+    plan_only: bool,
+}
+
+const APIS: usize = 2;
+const WORKERS: usize = 2;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| uuid::Uuid::now_v7().as_u128() as u64 % 1_000_000);
+    let shape = Shape { apis: APIS, workers: WORKERS, users: args.users, mean_gap_ms: args.mean_gap_ms };
+    let plan = schedule::plan(seed, args.seconds, shape);
+    println!("courier-chaos --seed {seed} --seconds {} --users {} --mean-gap-ms {}", args.seconds, args.users, args.mean_gap_ms);
+    println!("schedule ({} faults):", plan.len());
+    for planned in &plan {
+        println!("  {:>7} ms  {}", planned.at_ms, planned.fault);
+    }
+    if args.plan_only {
+        return Ok(());
+    }
+
+    let folder = args.out_dir.join(format!("courier-chaos-{seed}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&folder)?;
+    let outcome = run(&args, seed, &plan, &folder).await;
+    let passed = match &outcome {
+        Ok(passed) => *passed,
+        Err(error) => {
+            println!("the run could not complete: {error:#}");
+            false
+        }
+    };
+    if passed && !args.keep {
+        let _ = std::fs::remove_dir_all(&folder);
+    } else {
+        println!("run folder (histories, schedule, faults, server logs): {}", folder.display());
+        println!("rerun: courier-chaos --seed {seed} --seconds {} --users {}", args.seconds, args.users);
+    }
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Boots, runs, settles, judges. `Ok(passed)`.
+async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path) -> anyhow::Result<bool> {
+    eprintln!("booting a private PostgreSQL, RabbitMQ, {APIS} API nodes and {WORKERS} workers");
+    let deployment = Deployment::start(APIS, WORKERS, &folder.join("logs")).await?;
+    let users: Vec<String> = (0..args.users).map(|i| format!("u{i}")).collect();
+    let chats = create_chats(&deployment, &users).await?;
+    std::fs::write(folder.join("chats.json"), serde_json::to_string_pretty(&chats)?)?;
+    std::fs::write(folder.join("schedule.json"), serde_json::to_string_pretty(plan)?)?;
+
+    let recorder = Arc::new(Recorder::new());
+    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let (storm_tx, storms) = watch::channel(0u64);
+    let chats_of = users.iter().map(|user| chats.iter().filter(|(_, m)| m.contains(user)).map(|(id, _)| id.clone()).collect()).collect();
+    let world = Arc::new(World {
+        recorder: recorder.clone(),
+        nodes: (0..APIS).map(|i| deployment.api_addr(i).to_owned()).collect(),
+        tokens: users.iter().map(|user| deployment.env.token(user)).collect(),
+        users: users.clone(),
+        chats_of,
+        phase,
+        storms,
+        send_gap_ms: args.send_gap_ms,
+    });
+    let online: Vec<watch::Sender<bool>> = users.iter().map(|_| watch::channel(true).0).collect();
+    let mut clients = tokio::task::JoinSet::new();
+    for (index, switch) in online.iter().enumerate() {
+        clients.spawn(client::run_user(world.clone(), index, seed, switch.subscribe()));
+    }
+
+    // The faults, each applied on its own task at its time (they may overlap).
+    let deployment = Arc::new(Mutex::new(deployment));
+    let applied = Arc::new(std::sync::Mutex::new(Vec::<AppliedFault>::new()));
+    let injector = Injector { deployment: deployment.clone(), world: world.clone(), online: online.clone(), storms: storm_tx, applied: applied.clone(), busy: Arc::default(), seed };
+    let mut faults = tokio::task::JoinSet::new();
+    for planned in plan.iter().cloned() {
+        let injector = injector.clone();
+        faults.spawn(async move {
+            let due = Duration::from_millis(planned.at_ms.saturating_sub(injector.world.recorder.now_ms()));
+            tokio::time::sleep(due).await;
+            injector.apply(planned.fault).await;
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+
+    // Heal: every fault finished (each restores what it broke), everything up, everyone online.
+    eprintln!("healing and settling (at most {} s)", args.settle_seconds);
+    let _ = phase_tx.send(Phase::Settling);
+    while faults.join_next().await.is_some() {}
+    {
+        let mut guard = deployment.lock().await;
+        let deployment = &mut *guard;
+        for server in deployment.apis.iter_mut().chain(deployment.workers.iter_mut()) {
+            server.ensure_up()?;
+        }
+    }
+    for switch in &online {
+        let _ = switch.send(true);
+    }
+    let rules = Rules::default();
+    let settle_until = tokio::time::Instant::now() + Duration::from_secs(args.settle_seconds);
+    let mut verdict = checker::check(&recorder.snapshot(), &chats, &rules);
+    while !settled(&verdict) && tokio::time::Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        verdict = checker::check(&recorder.snapshot(), &chats, &rules);
+    }
+    let _ = phase_tx.send(Phase::Stopping);
+    while clients.join_next().await.is_some() {}
+    deployment.lock().await.stop().await;
+
+    let events = recorder.snapshot();
+    let verdict = checker::check(&events, &chats, &rules);
+    let applied = applied.lock().map(|a| a.clone()).unwrap_or_default();
+    save(folder, &events, &applied, &verdict)?;
+    println!("{}", verdict.report(&applied));
+    if let Some(context) = verdict.first_violation_context(&events, &applied) {
+        println!("first violation:\n{context}");
+    }
+    Ok(verdict.passed())
+}
+
+/// Everything that can still arrive has: every answered send is received by
+/// every member, every ack's ✓✓ reached its sender, no send is left unanswered.
+fn settled(verdict: &Verdict) -> bool {
+    verdict.is_settled()
+}
+
+/// Direct chats between neighbours (u0–u1, u1–u2, …, ring) and groups of four.
+async fn create_chats(deployment: &Deployment, users: &[String]) -> anyhow::Result<Chats> {
+    let mut chats = Chats::new();
+    let n = users.len();
+    let mut create = async |creator: &str, kind: &str, others: Vec<String>| -> anyhow::Result<()> {
+        let rest = Rest::new(deployment.api_addr(0), Some(&deployment.env.token(creator)));
+        let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+        let id = rest.create_chat(kind, &refs).await;
+        let mut members = others;
+        members.push(creator.to_owned());
+        members.sort();
+        chats.insert(id, members);
+        anyhow::Ok(())
+    };
+    for i in 0..n {
+        let j = (i + 1) % n;
+        if i < j || n > 2 {
+            create(&users[i], "direct", vec![users[j].clone()]).await?;
+        }
+    }
+    for group in users.chunks(4).filter(|g| g.len() >= 3) {
+        create(&group[0], "group", group[1..].to_vec()).await?;
+    }
+    Ok(chats)
+}
+
+fn save(folder: &std::path::Path, events: &[courier_chaos::history::Event], applied: &[AppliedFault], verdict: &Verdict) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for event in events {
+        lines.push_str(&serde_json::to_string(event)?);
+        lines.push('\n');
+    }
+    std::fs::write(folder.join("history.jsonl"), lines)?;
+    std::fs::write(folder.join("faults.json"), serde_json::to_string_pretty(applied)?)?;
+    std::fs::write(folder.join("verdict.json"), serde_json::to_string_pretty(verdict)?)?;
+    std::fs::write(folder.join("report.txt"), verdict.report(applied)).context("report")?;
+    Ok(())
+}
+
+/// Applies faults; remembers which targets are down so overlapping faults on
+/// one target are skipped rather than stacked.
+#[derive(Clone)]
+struct Injector {
+    deployment: Arc<Mutex<Deployment>>,
+    world: Arc<World>,
+    online: Vec<watch::Sender<bool>>,
+    storms: watch::Sender<u64>,
+    applied: Arc<std::sync::Mutex<Vec<AppliedFault>>>,
+    busy: Arc<std::sync::Mutex<BTreeMap<String, ()>>>,
+    seed: u64,
+}
+
+impl Injector {
+    fn note(&self, fault: &Fault, detail: String) {
+        let at_ms = self.world.recorder.now_ms();
+        eprintln!("{at_ms:>7} ms  {detail}");
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.push(AppliedFault { at_ms, kind: fault.name().to_owned(), detail });
+        }
+    }
+
+    /// Claims a target for the length of a fault; `None` if another fault holds it.
+    fn claim(&self, target: &str) -> Option<Claim> {
+        let mut busy = self.busy.lock().ok()?;
+        if busy.contains_key(target) {
+            return None;
+        }
+        busy.insert(target.to_owned(), ());
+        Some(Claim { busy: self.busy.clone(), target: target.to_owned() })
+    }
+
+    async fn apply(&self, fault: Fault) {
+        let target = match &fault {
+            Fault::KillApi { node, .. } | Fault::TermApi { node, .. } => format!("api-{node}"),
+            Fault::KillWorker { worker, .. } => format!("worker-{worker}"),
+            Fault::StopBroker { .. } => "rabbitmq".into(),
+            Fault::RestartPostgres => "postgres".into(),
+            Fault::ReconnectStorm => "storm".into(),
+            Fault::ClientOffline { user, .. } => format!("u{user}"),
+            Fault::SecondConnection { user, .. } => format!("u{user}-second"),
+        };
+        let Some(_claim) = self.claim(&target) else {
+            eprintln!("{:>7} ms  skipped (target busy): {fault}", self.world.recorder.now_ms());
+            return;
+        };
+        self.note(&fault, fault.to_string());
+        match fault {
+            Fault::KillApi { node, back_after_ms } => {
+                self.deployment.lock().await.apis[node].kill().await;
+                tokio::time::sleep(Duration::from_millis(back_after_ms)).await;
+                self.restart(|d| &mut d.apis[node]).await;
+            }
+            Fault::KillWorker { worker, back_after_ms } => {
+                self.deployment.lock().await.workers[worker].kill().await;
+                tokio::time::sleep(Duration::from_millis(back_after_ms)).await;
+                self.restart(|d| &mut d.workers[worker]).await;
+            }
+            Fault::TermApi { node, back_after_ms } => {
+                // Out of the deployment's lock while it drains (up to its grace period).
+                let child = self.deployment.lock().await.apis[node].take_child();
+                if let Some(child) = child {
+                    deployment::terminate(child, Duration::from_secs(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(back_after_ms)).await;
+                self.restart(|d| &mut d.apis[node]).await;
+            }
+            Fault::StopBroker { for_ms } => {
+                // Not under the deployment's lock: a broker stop takes seconds.
+                let rabbit = self.deployment.lock().await.rabbit.clone();
+                rabbit.stop().await;
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                rabbit.start_again().await;
+            }
+            Fault::RestartPostgres => {
+                let postgres = self.deployment.lock().await.postgres.clone();
+                postgres.stop_immediate().await;
+                postgres.start_again().await;
+            }
+            Fault::ReconnectStorm => {
+                self.storms.send_modify(|generation| *generation += 1);
+            }
+            Fault::ClientOffline { user, for_ms } => {
+                let _ = self.online[user].send(false);
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                let _ = self.online[user].send(true);
+            }
+            Fault::SecondConnection { user, for_ms } => {
+                let seed = self.seed ^ (user as u64) << 32 ^ self.world.recorder.now_ms();
+                client::run_second_connection(self.world.clone(), user, seed, Duration::from_millis(for_ms)).await;
+            }
+        }
+    }
+
+    async fn restart(&self, server: impl FnOnce(&mut Deployment) -> &mut deployment::Server) {
+        let mut deployment = self.deployment.lock().await;
+        let server = server(&mut deployment);
+        if let Err(error) = server.ensure_up() {
+            eprintln!("cannot restart {}: {error:#}", server.name);
+        }
+    }
+}
+
+/// A target held by a running fault; released when dropped.
+struct Claim {
+    busy: Arc<std::sync::Mutex<BTreeMap<String, ()>>>,
+    target: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.target);
+        }
+    }
+}
