@@ -15,13 +15,20 @@ pub struct CommonConfig {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
-    /// RabbitMQ URL (vhost `/` is `%2f`).
+    /// RabbitMQ URL (vhost `/` is `%2f`). Several, comma separated, for the nodes
+    /// of a cluster: the connection fails over to the next one.
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
 
     /// Prefix of every RabbitMQ exchange and queue name, so deployments (and tests) can share a broker.
     #[arg(long, env = "BROKER_PREFIX", default_value = "courier", value_parser = parse_prefix)]
     pub broker_prefix: String,
+
+    /// Declare every durable queue as a quorum queue (retry tiers, dead, status
+    /// too), for a RabbitMQ cluster: a node's loss then loses no waiting job.
+    /// Set it on every process, from the start (docs/scaling.md).
+    #[arg(long, env = "BROKER_REPLICATED")]
+    pub broker_replicated: bool,
 
     #[command(flatten)]
     pub retry: RetryConfig,

@@ -11,7 +11,7 @@ mod rest;
 mod ws;
 
 pub use env::{JWT_SECRET, Services, TestEnv, deadline, eventually, test_retry};
-pub use private::{PrivatePostgres, PrivateRabbit};
+pub use private::{PrivatePostgres, PrivateRabbit, PrivateRabbitCluster};
 pub use process::{ServerProcess, free_port, rss_kib};
 pub use rest::Rest;
 pub use ws::{WsClient, WsError};

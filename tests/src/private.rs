@@ -165,6 +165,14 @@ impl PrivateRabbit {
     }
 
     pub async fn start() -> Self {
+        let this = Self::prepare(None);
+        this.start_again().await;
+        this
+    }
+
+    /// A node's files, not started yet; `cookie` is the Erlang cookie its
+    /// cluster shares (nodes join only with the same one).
+    fn prepare(cookie: Option<&str>) -> Self {
         let bin = Self::prerequisites();
         let dir = scratch_dir("rabbit");
         let port = free_port();
@@ -172,9 +180,50 @@ impl PrivateRabbit {
         std::fs::write(dir.join("enabled_plugins"), "[].").expect("plugins file");
         std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"))
             .expect("config file");
-        let this = Self { dir, bin, node, port };
-        this.start_again().await;
-        this
+        if let Some(cookie) = cookie {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(".erlang.cookie");
+            std::fs::write(&path, cookie).expect("cookie file");
+            // Erlang refuses a cookie file others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("cookie file mode");
+        }
+        Self { dir, bin, node, port }
+    }
+
+    /// The node's Erlang name (`name@localhost`).
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// SIGKILL the node's Erlang VM: no goodbye to the cluster, like a crashed machine.
+    pub async fn kill(&self) {
+        // The VM tells its own OS pid; then it gets no chance to say goodbye.
+        let pid = self.ctl(&["eval", "os:getpid()."]).await.ok().and_then(|out| out.trim().trim_matches('"').parse::<i32>().ok());
+        let Some(pid) = pid else { panic!("cannot find the pid of {}", self.node) };
+        // SAFETY: kill(2) with a valid signal on the pid the node reported.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let port = self.port;
+        eventually("private RabbitMQ to die", || async move { (!port_open(port)).then_some(()) }).await;
+    }
+
+    /// `rabbitmqctl -n <this node> args…`; its output, or why it failed.
+    pub async fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let output = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!("rabbitmqctl {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr)))
+        }
     }
 
     pub fn url(&self) -> String {
@@ -234,5 +283,51 @@ impl Drop for PrivateRabbit {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three private RabbitMQ nodes joined into one cluster (`rabbitmqctl
+/// join_cluster`), each on its own ports: quorum queues replicate over them.
+pub struct PrivateRabbitCluster {
+    pub nodes: Vec<PrivateRabbit>,
+}
+
+impl PrivateRabbitCluster {
+    pub async fn start(size: usize) -> Self {
+        let cookie = format!("COURIERTEST{}", uuid::Uuid::now_v7().simple()).to_uppercase();
+        let nodes: Vec<PrivateRabbit> = (0..size).map(|_| PrivateRabbit::prepare(Some(&cookie))).collect();
+        futures::future::join_all(nodes.iter().map(PrivateRabbit::start_again)).await;
+        let first = nodes[0].node_name().to_owned();
+        for node in &nodes[1..] {
+            for step in [vec!["stop_app"], vec!["join_cluster", first.as_str()], vec!["start_app"]] {
+                if let Err(error) = node.ctl(&step).await {
+                    panic!("cannot join {} to {first}: {error}", node.node_name());
+                }
+            }
+        }
+        let cluster = Self { nodes };
+        for node in &cluster.nodes {
+            let port = node.port;
+            eventually("a joined node to accept connections", || async move { port_open(port).then_some(()) }).await;
+        }
+        cluster
+    }
+
+    /// `AMQP_URL` naming every node, comma separated.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(PrivateRabbit::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Which node leads quorum queue `queue` (index into `nodes`), if one does.
+    pub async fn leader_of(&self, queue: &str) -> Option<usize> {
+        for node in &self.nodes {
+            let Ok(listing) = node.ctl(&["list_queues", "name", "leader", "--no-table-headers", "--quiet"]).await else { continue };
+            let leader = listing.lines().find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(queue)).then(|| fields.next().map(str::to_owned)).flatten()
+            })?;
+            return self.nodes.iter().position(|n| n.node_name() == leader);
+        }
+        None
     }
 }

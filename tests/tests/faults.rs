@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use courier_tests::{PrivatePostgres, PrivateRabbit, Rest, Services, TestEnv, WsClient, eventually, test_retry};
+use courier_tests::{PrivatePostgres, PrivateRabbit, PrivateRabbitCluster, Rest, Services, TestEnv, WsClient, eventually, test_retry};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -318,6 +318,74 @@ async fn rabbitmq_down_for_ten_seconds() {
     }
     report("RabbitMQ down 10 s", 150, &seen, json!({ "reconnect_attempts_api": attempts.0, "reconnect_attempts_worker": attempts.1 }));
     drop(alice);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_delivery_queue_leader_of_a_3_node_cluster_killed() {
+    let cluster = PrivateRabbitCluster::start(3).await;
+    let services = Services { amqp: cluster.url(), ..Services::default() };
+    let mut env = TestEnv::on(services, test_retry()).await;
+    let mut api_config = env.api_config();
+    api_config.common.broker_replicated = true;
+    let addr = env.start_api_with(api_config).await;
+    let mut worker_config = env.worker_config();
+    worker_config.common.broker_replicated = true;
+    env.start_worker_with(worker_config).await;
+
+    // Every durable queue is a quorum queue, replicated over the three nodes.
+    let topology = env.topology();
+    let types = cluster.nodes[0].ctl(&["list_queues", "name", "type", "--no-table-headers", "--quiet"]).await.unwrap();
+    let (_, durable_queues) = topology.durable_names();
+    for queue in &durable_queues {
+        let line = types.lines().find(|line| line.split_whitespace().next() == Some(queue.as_str()));
+        assert!(line.is_some_and(|l| l.ends_with("quorum")), "{queue} is not a quorum queue: {types}");
+    }
+
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
+    let mut alice = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
+    let mut bob = WsClient::connect(&addr, &env.token("bob")).await.unwrap();
+    bob.wait_event("sync:done").await;
+    for i in 0..20 {
+        alice.send_message(&chat, &format!("live {i}")).await;
+    }
+    let mut seen = Seen::default();
+    seen.add(&bob.receive_messages(20).await);
+    // Bob goes offline: the next jobs wait in the retry tiers (quorum queues too).
+    bob.close().await;
+    for i in 0..20 {
+        alice.send_message(&chat, &format!("while away {i}")).await;
+    }
+
+    let delivery = topology.delivery();
+    let leader = eventually("the delivery queue to have a leader", || cluster.leader_of(&delivery)).await;
+    cluster.nodes[leader].kill().await;
+    let killed = tokio::time::Instant::now();
+    // Sends go on: the API's link fails over to another node if it was on the dead one.
+    for i in 0..20 {
+        alice.send_message(&chat, &format!("after the kill {i}")).await;
+    }
+    let new_leader = eventually("a new leader on another node", || async {
+        cluster.leader_of(&delivery).await.filter(|&node| node != leader)
+    })
+    .await;
+    let failover = killed.elapsed();
+
+    let mut bob = WsClient::connect(&addr, &env.token("bob")).await.unwrap();
+    let earlier: Vec<Value> = (1..=20).map(|seq| json!({ "seq": seq })).collect();
+    let rest = receive_rest(&mut bob, &earlier, 60).await;
+    seen.add(&rest);
+    seen.assert_in_order();
+    assert_eq!(seen.unique(), (1..=60).collect::<HashSet<i64>>());
+    wait_all_delivered(&env, "bob", 60).await;
+    report(
+        "delivery queue leader of a 3-node cluster killed",
+        60,
+        &seen,
+        json!({ "new_leader_after_seconds": failover.as_secs_f64(), "old_leader": leader, "new_leader": new_leader }),
+    );
+    drop(alice);
+    cluster.nodes[leader].start_again().await;
     env.cleanup().await;
 }
 

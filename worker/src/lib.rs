@@ -71,7 +71,7 @@ impl Worker {
         let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
         db::migrate(&db).await?;
         let webhook = webhook::Webhook::start(&config.webhook, db.clone(), metrics.clone())?;
-        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry));
+        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated));
         let ctx = Arc::new(Context {
             drain_slots: Arc::new(Semaphore::new(config.drain_concurrency.max(1))),
             drains: Default::default(),

@@ -29,13 +29,54 @@ use super::Topology;
 /// A live connection and its publishing channel (in confirm mode).
 pub struct Link {
     pub connection: Connection,
-    publisher: Channel,
+    /// Replaced after a nack (see [`Link::renew_publisher`]); cloning a channel is cheap.
+    publisher: std::sync::Mutex<Channel>,
+    /// One renewal at a time.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl Link {
     /// A new channel on this connection, e.g. for a consumer.
     pub async fn channel(&self) -> lapin::Result<Channel> {
         self.connection.create_channel().await
+    }
+
+    fn publisher(&self) -> Channel {
+        match self.publisher.lock() {
+            Ok(channel) => channel.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps `nacked` for a fresh confirm-mode channel, unless another caller
+    /// already did. Measured on a 3-node cluster (tests/tests/faults.rs): after
+    /// a quorum queue's leader node was killed, the channel that had published
+    /// to it during the election nacked every later publish to that queue,
+    /// while a new channel on the same connection was accepted at once. A nack
+    /// is rare enough that a new channel per nack costs nothing.
+    async fn renew_publisher(&self, nacked: &Channel) {
+        let _one_at_a_time = self.renewing.lock().await;
+        if self.publisher().id() != nacked.id() {
+            return;
+        }
+        let fresh = async {
+            let channel = self.connection.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            lapin::Result::Ok(channel)
+        };
+        match fresh.await {
+            Ok(channel) => {
+                let old = match self.publisher.lock() {
+                    Ok(mut current) => std::mem::replace(&mut *current, channel),
+                    Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), channel),
+                };
+                tracing::warn!(old = old.id(), "publisher channel renewed after a nack");
+                // Publishes still in flight on it fail, and their callers retry as after any failure.
+                let _ = old.close(200, "renewed after a nack".into()).await;
+            }
+            // The connection itself is going: the supervisor rebuilds everything.
+            Err(error) => tracing::warn!(%error, "cannot open a new publisher channel"),
+        }
     }
 }
 
@@ -164,8 +205,8 @@ impl Broker {
         if let Some(headers) = options.headers {
             properties = properties.with_headers(headers);
         }
-        let confirm = link
-            .publisher
+        let publisher = link.publisher();
+        let confirm = publisher
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -178,15 +219,35 @@ impl Broker {
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::Nack(_) => {
+                link.renew_publisher(&publisher).await;
+                Err(PublishError::Nacked)
+            }
         }
     }
+}
+
+/// The nodes `AMQP_URL` names: one URL, or several separated by commas (the
+/// nodes of a cluster). Connects go round them, so the link fails over to the
+/// next node when the one it was on goes away.
+pub fn broker_addresses(amqp_url: &str) -> Vec<String> {
+    let addresses: Vec<String> = amqp_url.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect();
+    if addresses.is_empty() { vec![amqp_url.to_owned()] } else { addresses }
+}
+
+/// `host:port` of an AMQP URL, for logs (never the credentials).
+fn node_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
 }
 
 /// Keeps the broker connection up until `shutdown`. After each (re)connect it
 /// declares the topology and calls `run`, which starts this process's
 /// consumers and returns when one of them fails; then the connection is
 /// dropped and rebuilt with exponential backoff (no busy loop while RabbitMQ is down).
+/// With several nodes in `amqp_url`, a lost or refused connection moves on to
+/// the next node at once; the backoff applies once every node has failed.
 pub async fn supervise<F, Fut>(broker: Broker, amqp_url: String, name: String, shutdown: CancellationToken, run: F)
 where
     F: Fn(Arc<Link>) -> Fut,
@@ -200,18 +261,22 @@ where
             .without_max_times()
             .build()
     };
+    let addresses = broker_addresses(&amqp_url);
+    let mut turn = 0usize;
     let mut delays = backoff();
     let mut ever_connected = false;
     while !shutdown.is_cancelled() {
         broker.inner.connect_attempts.fetch_add(1, Ordering::Relaxed);
-        match connect(&broker, &amqp_url, &name).await {
+        let address = &addresses[turn % addresses.len()];
+        let node = node_of(address);
+        match connect(&broker, address, &name).await {
             Ok(link) => {
                 if ever_connected {
                     broker.inner.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 ever_connected = true;
                 delays = backoff();
-                tracing::info!(%name, "connected to RabbitMQ");
+                tracing::info!(%name, %node, "connected to RabbitMQ");
                 broker.inner.current.send_replace(Some(link.clone()));
                 let events = link.connection.events_listener();
                 let errors = async move {
@@ -225,18 +290,24 @@ where
                 };
                 tokio::select! {
                     result = run(link.clone()) => match result {
-                        Ok(()) => tracing::warn!(%name, "broker consumers stopped"),
-                        Err(error) => tracing::warn!(%name, %error, "broker consumers failed"),
+                        Ok(()) => tracing::warn!(%name, %node, "broker consumers stopped"),
+                        Err(error) => tracing::warn!(%name, %node, %error, "broker consumers failed"),
                     },
-                    Some(error) = errors => tracing::warn!(%name, %error, "RabbitMQ connection failed"),
+                    Some(error) = errors => tracing::warn!(%name, %node, %error, "RabbitMQ connection failed"),
                     () = shutdown.cancelled() => {}
                 }
                 broker.inner.current.send_replace(None);
                 let _ = link.connection.close(200, "bye".into()).await;
             }
-            Err(error) => tracing::warn!(%name, %error, "cannot connect to RabbitMQ; retrying"),
+            Err(error) => tracing::warn!(%name, %node, %error, "cannot connect to RabbitMQ; retrying"),
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        turn += 1;
+        // The next node at once; a pause only after a whole round of them.
+        let delay = if turn % addresses.len() == 0 {
+            delays.next().unwrap_or(Duration::from_secs(5))
+        } else {
+            Duration::from_millis(50)
+        };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => {}
@@ -255,5 +326,23 @@ async fn connect(broker: &Broker, amqp_url: &str, name: &str) -> lapin::Result<A
     let _ = setup.close(200, "declared".into()).await;
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    Ok(Arc::new(Link { connection, publisher }))
+    Ok(Arc::new(Link { connection, publisher: std::sync::Mutex::new(publisher), renewing: tokio::sync::Mutex::new(()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_url_may_name_several_nodes() {
+        let urls = broker_addresses("amqp://u:p@a:5672/%2f, amqp://u:p@b:5673/%2f,amqp://u:p@c:5674/%2f");
+        assert_eq!(urls, vec!["amqp://u:p@a:5672/%2f", "amqp://u:p@b:5673/%2f", "amqp://u:p@c:5674/%2f"]);
+        assert_eq!(broker_addresses("amqp://guest:guest@127.0.0.1:5672/%2f").len(), 1);
+    }
+
+    #[test]
+    fn logs_name_the_node_without_credentials() {
+        assert_eq!(node_of("amqp://courier:secret@rabbit-2:5673/%2f"), "rabbit-2:5673");
+        assert_eq!(node_of("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
+    }
 }

@@ -3,7 +3,7 @@
 mod link;
 mod topology;
 
-pub use link::{Broker, Link, PublishError, PublishOptions, supervise};
+pub use link::{Broker, Link, PublishError, PublishOptions, broker_addresses, supervise};
 pub use topology::{RetryTier, Topology};
 
 use lapin::types::{AMQPValue, FieldTable};

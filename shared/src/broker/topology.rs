@@ -29,6 +29,9 @@ pub struct RetryTier {
 pub struct Topology {
     prefix: String,
     tiers: Vec<RetryTier>,
+    /// Every durable queue a quorum queue (replicated over a cluster's nodes),
+    /// not only `delivery` and `presence`. See [`Topology::replicated`].
+    replicated: bool,
 }
 
 impl Topology {
@@ -38,7 +41,22 @@ impl Topology {
             .into_iter()
             .map(|delay| RetryTier { delay, queue: format!("{prefix}.retry.{}", format_duration(delay)) })
             .collect();
-        Self { prefix: prefix.to_owned(), tiers }
+        Self { prefix: prefix.to_owned(), tiers, replicated: false }
+    }
+
+    /// On a RabbitMQ cluster every durable queue must survive the loss of a
+    /// node, so the retry tiers, `dead` and `status` become quorum queues too
+    /// (a tier's expired jobs are dead-lettered at-least-once). Off, they stay
+    /// classic, as a single node's existing queues were declared: RabbitMQ
+    /// refuses to redeclare a queue with another type (docs/scaling.md says
+    /// how to move a deployment over).
+    pub fn replicated(mut self, on: bool) -> Self {
+        self.replicated = on;
+        self
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicated
     }
 
     pub fn prefix(&self) -> &str {
@@ -118,7 +136,13 @@ impl Topology {
         self.durable_queue(channel, &self.delivery(), delivery_args, &self.delivery(), JOB_KEY).await?;
 
         for tier in &self.tiers {
-            let mut args = FieldTable::default();
+            let mut args = self.durable_args();
+            if self.replicated {
+                // Expired jobs move on only once `delivery` has them, and a full tier
+                // refuses publishes instead of dropping its oldest jobs.
+                args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+                args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            }
             let ttl = i64::try_from(tier.delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.delivery().into()));
@@ -126,13 +150,18 @@ impl Topology {
             self.durable_queue(channel, &tier.queue, args, &self.retry(), &tier.queue).await?;
         }
 
-        self.durable_queue(channel, &self.dead(), FieldTable::default(), &self.dead(), "").await?;
+        self.durable_queue(channel, &self.dead(), self.durable_args(), &self.dead(), "").await?;
         let mut presence_args = quorum();
         presence_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
         presence_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead().into()));
         self.durable_queue(channel, &self.presence(), presence_args, &self.presence(), "").await?;
-        self.durable_queue(channel, &self.status(), FieldTable::default(), &self.status(), "").await?;
+        self.durable_queue(channel, &self.status(), self.durable_args(), &self.status(), "").await?;
         Ok(())
+    }
+
+    /// Arguments of the queues whose type depends on [`Topology::replicated`].
+    fn durable_args(&self) -> FieldTable {
+        if self.replicated { quorum() } else { FieldTable::default() }
     }
 
     async fn durable_queue(
