@@ -73,7 +73,7 @@ impl ApiServer {
         db::migrate(&db).await?;
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
 
-        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated));
+        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated).sharded(common.delivery_queues.into()));
         let (listener, local_addr) = bind("API_ADDR", config.api_addr).await?;
         let (admin_listener, admin_addr) = bind("ADMIN_ADDR", config.admin_addr).await?;
 

@@ -90,9 +90,11 @@ async fn publish_loop(
 
 /// Publishes jobs and waits for every confirm. True if all were confirmed.
 pub async fn publish_jobs(broker: &Broker, jobs: &[DeliveryJob]) -> bool {
-    let exchange = broker.topology().delivery();
-    let key = broker.topology().job_key();
-    let results = join_all(jobs.iter().map(|job| broker.publish_json(&exchange, key, job, PublishOptions::persistent()))).await;
+    let topology = broker.topology();
+    let exchange = topology.delivery();
+    let keys: Vec<String> = jobs.iter().map(|job| topology.job_key_for(&job.recipient_id)).collect();
+    let publishes = jobs.iter().zip(&keys).map(|(job, key)| broker.publish_json(&exchange, key, job, PublishOptions::persistent()));
+    let results = join_all(publishes).await;
     match results.into_iter().find_map(Result::err) {
         None => true,
         Some(error) => {

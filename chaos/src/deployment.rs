@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use courier_tests::{PrivatePostgres, PrivateRabbit, Services, TestEnv, free_port, test_retry};
+use courier_tests::{PrivatePostgres, PrivateRabbit, PrivateRabbitCluster, Services, TestEnv, free_port, test_retry};
 use tokio::process::{Child, Command};
 
 /// One server process slot: what to run, and the running child if it is up.
@@ -92,10 +92,16 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The broker of a run: one node, or a cluster of them.
+pub enum Broker {
+    Single(Arc<PrivateRabbit>),
+    Cluster(Arc<PrivateRabbitCluster>),
+}
+
 pub struct Deployment {
     /// Shared, so a fault can stop and start them without holding the deployment.
     pub postgres: Arc<PrivatePostgres>,
-    pub rabbit: Arc<PrivateRabbit>,
+    pub broker: Broker,
     pub env: TestEnv,
     pub apis: Vec<Server>,
     pub workers: Vec<Server>,
@@ -103,10 +109,21 @@ pub struct Deployment {
 
 impl Deployment {
     /// Boots everything and waits until the API nodes answer `/readyz`.
-    pub async fn start(apis: usize, workers: usize, logs: &Path) -> anyhow::Result<Self> {
+    /// `broker_nodes` 0: one RabbitMQ node; otherwise a cluster of that many,
+    /// with every durable queue replicated (`--broker-replicated`).
+    pub async fn start(apis: usize, workers: usize, broker_nodes: usize, logs: &Path) -> anyhow::Result<Self> {
         let postgres = PrivatePostgres::start().await;
-        let rabbit = PrivateRabbit::start().await;
-        let services = Services { postgres: postgres.url(), amqp: rabbit.url() };
+        let (broker, amqp) = if broker_nodes == 0 {
+            let rabbit = PrivateRabbit::start().await;
+            let url = rabbit.url();
+            (Broker::Single(Arc::new(rabbit)), url)
+        } else {
+            let cluster = PrivateRabbitCluster::start(broker_nodes).await;
+            let url = cluster.url();
+            (Broker::Cluster(Arc::new(cluster)), url)
+        };
+        let replicated: Vec<String> = if broker_nodes == 0 { Vec::new() } else { vec!["--broker-replicated".into()] };
+        let services = Services { postgres: postgres.url(), amqp };
         let env = TestEnv::on(services, test_retry()).await;
         std::fs::create_dir_all(logs)?;
         let chaos_args = |mut args: Vec<String>, extra: &[String]| {
@@ -116,11 +133,12 @@ impl Deployment {
         let api_servers = (0..apis)
             .map(|index| {
                 let addr = format!("127.0.0.1:{}", free_port());
-                let extra = [
+                let mut extra = vec![
                     format!("--node-id=api-{index}"),
                     // Above the clients' late acks (up to 3 s), so only lost acks cause resends.
                     "--ack-timeout=5s".to_owned(),
                 ];
+                extra.extend(replicated.iter().cloned());
                 Server {
                     name: format!("api-{index}"),
                     args: chaos_args(env.api_args(&addr), &extra),
@@ -134,13 +152,16 @@ impl Deployment {
             .map(|index| Server {
                 name: format!("worker-{index}"),
                 // A killed API node's connections are reaped after 5 s, not 30.
-                args: chaos_args(env.worker_args(), &[format!("--worker-id=worker-{index}"), "--node-lease=5s".to_owned()]),
+                args: chaos_args(
+                    env.worker_args(),
+                    &[&[format!("--worker-id=worker-{index}"), "--node-lease=5s".to_owned()][..], &replicated[..]].concat(),
+                ),
                 log: logs.join(format!("worker-{index}.log")),
                 child: None,
                 addr: None,
             })
             .collect();
-        let mut deployment = Deployment { postgres: Arc::new(postgres), rabbit: Arc::new(rabbit), env, apis: api_servers, workers: worker_servers };
+        let mut deployment = Deployment { postgres: Arc::new(postgres), broker, env, apis: api_servers, workers: worker_servers };
         for server in deployment.apis.iter_mut().chain(deployment.workers.iter_mut()) {
             server.spawn()?;
         }

@@ -17,11 +17,11 @@ use clap::Parser;
 use courier_chaos::{
     checker::{self, Rules, Verdict},
     client::{self, Phase, Recorder, World},
-    deployment::{self, Deployment},
+    deployment::{self, Broker, Deployment},
     history::{AppliedFault, Chats},
     schedule::{self, Fault, Planned, Shape},
 };
-use courier_tests::Rest;
+use courier_tests::{PrivateRabbitCluster, Rest};
 use tokio::sync::{Mutex, watch};
 
 #[derive(Debug, Parser)]
@@ -51,6 +51,10 @@ struct Args {
     /// Keep the run's folder even when the run passes.
     #[arg(long)]
     keep: bool,
+    /// Run against a 3-node RabbitMQ cluster (every durable queue quorum); the
+    /// schedule then kills the delivery queue's leader and stops single nodes.
+    #[arg(long)]
+    cluster: bool,
     /// Print the schedule of `--seed` and `--seconds` and exit.
     #[arg(long)]
     plan_only: bool,
@@ -63,9 +67,11 @@ const WORKERS: usize = 2;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(|| uuid::Uuid::now_v7().as_u128() as u64 % 1_000_000);
-    let shape = Shape { apis: APIS, workers: WORKERS, users: args.users, mean_gap_ms: args.mean_gap_ms };
+    let broker_nodes = if args.cluster { 3 } else { 0 };
+    let shape = Shape { apis: APIS, workers: WORKERS, users: args.users, broker_nodes, mean_gap_ms: args.mean_gap_ms };
     let plan = schedule::plan(seed, args.seconds, shape);
-    println!("courier-chaos --seed {seed} --seconds {} --users {} --mean-gap-ms {}", args.seconds, args.users, args.mean_gap_ms);
+    let cluster_flag = if args.cluster { " --cluster" } else { "" };
+    println!("courier-chaos --seed {seed} --seconds {} --users {} --mean-gap-ms {}{cluster_flag}", args.seconds, args.users, args.mean_gap_ms);
     println!("schedule ({} faults):", plan.len());
     for planned in &plan {
         println!("  {:>7} ms  {}", planned.at_ms, planned.fault);
@@ -88,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&folder);
     } else {
         println!("run folder (histories, schedule, faults, server logs): {}", folder.display());
-        println!("rerun: courier-chaos --seed {seed} --seconds {} --users {}", args.seconds, args.users);
+        let cluster_flag = if args.cluster { " --cluster" } else { "" };
+        println!("rerun: courier-chaos --seed {seed} --seconds {} --users {} --mean-gap-ms {}{cluster_flag}", args.seconds, args.users, args.mean_gap_ms);
     }
     if !passed {
         std::process::exit(1);
@@ -98,8 +105,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Boots, runs, settles, judges. `Ok(passed)`.
 async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path) -> anyhow::Result<bool> {
-    eprintln!("booting a private PostgreSQL, RabbitMQ, {APIS} API nodes and {WORKERS} workers");
-    let deployment = Deployment::start(APIS, WORKERS, &folder.join("logs")).await?;
+    let broker_nodes = if args.cluster { 3 } else { 0 };
+    eprintln!("booting a private PostgreSQL, RabbitMQ ({}), {APIS} API nodes and {WORKERS} workers", if args.cluster { "3-node cluster" } else { "one node" });
+    let deployment = Deployment::start(APIS, WORKERS, broker_nodes, &folder.join("logs")).await?;
     let users: Vec<String> = (0..args.users).map(|i| format!("u{i}")).collect();
     let chats = create_chats(&deployment, &users).await?;
     std::fs::write(folder.join("chats.json"), serde_json::to_string_pretty(&chats)?)?;
@@ -258,6 +266,8 @@ impl Injector {
             Fault::KillApi { node, .. } | Fault::TermApi { node, .. } => format!("api-{node}"),
             Fault::KillWorker { worker, .. } => format!("worker-{worker}"),
             Fault::StopBroker { .. } => "rabbitmq".into(),
+            // Which node leads is only known when the fault fires; one broker fault at a time.
+            Fault::KillBrokerLeader { .. } | Fault::StopBrokerNode { .. } => "rabbitmq-node".into(),
             Fault::RestartPostgres => "postgres".into(),
             Fault::ReconnectStorm => "storm".into(),
             Fault::ClientOffline { user, .. } => format!("u{user}"),
@@ -267,7 +277,10 @@ impl Injector {
             eprintln!("{:>7} ms  skipped (target busy): {fault}", self.world.recorder.now_ms());
             return;
         };
-        self.note(&fault, fault.to_string());
+        // The leader kill says which node it hit once it knows.
+        if !matches!(fault, Fault::KillBrokerLeader { .. }) {
+            self.note(&fault, fault.to_string());
+        }
         match fault {
             Fault::KillApi { node, back_after_ms } => {
                 self.deployment.lock().await.apis[node].kill().await;
@@ -290,10 +303,29 @@ impl Injector {
             }
             Fault::StopBroker { for_ms } => {
                 // Not under the deployment's lock: a broker stop takes seconds.
-                let rabbit = self.deployment.lock().await.rabbit.clone();
-                rabbit.stop().await;
+                if let Broker::Single(rabbit) = &self.deployment.lock().await.broker {
+                    let rabbit = rabbit.clone();
+                    rabbit.stop().await;
+                    tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                    rabbit.start_again().await;
+                }
+            }
+            Fault::KillBrokerLeader { back_after_ms } => {
+                let Some((cluster, queue)) = self.cluster().await else { return };
+                let Some(leader) = cluster.leader_of(&queue).await else {
+                    self.note(&fault, "no leader of the delivery queue right now: nothing killed".into());
+                    return;
+                };
+                self.note(&fault, format!("node {leader} leads {queue}: kill -9"));
+                cluster.nodes[leader].kill().await;
+                tokio::time::sleep(Duration::from_millis(back_after_ms)).await;
+                cluster.nodes[leader].start_again().await;
+            }
+            Fault::StopBrokerNode { node, for_ms } => {
+                let Some((cluster, _)) = self.cluster().await else { return };
+                cluster.nodes[node].stop().await;
                 tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                rabbit.start_again().await;
+                cluster.nodes[node].start_again().await;
             }
             Fault::RestartPostgres => {
                 let postgres = self.deployment.lock().await.postgres.clone();
@@ -312,6 +344,15 @@ impl Injector {
                 let seed = self.seed ^ (user as u64) << 32 ^ self.world.recorder.now_ms();
                 client::run_second_connection(self.world.clone(), user, seed, Duration::from_millis(for_ms)).await;
             }
+        }
+    }
+
+    /// The cluster of a cluster run, and the name of its delivery queue.
+    async fn cluster(&self) -> Option<(Arc<PrivateRabbitCluster>, String)> {
+        let deployment = self.deployment.lock().await;
+        match &deployment.broker {
+            Broker::Cluster(cluster) => Some((cluster.clone(), deployment.env.topology().delivery())),
+            Broker::Single(_) => None,
         }
     }
 

@@ -21,8 +21,12 @@ pub enum Fault {
     KillWorker { worker: usize, back_after_ms: u64 },
     /// SIGTERM API node `node` mid-traffic (a graceful stop), then start it again.
     TermApi { node: usize, back_after_ms: u64 },
-    /// Stop the RabbitMQ node for `for_ms`.
+    /// Stop the RabbitMQ node for `for_ms` (single-node runs).
     StopBroker { for_ms: u64 },
+    /// Cluster runs: kill -9 the node that leads the delivery queue; start it again after `back_after_ms`.
+    KillBrokerLeader { back_after_ms: u64 },
+    /// Cluster runs: stop node `node` for `for_ms`.
+    StopBrokerNode { node: usize, for_ms: u64 },
     /// Stop PostgreSQL with `-m immediate` (as a crash) and start it again.
     RestartPostgres,
     /// Every client drops its connection at once and reconnects.
@@ -41,6 +45,8 @@ impl Fault {
             Fault::KillWorker { .. } => "kill_worker",
             Fault::TermApi { .. } => "term_api",
             Fault::StopBroker { .. } => "stop_broker",
+            Fault::KillBrokerLeader { .. } => "kill_broker_leader",
+            Fault::StopBrokerNode { .. } => "stop_broker_node",
             Fault::RestartPostgres => "restart_postgres",
             Fault::ReconnectStorm => "reconnect_storm",
             Fault::ClientOffline { .. } => "client_offline",
@@ -56,6 +62,8 @@ impl fmt::Display for Fault {
             Fault::KillWorker { worker, back_after_ms } => write!(f, "kill -9 worker-{worker}, back after {back_after_ms} ms"),
             Fault::TermApi { node, back_after_ms } => write!(f, "SIGTERM api-{node}, back after {back_after_ms} ms"),
             Fault::StopBroker { for_ms } => write!(f, "stop RabbitMQ for {for_ms} ms"),
+            Fault::KillBrokerLeader { back_after_ms } => write!(f, "kill -9 the RabbitMQ node leading the delivery queue, back after {back_after_ms} ms"),
+            Fault::StopBrokerNode { node, for_ms } => write!(f, "stop RabbitMQ node {node} for {for_ms} ms"),
             Fault::RestartPostgres => write!(f, "restart PostgreSQL (immediate stop)"),
             Fault::ReconnectStorm => write!(f, "reconnect storm: every client drops at once"),
             Fault::ClientOffline { user, for_ms } => write!(f, "u{user} offline for {for_ms} ms"),
@@ -77,6 +85,8 @@ pub struct Shape {
     pub apis: usize,
     pub workers: usize,
     pub users: usize,
+    /// RabbitMQ cluster nodes; 0 for a single broker.
+    pub broker_nodes: usize,
     /// Mean time between two faults.
     pub mean_gap_ms: u64,
 }
@@ -106,7 +116,9 @@ fn draw(rng: &mut StdRng, shape: Shape) -> Fault {
         0..12 => Fault::KillApi { node: rng.random_range(0..shape.apis), back_after_ms: rng.random_range(0..=5_000) },
         12..24 => Fault::KillWorker { worker: rng.random_range(0..shape.workers), back_after_ms: rng.random_range(0..=5_000) },
         24..32 => Fault::TermApi { node: rng.random_range(0..shape.apis), back_after_ms: rng.random_range(0..=2_000) },
-        32..40 => Fault::StopBroker { for_ms: rng.random_range(3_000..=10_000) },
+        32..40 if shape.broker_nodes == 0 => Fault::StopBroker { for_ms: rng.random_range(3_000..=10_000) },
+        32..36 => Fault::KillBrokerLeader { back_after_ms: rng.random_range(0..=5_000) },
+        36..40 => Fault::StopBrokerNode { node: rng.random_range(0..shape.broker_nodes), for_ms: rng.random_range(10_000..=30_000) },
         40..46 => Fault::RestartPostgres,
         46..54 => Fault::ReconnectStorm,
         54..82 => Fault::ClientOffline { user: rng.random_range(0..shape.users), for_ms: rng.random_range(0..=15_000) },
@@ -118,7 +130,7 @@ fn draw(rng: &mut StdRng, shape: Shape) -> Fault {
 mod tests {
     use super::*;
 
-    const SHAPE: Shape = Shape { apis: 2, workers: 2, users: 8, mean_gap_ms: 3_000 };
+    const SHAPE: Shape = Shape { apis: 2, workers: 2, users: 8, broker_nodes: 0, mean_gap_ms: 3_000 };
 
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
@@ -138,5 +150,14 @@ mod tests {
     fn a_long_run_draws_every_kind() {
         let kinds: std::collections::BTreeSet<&str> = plan(3, 600, SHAPE).iter().map(|p| p.fault.name()).collect();
         assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert!(!kinds.contains("kill_broker_leader"));
+    }
+
+    #[test]
+    fn a_cluster_run_breaks_nodes_instead_of_the_whole_broker() {
+        let cluster = Shape { broker_nodes: 3, ..SHAPE };
+        let kinds: std::collections::BTreeSet<&str> = plan(3, 600, cluster).iter().map(|p| p.fault.name()).collect();
+        assert!(kinds.contains("kill_broker_leader") && kinds.contains("stop_broker_node"), "{kinds:?}");
+        assert!(!kinds.contains("stop_broker"), "{kinds:?}");
     }
 }

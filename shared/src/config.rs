@@ -30,6 +30,13 @@ pub struct CommonConfig {
     #[arg(long, env = "BROKER_REPLICATED")]
     pub broker_replicated: bool,
 
+    /// Delivery queues (K). A recipient's jobs always go to one of them (a stable
+    /// hash of the recipient id), so order and exactly-once do not depend on K;
+    /// more than 1 spreads delivery over a cluster's nodes. Every process must
+    /// use the same K; docs/scaling.md says how to change it.
+    #[arg(long, env = "DELIVERY_QUEUES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub delivery_queues: u16,
+
     #[command(flatten)]
     pub retry: RetryConfig,
 

@@ -44,10 +44,13 @@ pub async fn retry_or_park(broker: &Broker, db: &PgPool, jobs: Vec<AttemptedJob>
     let (to_park, to_retry): (Vec<AttemptedJob>, Vec<AttemptedJob>) =
         jobs.into_iter().partition(|j| j.attempt as usize >= tiers.len());
 
-    let publishes = to_retry.iter().map(|attempted| {
-        let tier = &tiers[attempted.attempt as usize];
+    let queues: Vec<String> = to_retry
+        .iter()
+        .map(|attempted| topology.tier_queue(attempted.attempt as usize, topology.shard_of(&attempted.job.recipient_id)))
+        .collect();
+    let publishes = to_retry.iter().zip(&queues).map(|(attempted, queue)| {
         let options = PublishOptions::persistent().with_headers(headers_with(ATTEMPT_HEADER, attempted.attempt + 1));
-        broker.publish_json(&exchange, &tier.queue, &attempted.job, options)
+        broker.publish_json(&exchange, queue, &attempted.job, options)
     });
     for (attempted, result) in to_retry.iter().zip(join_all(publishes).await) {
         result?;

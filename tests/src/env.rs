@@ -94,6 +94,9 @@ pub struct TestEnv {
     pub prefix: String,
     pub db: PgPool,
     pub retry: RetryConfig,
+    /// Delivery queues of this environment's servers (`--delivery-queues`); set
+    /// before starting them. Cleanup deletes every shard's queues.
+    pub delivery_queues: u16,
     apis: Vec<Option<ApiServer>>,
     workers: Vec<Option<Worker>>,
     /// Stops broker connections the test opened itself.
@@ -142,7 +145,7 @@ impl TestEnv {
         let database_url = format!("{}/{db_name}", services.postgres);
         let db = courier_shared::db::connect(&database_url, 8, Duration::from_secs(10)).await.expect("connect");
         courier_shared::db::migrate(&db).await.expect("migrate");
-        Self { services, db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
+        Self { services, db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, delivery_queues: 1, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
     }
 
     /// The settings every component of this environment shares.
@@ -158,6 +161,7 @@ impl TestEnv {
             format!("--retry-factor={}", retry.retry_factor),
             format!("--retry-max-delay={}ms", retry.retry_max_delay.as_millis()),
             format!("--retry-tiers={}", retry.retry_tiers),
+            format!("--delivery-queues={}", self.delivery_queues),
         ]
     }
 
@@ -331,7 +335,7 @@ impl TestEnv {
 
     /// The broker topology of this environment.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.prefix, &self.retry)
+        Topology::new(&self.prefix, &self.retry).sharded(self.delivery_queues.into())
     }
 
     /// Stops servers and deletes the database and broker objects.

@@ -171,3 +171,62 @@ async fn two_connections_of_one_user_each_get_everything_once() {
     assert!(tablet.drain_pending("message:receive").is_empty());
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn order_and_exactly_once_do_not_depend_on_the_number_of_delivery_queues() {
+    let mut env = TestEnv::new().await;
+    env.delivery_queues = 3;
+    let node_a = env.start_api().await;
+    let node_b = env.start_api().await;
+    env.start_worker().await;
+    env.start_worker().await;
+    let topology = env.topology();
+    for queue in topology.delivery_queues() {
+        assert!(env.queue_exists(&queue).await, "{queue} declared");
+    }
+    // Recipients spread over the shards (checked: with 3 queues these ids use at least two).
+    let members: Vec<String> = (0..6).map(|i| format!("member{i}")).collect();
+    let shards: HashSet<usize> = members.iter().map(|m| topology.shard_of(m)).collect();
+    assert!(shards.len() >= 2, "{shards:?}");
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let chat = Rest::new(&node_a, Some(&env.token("alice"))).create_chat("group", &refs).await;
+
+    // Half the members online (live path), half offline (their jobs walk their shard's retry tiers).
+    let mut online = Vec::new();
+    for member in &members[..3] {
+        let mut client = WsClient::connect(&node_b, &env.token(member)).await.unwrap();
+        client.wait_event("sync:done").await;
+        online.push(client);
+    }
+    let alice = send_in_background(&node_a, env.token("alice"), chat.clone(), 60, "alice");
+    let dave = send_in_background(&node_b, env.token("member5"), chat.clone(), 60, "member5");
+    alice.await.unwrap();
+    dave.await.unwrap();
+    for (member, client) in members.iter().zip(online.iter_mut()) {
+        let expected = if member == "member5" { 60 } else { 120 };
+        let received = client.receive_messages(expected).await;
+        let seqs = seqs(&received, &chat);
+        assert_strictly_increasing(&seqs, member);
+        assert_eq!(seqs.iter().collect::<HashSet<_>>().len(), expected, "{member}: each message once");
+    }
+    // The offline ones connect later, to either node: everything, in order, once.
+    for (index, member) in members[3..].iter().enumerate() {
+        let node = if index % 2 == 0 { &node_a } else { &node_b };
+        let mut client = WsClient::connect(node, &env.token(member)).await.unwrap();
+        let expected = if member == "member5" { 60 } else { 120 };
+        let received = client.receive_messages(expected).await;
+        let seqs = seqs(&received, &chat);
+        assert_strictly_increasing(&seqs, member);
+        assert_eq!(seqs.iter().collect::<HashSet<_>>().len(), expected, "{member}: each message once");
+        client.barrier().await;
+        assert!(client.drain_pending("message:receive").is_empty(), "{member}: nothing twice");
+    }
+    for member in &members {
+        let expected = if member == "member5" { 60 } else { 120 };
+        eventually(&format!("{member}'s messages marked delivered"), || async {
+            (delivered_count(&env, member).await == expected).then_some(())
+        })
+        .await;
+    }
+    env.cleanup().await;
+}

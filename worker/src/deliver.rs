@@ -28,10 +28,11 @@ use crate::{
     route::{self, NodeItems},
 };
 
-/// Consumes the delivery queue until the connection fails or the worker stops.
-pub async fn consume(ctx: Arc<Context>, link: Arc<Link>, index: usize) -> Result<(), BoxError> {
-    let queue = ctx.broker.topology().delivery();
-    let (channel, mut consumer) = ctx.consume(&link, &queue, &format!("delivery-{index}"), ctx.config.delivery_prefetch).await?;
+/// Consumes delivery queue `shard` until the connection fails or the worker stops.
+pub async fn consume(ctx: Arc<Context>, link: Arc<Link>, shard: usize, index: usize) -> Result<(), BoxError> {
+    let queue = ctx.broker.topology().delivery_queue(shard);
+    let role = format!("delivery-{shard}-{index}");
+    let (channel, mut consumer) = ctx.consume(&link, &queue, &role, ctx.config.delivery_prefetch).await?;
     let max_batch = ctx.config.delivery_batch.max(1);
     loop {
         let first = tokio::select! {

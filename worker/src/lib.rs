@@ -71,7 +71,7 @@ impl Worker {
         let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
         db::migrate(&db).await?;
         let webhook = webhook::Webhook::start(&config.webhook, db.clone(), metrics.clone())?;
-        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated));
+        let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated).sharded(common.delivery_queues.into()));
         let ctx = Arc::new(Context {
             drain_slots: Arc::new(Semaphore::new(config.drain_concurrency.max(1))),
             drains: Default::default(),
@@ -136,8 +136,11 @@ impl Worker {
 /// Every consumer of this worker on one connection; returns when one of them stops.
 async fn consume_all(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError> {
     let mut consumers = JoinSet::new();
-    for index in 0..ctx.config.delivery_consumers.max(1) {
-        consumers.spawn(deliver::consume(ctx.clone(), link.clone(), index));
+    // DELIVERY_CONSUMERS per delivery queue: every worker serves every shard.
+    for shard in 0..ctx.broker.topology().shards() {
+        for index in 0..ctx.config.delivery_consumers.max(1) {
+            consumers.spawn(deliver::consume(ctx.clone(), link.clone(), shard, index));
+        }
     }
     consumers.spawn(presence::consume(ctx.clone(), link.clone()));
     consumers.spawn(status::consume(ctx.clone(), link.clone()));

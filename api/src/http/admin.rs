@@ -204,10 +204,10 @@ async fn replay_dead_letter(
     let Path(id) = id?;
     let letter = deadletters::get(&state.db, id).await?.ok_or_else(no_such_dead_letter)?;
     let topology = state.broker.topology();
-    let (exchange, key, target) = if serde_json::from_slice::<DeliveryJob>(&letter.raw).is_ok() {
-        (topology.delivery(), topology.job_key(), "delivery")
+    let (exchange, key, target) = if let Ok(job) = serde_json::from_slice::<DeliveryJob>(&letter.raw) {
+        (topology.delivery(), topology.job_key_for(&job.recipient_id), "delivery")
     } else if serde_json::from_slice::<PresenceEvent>(&letter.raw).is_ok() {
-        (topology.presence(), "", "presence")
+        (topology.presence(), String::new(), "presence")
     } else {
         return Err(ApiError(ClientError::new(
             ErrorCode::Conflict,
@@ -216,7 +216,7 @@ async fn replay_dead_letter(
     };
     state
         .broker
-        .publish(&exchange, key, &letter.raw, PublishOptions::persistent())
+        .publish(&exchange, &key, &letter.raw, PublishOptions::persistent())
         .await
         .map_err(|error| {
             tracing::warn!(%error, id, "cannot replay a dead letter");

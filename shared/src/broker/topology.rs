@@ -29,6 +29,9 @@ pub struct RetryTier {
 pub struct Topology {
     prefix: String,
     tiers: Vec<RetryTier>,
+    /// Delivery queues (K): a recipient's jobs always go to the same one, chosen
+    /// by a stable hash of the recipient id. See [`Topology::sharded`].
+    shards: usize,
     /// Every durable queue a quorum queue (replicated over a cluster's nodes),
     /// not only `delivery` and `presence`. See [`Topology::replicated`].
     replicated: bool,
@@ -41,7 +44,59 @@ impl Topology {
             .into_iter()
             .map(|delay| RetryTier { delay, queue: format!("{prefix}.retry.{}", format_duration(delay)) })
             .collect();
-        Self { prefix: prefix.to_owned(), tiers, replicated: false }
+        Self { prefix: prefix.to_owned(), tiers, replicated: false, shards: 1 }
+    }
+
+    /// Splits delivery over `shards` queues (`DELIVERY_QUEUES`). A quorum queue
+    /// is led by one node, so one `delivery` queue caps a cluster at one node's
+    /// throughput; K queues (leaders spread over the nodes by the
+    /// `least-leaders` locator) do not. Each shard has its own retry tiers, so
+    /// a retried job comes back to its own shard. With 1 (the default) the
+    /// names are the single-queue names of earlier versions.
+    pub fn sharded(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// How many delivery queues there are.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The shard of a recipient: FNV-1a of the id, so every process (and every
+    /// version) agrees without coordination.
+    pub fn shard_of(&self, recipient_id: &str) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in recipient_id.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % self.shards as u64) as usize
+    }
+
+    /// Delivery queue of shard `shard`.
+    pub fn delivery_queue(&self, shard: usize) -> String {
+        if self.shards == 1 { self.delivery() } else { format!("{}.delivery.{shard}", self.prefix) }
+    }
+
+    /// Every delivery queue, shard 0 first.
+    pub fn delivery_queues(&self) -> Vec<String> {
+        (0..self.shards).map(|shard| self.delivery_queue(shard)).collect()
+    }
+
+    /// Routing key of a job for `recipient_id` on the delivery exchange.
+    pub fn job_key_for(&self, recipient_id: &str) -> String {
+        self.shard_key(self.shard_of(recipient_id))
+    }
+
+    fn shard_key(&self, shard: usize) -> String {
+        if self.shards == 1 { JOB_KEY.to_owned() } else { format!("{JOB_KEY}.{shard}") }
+    }
+
+    /// The queue of retry tier `tier` for jobs of shard `shard`.
+    pub fn tier_queue(&self, tier: usize, shard: usize) -> String {
+        let base = &self.tiers[tier.min(self.tiers.len().saturating_sub(1))].queue;
+        if self.shards == 1 { base.clone() } else { format!("{base}.{shard}") }
     }
 
     /// On a RabbitMQ cluster every durable queue must survive the loss of a
@@ -63,11 +118,12 @@ impl Topology {
         &self.prefix
     }
 
-    /// Exchange and quorum queue of delivery jobs.
+    /// Exchange of delivery jobs (and, unsharded, its one queue's name).
     pub fn delivery(&self) -> String {
         format!("{}.delivery", self.prefix)
     }
-    /// Routing key for publishing a job to [`Self::delivery`].
+    /// Routing key of shard 0 (the only shard unless [`Topology::sharded`]);
+    /// publish with [`Topology::job_key_for`] the recipient instead.
     pub fn job_key(&self) -> &'static str {
         JOB_KEY
     }
@@ -110,8 +166,11 @@ impl Topology {
     /// Every durable exchange and queue; what a test deletes to clean up.
     pub fn durable_names(&self) -> (Vec<String>, Vec<String>) {
         let exchanges = vec![self.delivery(), self.retry(), self.dead(), self.presence(), self.status(), self.push(), self.control()];
-        let mut queues = vec![self.delivery(), self.dead(), self.presence(), self.status()];
-        queues.extend(self.tiers.iter().map(|tier| tier.queue.clone()));
+        let mut queues = self.delivery_queues();
+        queues.extend([self.dead(), self.presence(), self.status()]);
+        for shard in 0..self.shards {
+            queues.extend((0..self.tiers.len()).map(|tier| self.tier_queue(tier, shard)));
+        }
         (exchanges, queues)
     }
 
@@ -130,24 +189,33 @@ impl Topology {
             channel.exchange_declare(name.into(), kind, durable, FieldTable::default()).await?;
         }
 
-        let mut delivery_args = quorum();
-        delivery_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-        delivery_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead().into()));
-        self.durable_queue(channel, &self.delivery(), delivery_args, &self.delivery(), JOB_KEY).await?;
-
-        for tier in &self.tiers {
-            let mut args = self.durable_args();
-            if self.replicated {
-                // Expired jobs move on only once `delivery` has them, and a full tier
-                // refuses publishes instead of dropping its oldest jobs.
-                args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-                args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        for shard in 0..self.shards {
+            let mut delivery_args = quorum();
+            delivery_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+            delivery_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead().into()));
+            if self.shards > 1 {
+                // Spread the shards' leaders over the nodes (RabbitMQ 4 reads this as `balanced`).
+                delivery_args.insert("x-queue-leader-locator".into(), AMQPValue::LongString("least-leaders".into()));
             }
-            let ttl = i64::try_from(tier.delay.as_millis()).unwrap_or(i64::MAX);
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.delivery().into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(JOB_KEY.into()));
-            self.durable_queue(channel, &tier.queue, args, &self.retry(), &tier.queue).await?;
+            let key = self.shard_key(shard);
+            self.durable_queue(channel, &self.delivery_queue(shard), delivery_args, &self.delivery(), &key).await?;
+
+            for (index, tier) in self.tiers.iter().enumerate() {
+                let mut args = self.durable_args();
+                if self.replicated {
+                    // Expired jobs move on only once `delivery` has them, and a full tier
+                    // refuses publishes instead of dropping its oldest jobs.
+                    args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+                    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+                }
+                let ttl = i64::try_from(tier.delay.as_millis()).unwrap_or(i64::MAX);
+                args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+                args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.delivery().into()));
+                // Back to the shard it came from.
+                args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(key.as_str().into()));
+                let queue = self.tier_queue(index, shard);
+                self.durable_queue(channel, &queue, args, &self.retry(), &queue).await?;
+            }
         }
 
         self.durable_queue(channel, &self.dead(), self.durable_args(), &self.dead(), "").await?;
@@ -193,4 +261,32 @@ fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shard_keeps_the_single_queue_names() {
+        let topology = Topology::new("c", &RetryConfig::default());
+        assert_eq!(topology.delivery_queues(), vec!["c.delivery"]);
+        assert_eq!(topology.job_key_for("bob"), "job");
+        assert_eq!(topology.tier_queue(0, 0), "c.retry.1s");
+    }
+
+    #[test]
+    fn a_recipient_always_lands_on_the_same_shard_and_shards_are_all_used() {
+        let topology = Topology::new("c", &RetryConfig::default()).sharded(3);
+        assert_eq!(topology.delivery_queues(), vec!["c.delivery.0", "c.delivery.1", "c.delivery.2"]);
+        let shard = topology.shard_of("bob");
+        assert_eq!(topology.job_key_for("bob"), format!("job.{shard}"));
+        assert_eq!(topology.tier_queue(1, shard), format!("c.retry.5s.{shard}"));
+        // FNV-1a is fixed: the same id maps to the same shard in every process and version.
+        assert_eq!(Topology::new("x", &RetryConfig::default()).sharded(3).shard_of("bob"), shard);
+        let used: std::collections::BTreeSet<usize> = (0..100).map(|i| topology.shard_of(&format!("user-{i}"))).collect();
+        assert_eq!(used.len(), 3);
+        let (_, queues) = topology.durable_names();
+        assert_eq!(queues.len(), 3 + 3 + 3 * 4, "3 delivery, dead/presence/status, 4 tiers per shard: {queues:?}");
+    }
 }
