@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use courier_shared::{
     auth::{DevTokenRequest, sign_hs256},
-    broker::Topology,
+    broker::{Topology, broker_addresses},
     config::RetryConfig,
 };
 use lapin::{
@@ -49,6 +49,8 @@ impl Shape {
 /// A running deployment.
 pub struct Cluster {
     services: Services,
+    /// Settings for both the API nodes and the workers (e.g. `--delivery-queues=3`).
+    server_args: Vec<String>,
     db_name: String,
     pub database_url: String,
     prefix: String,
@@ -83,12 +85,18 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra settings for the API nodes (e.g. `--tcp-nodelay=false`).
     pub async fn start_with(services: &Services, shape: Shape, api_args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with_servers(services, shape, api_args, &[]).await
+    }
+
+    /// Like [`Cluster::start_with`], with settings for every server process too.
+    pub async fn start_with_servers(services: &Services, shape: Shape, api_args: &[String], server_args: &[String]) -> anyhow::Result<Self> {
         let tag = uuid::Uuid::now_v7().simple().to_string();
         let db_name = format!("courier_bench_{}", &tag[tag.len() - 12..]);
         let mut admin = PgConnection::connect(&format!("{}/postgres", services.postgres)).await.context("PostgreSQL")?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
         let mut cluster = Cluster {
             services: services.clone(),
+            server_args: server_args.to_vec(),
             database_url: format!("{}/{db_name}", services.postgres),
             db_name,
             prefix: format!("bench{}", &tag[tag.len() - 8..]),
@@ -105,12 +113,19 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn common_args(&self) -> Vec<String> {
-        vec![
+    /// Settings of every server; `process` picks which broker node it tries
+    /// first when AMQP_URL lists several (so processes spread over a cluster).
+    fn common_args(&self, process: usize) -> Vec<String> {
+        let mut nodes = broker_addresses(&self.services.amqp);
+        let first = process % nodes.len();
+        nodes.rotate_left(first);
+        let mut args = vec![
             format!("--database-url={}", self.database_url),
-            format!("--amqp-url={}", self.services.amqp),
+            format!("--amqp-url={}", nodes.join(",")),
             format!("--broker-prefix={}", self.prefix),
-        ]
+        ];
+        args.extend(self.server_args.iter().cloned());
+        args
     }
 
     fn spawn(&self, program: &str, args: Vec<String>) -> anyhow::Result<Child> {
@@ -125,7 +140,7 @@ impl Cluster {
 
     async fn start_api(&mut self, index: usize, extra: &[String]) -> anyhow::Result<()> {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut args = self.common_args();
+        let mut args = self.common_args(index * 2);
         args.extend([
             format!("--api-addr={addr}"),
             "--admin-addr=127.0.0.1:0".into(),
@@ -152,14 +167,14 @@ impl Cluster {
 
     async fn start_worker(&mut self, index: usize) -> anyhow::Result<()> {
         let worker_id = format!("bench-worker-{index}");
-        let mut args = self.common_args();
+        let mut args = self.common_args(index * 2 + 1);
         // Several workers on one host: each its own metrics port.
         args.extend([format!("--worker-id={worker_id}"), "--metrics-addr=127.0.0.1:0".into()]);
         let child = self.spawn("courier-worker", args)?;
         self.workers.push(child);
         // Ready once its control queue exists: it declares that after connecting.
         let queue = self.topology().control_queue(&worker_id);
-        let connection = Connection::connect(&self.services.amqp, ConnectionProperties::default()).await?;
+        let connection = Connection::connect(&self.first_broker_node(), ConnectionProperties::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let channel = connection.create_channel().await?;
@@ -178,8 +193,13 @@ impl Cluster {
         }
     }
 
+    fn first_broker_node(&self) -> String {
+        broker_addresses(&self.services.amqp).remove(0)
+    }
+
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.prefix, &RetryConfig::default())
+        let shards = self.server_args.iter().find_map(|arg| arg.strip_prefix("--delivery-queues=")?.parse().ok()).unwrap_or(1);
+        Topology::new(&self.prefix, &RetryConfig::default()).sharded(shards)
     }
 
     /// `host:port` of API node `index`.
@@ -235,7 +255,7 @@ impl Cluster {
         if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", self.services.postgres)).await {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))).execute(&mut admin).await;
         }
-        if let Ok(connection) = Connection::connect(&self.services.amqp, ConnectionProperties::default()).await {
+        if let Ok(connection) = Connection::connect(&self.first_broker_node(), ConnectionProperties::default()).await {
             if let Ok(channel) = connection.create_channel().await {
                 let (exchanges, queues) = self.topology().durable_names();
                 for queue in queues {

@@ -31,7 +31,9 @@ enum Size {
 struct Args {
     #[arg(long, value_enum, default_value = "full")]
     size: Size,
-    /// Run only these parts (comma-separated): reference, direct, group, latency, drain, connections, scaleout.
+    /// Run only these parts (comma-separated): reference, direct, group, latency, drain, connections, scaleout,
+    /// shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's rabbitmq-server) runs
+    /// only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// PostgreSQL server URL, without a database name.
@@ -111,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let fd_limit = procstat::raise_fd_limit();
     let services = Services { postgres: args.postgres.clone(), amqp: args.amqp.clone() };
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let named = |part: &str| args.only.iter().any(|p| p == part);
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), machine(fd_limit));
     let mut problems = Vec::new();
@@ -196,6 +199,25 @@ async fn main() -> anyhow::Result<()> {
             runs.push(run);
         }
         results.insert("scaleout".into(), serde_json::to_value(&runs)?);
+    }
+
+    if named("shards") {
+        // One delivery queue is led by one node; K queues spread their leaders.
+        // Same cluster, same load, K = 1 then K = 3, every queue quorum.
+        eprintln!("booting a private 3-node RabbitMQ cluster");
+        let rabbit = courier_tests::PrivateRabbitCluster::start(3).await;
+        let on_cluster = Services { postgres: services.postgres.clone(), amqp: rabbit.url() };
+        let mut runs = Vec::new();
+        for shards in [1, 3] {
+            eprintln!("3-node cluster, {shards} delivery queue(s)");
+            let server_args = ["--broker-replicated".to_owned(), format!("--delivery-queues={shards}")];
+            let kind = ChatKind::Direct { pairs: sizes.direct_pairs };
+            let run = scenarios::throughput_with(&on_cluster, Shape { apis: 1, workers: 2 }, kind, sizes.scaleout_per_sender, sizes.window, &server_args).await;
+            let Some(run) = ran(&mut problems, run) else { continue };
+            check(&mut problems, "shards", run.duplicates, run.out_of_order);
+            runs.push(json!({ "delivery_queues": shards, "run": run }));
+        }
+        results.insert("shards".into(), Value::Array(runs));
     }
 
     let results = Value::Object(results);
@@ -308,6 +330,20 @@ fn report(results: &Value) -> String {
                 ),
             );
         }
+    }
+    for entry in results["shards"].as_array().into_iter().flatten() {
+        let run = &entry["run"];
+        row(
+            format!("3-node RabbitMQ cluster, {} delivery queue(s): deliveries/s, direct chats", entry["delivery_queues"]),
+            format!("{} /s", num(&run["deliveries_per_sec"])),
+            format!(
+                "{} deliveries; 1 api, 2 workers; every queue quorum; dup {}, out of order {}; CPU s: {}",
+                num(&run["deliveries"]),
+                run["duplicates"],
+                run["out_of_order"],
+                cpu(&run["resources"])
+            ),
+        );
     }
     let nagle = |run: &Value| if run["tcp_nodelay"] == false { ", TCP_NODELAY off" } else { "" };
     for run in results["answers"].as_array().into_iter().flatten() {

@@ -105,7 +105,19 @@ pub struct Throughput {
 /// Closed-loop load: every sender sends `per_sender` messages as fast as the
 /// pipeline takes them; the clock stops at the last `delivered` status.
 pub async fn throughput(services: &Services, shape: Shape, kind: ChatKind, per_sender: u64, window: usize) -> anyhow::Result<Throughput> {
-    let cluster = Cluster::start(services, shape).await?;
+    throughput_with(services, shape, kind, per_sender, window, &[]).await
+}
+
+/// [`throughput`] with settings for every server process (e.g. `--delivery-queues=3`).
+pub async fn throughput_with(
+    services: &Services,
+    shape: Shape,
+    kind: ChatKind,
+    per_sender: u64,
+    window: usize,
+    server_args: &[String],
+) -> anyhow::Result<Throughput> {
+    let cluster = Cluster::start_with_servers(services, shape, &[], server_args).await?;
     let result = async {
         let (users, senders) = populate(&cluster, kind).await?;
         let mut crowd = Crowd::new(users);
