@@ -303,7 +303,7 @@ where
         }
         turn += 1;
         // The next node at once; a pause only after a whole round of them.
-        let delay = if turn % addresses.len() == 0 {
+        let delay = if turn.is_multiple_of(addresses.len()) {
             delays.next().unwrap_or(Duration::from_secs(5))
         } else {
             Duration::from_millis(50)
