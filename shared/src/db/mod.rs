@@ -79,11 +79,10 @@ pub async fn connect_observed(
 /// A transaction whose COMMIT does not wait for its WAL to reach the disk
 /// (`synchronous_commit = off`: PostgreSQL flushes it within ~0.6 s). A
 /// PostgreSQL crash in that window undoes it, but never half of it. Only for
-/// writes that are redone anyway if lost: `delivered` after a client ack (the
-/// message is pushed again, the client drops the duplicate by id and acks
-/// again), `sender_synced` (the sender is told again), deleting confirmed
-/// outbox rows (the job is published again and ignored). A send is never
-/// written this way: its ✓ sent promises durability.
+/// writes that are redone anyway if lost and that nobody was told about:
+/// `sender_synced` (the sender is told again), deleting confirmed outbox rows
+/// (the job is published again and ignored). Never a send (✓ sent promises
+/// durability) nor `delivered` (the sender is shown ✓✓ right after it).
 pub async fn begin_relaxed(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
