@@ -10,30 +10,19 @@ use courier_shared::{
 };
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     events, presence,
     registry::SessionHandle,
-    session::{ClientInput, Session, Transport},
+    session::Session,
     state::AppState,
-    ws::CloseReason,
+    transport::{ClientInput, CloseReason, Transport, TransportLink},
 };
 
 /// Client events queued ahead of the session.
 const CLIENT_QUEUE: usize = 64;
-
-/// What a transport hands the session for a client: its inputs, and a way to
-/// abandon it when the client cannot keep up.
-pub struct TransportLink {
-    /// Cancelled when a send must be abandoned (slow client, node stopping).
-    pub too_slow: CancellationToken,
-    /// Where late acknowledgements go (Socket.IO acks arrive on their own
-    /// tasks). Weak, so that pending acks do not keep a closed session alive.
-    pub acks: mpsc::WeakSender<ClientInput>,
-}
 
 /// An open connection: registered on this node, its session running.
 pub struct Connection {

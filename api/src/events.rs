@@ -37,15 +37,14 @@ pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) 
     Ok(stored)
 }
 
-/// `message:delivered {messageId}`: the client has the message. Returns whether the status changed.
+/// `message:delivered {messageId}`: the client has the message. Written by the
+/// status writer, as an ack of `message:receive` is: the one place that writes
+/// `delivered` and tells the sender. Returns whether the status changed.
 pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -> Result<bool, ClientError> {
-    let changes = status::mark_delivered(&state.db, &[message_id], &[user_id.to_owned()]).await?;
-    if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
+    let updated = state.status_writer.delivered(message_id, user_id.to_owned()).await.changed().await?;
+    if !updated && !status::is_recipient(&state.db, message_id, user_id).await? {
         return Err(not_found());
     }
-    let updated = !changes.is_empty();
-    state.metrics.delivery("delivered", changes.len() as u64);
-    publish_changes(&state.broker, changes).await;
     Ok(updated)
 }
 

@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod connection;
+mod drain_control;
 pub mod events;
 pub mod http;
+mod inbox;
 pub mod outbox;
 mod presence;
 mod push;
@@ -15,6 +17,7 @@ pub mod session;
 pub mod state;
 pub mod socketio;
 mod status_writer;
+pub mod transport;
 pub mod ws;
 
 use std::{net::SocketAddr, time::Duration};

@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use courier_shared::{
     broker::PublishOptions,
     db::presence,
-    job::{DrainControl, PresenceEvent, PresenceKind},
+    job::{PresenceEvent, PresenceKind},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{session::SessionInput, state::AppState};
+use crate::{inbox::SessionInput, state::AppState};
 
 /// Records a new connection and asks the workers to announce it and drain its
 /// backlog. If the event cannot be published now, the session asks again later.
@@ -77,22 +77,6 @@ async fn publish(state: &AppState, user_id: &str, connection_id: Uuid, kind: Pre
     if let Err(error) = state.broker.publish_json(&exchange, "", &event, PublishOptions::persistent()).await {
         tracing::warn!(%error, ?kind, "cannot publish a presence event");
     }
-}
-
-/// Tells a worker to stop a drain whose connection is gone.
-pub fn cancel_drain(state: &AppState, worker_id: String, drain_id: Uuid) {
-    send_control(state, worker_id, DrainControl::Cancel { drain_id });
-}
-
-/// Sends drain credit or a cancel to the worker running a drain, without waiting.
-pub fn send_control(state: &AppState, worker_id: String, control: DrainControl) {
-    let broker = state.broker.clone();
-    tokio::spawn(async move {
-        let exchange = broker.topology().control();
-        if let Err(error) = broker.publish_json(&exchange, &worker_id, &control, PublishOptions::default()).await {
-            tracing::debug!(%error, "cannot reach the draining worker");
-        }
-    });
 }
 
 /// Renews this node's lease until `stop`. If a worker reaped the node (it could

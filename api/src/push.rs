@@ -14,7 +14,7 @@ use lapin::{
     types::FieldTable,
 };
 
-use crate::{session::SessionInput, state::AppState};
+use crate::{drain_control, inbox::SessionInput, state::AppState};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,7 +83,7 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
                     Some(session) => {
                         session.offer(SessionInput::DrainBegin { drain_id, worker_id, baselines });
                     }
-                    None => crate::presence::cancel_drain(state, worker_id, drain_id),
+                    None => drain_control::cancel(state, worker_id, drain_id),
                 }
             }
             NodeItem::DrainPage { connection_id, drain_id, deliveries, statuses } => {

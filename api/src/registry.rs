@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use courier_shared::job::Delivery;
 
-use crate::session::SessionInput;
+use crate::inbox::SessionInput;
 
 /// A session's address on this node.
 pub struct SessionHandle {

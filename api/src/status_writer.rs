@@ -1,11 +1,18 @@
 //! Batched status writes: every client ack on this node becomes one row in an
 //! `UPDATE … FROM UNNEST` of up to a thousand, and each batch's changes go to
 //! the workers in one broker message, to be routed to the senders.
+//!
+//! This is the one place `delivered` is written. The recipient's client says
+//! it has a message in two ways, an ack of `message:receive` (the session) and
+//! a `message:delivered` event (the event layer), and both come through
+//! [`StatusWriter::delivered`]: the same batch, the same durable commit, the
+//! same count and the same notice to the sender.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
+    ClientError,
     broker::{Broker, PublishOptions},
     db::status,
     metrics::Metrics,
@@ -19,12 +26,33 @@ use uuid::Uuid;
 const MAX_BATCH: usize = 1000;
 
 enum Write {
-    /// The recipient's client acknowledged `message:receive`.
-    Delivered { message_id: Uuid, user_id: String },
+    Delivered(DeliveredWrite),
     /// The sender's client acknowledged `message:status`.
     SenderSynced { message_id: Uuid, recipient_id: String, status: DeliveryStatus },
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
+}
+
+/// The recipient's client has the message: it acknowledged `message:receive`
+/// or sent `message:delivered`.
+struct DeliveredWrite {
+    message_id: Uuid,
+    recipient_id: String,
+    /// Whether the status changed, once the batch has committed; or why it
+    /// failed. Closed when nobody waits (an ack).
+    answer: oneshot::Sender<Result<bool, ClientError>>,
+}
+
+/// Resolves when a `delivered` write has committed.
+#[must_use = "await `changed` for the outcome, or drop it not to wait"]
+pub struct Delivered(oneshot::Receiver<Result<bool, ClientError>>);
+
+impl Delivered {
+    /// Whether the write changed the status (false when it was already
+    /// `delivered` or `read`, or the message is not addressed to this user).
+    pub async fn changed(self) -> Result<bool, ClientError> {
+        self.0.await.unwrap_or_else(|_| Err(ClientError::unavailable("the database")))
+    }
 }
 
 /// Queues status writes for the node's writer task.
@@ -40,8 +68,15 @@ impl StatusWriter {
         Self { queue }
     }
 
-    pub async fn delivered(&self, message_id: Uuid, user_id: String) {
-        let _ = self.queue.send(Write::Delivered { message_id, user_id }).await;
+    /// Marks `message_id` delivered to `recipient_id` (if it is still `sent`).
+    /// Await the returned [`Delivered`] to learn whether the status changed, or
+    /// drop it not to wait. A write someone waits for fails with its batch, so
+    /// that the caller can report the error (and nothing is written); one
+    /// nobody waits for (an ack) is retried until PostgreSQL takes it.
+    pub async fn delivered(&self, message_id: Uuid, recipient_id: String) -> Delivered {
+        let (answer, outcome) = oneshot::channel();
+        let _ = self.queue.send(Write::Delivered(DeliveredWrite { message_id, recipient_id, answer })).await;
+        Delivered(outcome)
     }
 
     pub async fn sender_synced(&self, message_id: Uuid, recipient_id: String, status: DeliveryStatus) {
@@ -61,13 +96,16 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut delivered = (Vec::new(), Vec::new());
+        // One per entry of `delivered`, in the same order.
+        let mut answers = Vec::new();
         let mut synced = (Vec::new(), Vec::new(), Vec::new());
         let mut flushes = Vec::new();
         for write in batch.drain(..) {
             match write {
-                Write::Delivered { message_id, user_id } => {
+                Write::Delivered(DeliveredWrite { message_id, recipient_id, answer }) => {
                     delivered.0.push(message_id);
-                    delivered.1.push(user_id);
+                    delivered.1.push(recipient_id);
+                    answers.push(answer);
                 }
                 Write::SenderSynced { message_id, recipient_id, status } => {
                     synced.0.push(message_id);
@@ -84,12 +122,45 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
                 Ok(changes) => break changes,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write acknowledged statuses; retrying");
+                    if answers.iter().any(|answer| !answer.is_closed()) {
+                        // A `message:delivered` waiting for its answer gets the
+                        // error now and leaves the batch: its client is told
+                        // it failed, so it must not be written behind its back.
+                        let failure = ClientError::from(error);
+                        let (message_ids, recipient_ids) = std::mem::take(&mut delivered);
+                        let writes = message_ids.into_iter().zip(recipient_ids).zip(std::mem::take(&mut answers));
+                        for ((message_id, recipient_id), answer) in writes {
+                            if answer.is_closed() {
+                                delivered.0.push(message_id);
+                                delivered.1.push(recipient_id);
+                                answers.push(answer);
+                            } else {
+                                let _ = answer.send(Err(failure.clone()));
+                            }
+                        }
+                        if delivered.0.is_empty() && synced.0.is_empty() {
+                            break Vec::new();
+                        }
+                    }
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
                 }
             }
         };
         metrics.delivery("delivered", changes.len() as u64);
+        let waiting = answers.iter().any(|answer| !answer.is_closed());
+        let mut changed: HashSet<(Uuid, String)> = HashSet::new();
+        if waiting {
+            changed = changes.iter().map(|change| (change.update.message_id, change.update.user_id.clone())).collect();
+        }
         publish_changes(&broker, changes).await;
+        if waiting {
+            // Answered once the senders are told, as a direct write would be.
+            // A pair written twice in one batch changed once, by its first write.
+            for ((message_id, recipient_id), answer) in delivered.0.into_iter().zip(delivered.1).zip(answers) {
+                let first = changed.remove(&(message_id, recipient_id));
+                let _ = answer.send(Ok(first));
+            }
+        }
         for done in flushes {
             let _ = done.send(());
         }

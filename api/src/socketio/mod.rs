@@ -34,8 +34,8 @@ pub use transport::SioTransport;
 use crate::{
     connection::Connection,
     http::auth::{authenticate, token_from_parts},
-    session::{ClientInput, Reply},
     state::AppState,
+    transport::{ClientInput, Reply},
 };
 
 /// Events a client may have queued before they run; beyond it they are refused

@@ -15,11 +15,7 @@ use socketioxide::{AckError, SendError, SocketError, extract::{AckSender, Socket
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    connection::TransportLink,
-    session::{ClientInput, Outgoing, Reply, Transport, TransportClosed},
-    ws::CloseReason,
-};
+use crate::transport::{ClientInput, CloseReason, Outgoing, Reply, Transport, TransportClosed, TransportLink};
 
 /// First and longest pause while socketioxide's send buffer is full.
 const FULL_PAUSE_MIN: Duration = Duration::from_millis(1);

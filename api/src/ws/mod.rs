@@ -3,7 +3,7 @@
 //! Each connection has two tasks: the reader (this module) parses client
 //! frames and runs them through the shared event layer (`connection.rs`) in
 //! order, so one client's sends are stored in the order it sent them; the
-//! session (`session.rs`) owns the sending half, numbers server frames, and
+//! session (`session/`) owns the sending half, numbers server frames, and
 //! decides what to deliver when.
 
 mod transport;
@@ -23,13 +23,13 @@ use futures::StreamExt;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use transport::{CloseReason, WsTransport, encode};
+pub use transport::{WsTransport, encode};
 
 use crate::{
     connection::Connection,
     http::auth::AuthUser,
-    session::{ClientInput, Reply},
     state::AppState,
+    transport::{ClientInput, Reply},
 };
 
 /// Frames above this close the socket (1009) instead of getting an error

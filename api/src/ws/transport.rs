@@ -10,36 +10,7 @@ use courier_shared::{
 use futures::{SinkExt, stream::SplitSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Outgoing, Reply, Transport, TransportClosed};
-
-/// Close codes Courier uses (docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// 1000: the client closed, or the connection ended normally.
-    Normal,
-    /// 1012: the server is restarting; reconnect (to another node).
-    ServerRestart,
-    /// 4008: the client reads too slowly; its send queue filled up.
-    SlowConsumer,
-}
-
-impl CloseReason {
-    pub fn code(self) -> u16 {
-        match self {
-            CloseReason::Normal => 1000,
-            CloseReason::ServerRestart => 1012,
-            CloseReason::SlowConsumer => 4008,
-        }
-    }
-
-    pub fn text(self) -> &'static str {
-        match self {
-            CloseReason::Normal => "bye",
-            CloseReason::ServerRestart => "server restarting, reconnect",
-            CloseReason::SlowConsumer => "send queue full: reading too slowly",
-        }
-    }
-}
+use crate::transport::{CloseReason, Outgoing, Reply, Transport, TransportClosed};
 
 /// How long a close frame may take to go out to a client that is not reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,0 +1,402 @@
+//! One client connection's delivery session, independent of the transport.
+//!
+//! The session decides what the client sees and when, so that per chat
+//! `message:receive` arrives in `seq` order, a message the client acknowledged
+//! is never pushed again, and `delivered` is written only after the ack.
+//!
+//! It is split by the state each part owns; the parts do no I/O and answer
+//! with decisions, which this module carries out (PostgreSQL reads, broker
+//! messages, transport writes):
+//! - `gate.rs`, the per-chat ordering gate: how far each chat has been pushed,
+//!   early arrivals, the reorder wait, and chats left in PostgreSQL for want
+//!   of room.
+//! - `acks.rs`, the ack window: frame numbering, frames awaiting an ack, the
+//!   resend schedule, and MAX_UNACKED.
+//! - `drain.rs`, catching up on connect: the drain's phase and credit, live
+//!   deliveries held while it runs, and `sync:done`.
+//!
+//! What the session exchanges with the transports is in `transport.rs`; what
+//! the node hands it, in `inbox.rs`.
+
+mod acks;
+mod drain;
+mod gate;
+
+use std::{collections::HashMap, sync::Arc};
+
+use chrono::Utc;
+use courier_shared::{
+    ClientError, ErrorCode,
+    db::status,
+    job::Delivery,
+    protocol::StatusUpdate,
+};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::{
+    acks::{AckWindow, Settled, UnknownFrame},
+    drain::{CatchUp, Live, ToWorker},
+    gate::{Decision, GapRead, OrderGate},
+};
+use crate::{
+    drain_control,
+    inbox::SessionInput,
+    registry::SessionHandle,
+    state::AppState,
+    transport::{ClientInput, CloseReason, Outgoing, Transport, TransportClosed},
+};
+
+pub struct Session {
+    state: AppState,
+    pub user_id: String,
+    pub connection_id: Uuid,
+    acks: AckWindow,
+    gate: OrderGate,
+    catch_up: CatchUp,
+}
+
+impl Session {
+    pub fn new(state: AppState, user_id: String, connection_id: Uuid) -> Self {
+        let config = &state.config;
+        let acks = AckWindow::new(config.ack_timeout, config.ack_timeout_max, config.max_unacked);
+        let gate = OrderGate::new(config.reorder_wait);
+        let catch_up = CatchUp::new(config.drain_wait, config.max_unacked.max(1), Instant::now());
+        Self { state, user_id, connection_id, acks, gate, catch_up }
+    }
+
+    /// Runs until the client goes, the session is too slow, or the node stops.
+    pub async fn run<T: Transport>(
+        mut self,
+        mut transport: T,
+        handle: Arc<SessionHandle>,
+        mut pushes: mpsc::Receiver<SessionInput>,
+        mut client: mpsc::Receiver<ClientInput>,
+        node_stopping: CancellationToken,
+    ) -> CloseReason {
+        let too_slow = handle.too_slow.clone();
+        let reason = loop {
+            let missed = handle.take_missed();
+            if !missed.is_empty() && self.on_missed(&mut transport, missed).await.is_err() {
+                break self.why_closed(&too_slow, &node_stopping);
+            }
+            // One resync at a time: a drain already running re-sends them anyway
+            // or is followed by this one; back-to-back drains would re-read
+            // every unacknowledged status over and over.
+            let resync = self.catch_up.is_complete() && handle.take_statuses_missed();
+            if resync && self.on_push(&mut transport, SessionInput::Resync).await.is_err() {
+                break self.why_closed(&too_slow, &node_stopping);
+            }
+            let wake_at = self.next_wake();
+            let step = tokio::select! {
+                biased;
+                () = node_stopping.cancelled() => break CloseReason::ServerRestart,
+                () = too_slow.cancelled() => break CloseReason::SlowConsumer,
+                input = client.recv() => match input {
+                    Some(input) => self.on_client(&mut transport, input).await,
+                    None => break CloseReason::Normal,
+                },
+                input = pushes.recv() => match input {
+                    Some(input) => self.on_push(&mut transport, input).await,
+                    None => break CloseReason::Normal,
+                },
+                () = sleep_until(wake_at), if wake_at.is_some() => self.on_timer(&mut transport).await,
+            };
+            if step.is_err() {
+                break self.why_closed(&too_slow, &node_stopping);
+            }
+        };
+        transport.close(reason).await;
+        // A running drain is cancelled: its worker would otherwise wait for
+        // credit that never comes.
+        if let Some(cancel) = self.catch_up.finish() {
+            self.tell_worker(cancel);
+        }
+        reason
+    }
+
+    /// Why a send failed: the node is stopping, the transport gave up on a
+    /// client that does not read (it cancels `too_slow`), or the socket closed.
+    fn why_closed(&self, too_slow: &CancellationToken, node_stopping: &CancellationToken) -> CloseReason {
+        if node_stopping.is_cancelled() {
+            CloseReason::ServerRestart
+        } else if too_slow.is_cancelled() {
+            CloseReason::SlowConsumer
+        } else {
+            CloseReason::Normal
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        [self.acks.next_resend(), self.gate.next_deadline(), self.catch_up.next_wake()].into_iter().flatten().min()
+    }
+
+    async fn on_client<T: Transport>(&mut self, transport: &mut T, input: ClientInput) -> Result<(), TransportClosed> {
+        match input {
+            ClientInput::Reply(reply) => transport.send_reply(reply).await,
+            ClientInput::Event { event, data } => {
+                let id = self.acks.next_frame_id();
+                transport.send_event(id, Outgoing::Other { event, data: &data }).await
+            }
+            ClientInput::Ack(id) => match self.acks.ack(id) {
+                Ok(settled) => self.on_settled(transport, settled, true).await,
+                Err(UnknownFrame(id)) => {
+                    let error = ClientError::new(ErrorCode::UnknownFrame, format!("ack for frame {id}, which was never sent"));
+                    transport.send_event(0, Outgoing::Error(&error)).await
+                }
+            },
+            ClientInput::Delivered(message_id) => {
+                // Written by the event layer already; just stop resending it here.
+                let settled = self.acks.frame_of(message_id).and_then(|id| self.acks.settle(id));
+                self.on_settled(transport, settled, false).await
+            }
+            ClientInput::Unanswered(id) => {
+                if let Some(from_drain) = self.acks.give_up_status(id) {
+                    if from_drain {
+                        self.drain_settled(1);
+                    }
+                    if self.gate.has_overflow() && self.acks.has_room_to_resume() {
+                        self.resume_overflow(transport).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_push<T: Transport>(&mut self, transport: &mut T, input: SessionInput) -> Result<(), TransportClosed> {
+        match input {
+            SessionInput::Deliver(delivery) => match self.catch_up.live(*delivery) {
+                Live::PassOn(delivery) => self.offer(transport, delivery).await,
+                Live::Held => Ok(()),
+                Live::NotKept { chat_id, seq } => {
+                    self.gate.note_overflow(chat_id, seq);
+                    Ok(())
+                }
+            },
+            SessionInput::Status(update) => self.send_status(transport, update, false).await,
+            SessionInput::Presence(notice) => {
+                let id = self.acks.next_frame_id();
+                transport.send_event(id, Outgoing::Presence(&notice)).await
+            }
+            SessionInput::DrainBegin { drain_id, worker_id, baselines } => {
+                if let Some(cancel) = self.catch_up.begin(drain_id, worker_id, baselines, Instant::now()) {
+                    self.tell_worker(cancel);
+                }
+                Ok(())
+            }
+            SessionInput::DrainPage { drain_id, deliveries, statuses } => {
+                self.on_drain_page(transport, drain_id, deliveries, statuses).await
+            }
+            SessionInput::DrainEnd { drain_id, count } => self.on_drain_end(transport, drain_id, count).await,
+            SessionInput::Resync => {
+                let resume_after = self.catch_up.resync(Instant::now());
+                self.request_drain(resume_after);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deliveries that did not fit in the queue: read from PostgreSQL in order.
+    async fn on_missed<T: Transport>(&mut self, transport: &mut T, missed: HashMap<Uuid, i64>) -> Result<(), TransportClosed> {
+        for (chat_id, seq) in missed {
+            self.gate.note_overflow(chat_id, seq);
+        }
+        self.resume_overflow(transport).await
+    }
+
+    /// A live delivery through the ordering gate.
+    async fn offer<T: Transport>(&mut self, transport: &mut T, delivery: Delivery) -> Result<(), TransportClosed> {
+        match self.gate.offer(delivery, self.acks.room(), Instant::now()) {
+            Decision::Push(deliveries) => self.push_all(transport, deliveries).await,
+            Decision::ReadGap(read) => self.read_gap(transport, read).await,
+        }
+    }
+
+    /// Reads a chat's missing messages from PostgreSQL and pushes them in order.
+    async fn fill_gap<T: Transport>(&mut self, transport: &mut T, chat_id: Uuid) -> Result<(), TransportClosed> {
+        match self.gate.fill_gap(chat_id, self.acks.room()) {
+            Some(read) => self.read_gap(transport, read).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn read_gap<T: Transport>(&mut self, transport: &mut T, read: GapRead) -> Result<(), TransportClosed> {
+        let GapRead { chat_id, after, up_to, limit } = read;
+        match status::undelivered_in_chat(&self.state.db, &self.user_id, chat_id, after, up_to, limit as i64).await {
+            Ok(rows) => {
+                let deliveries = self.gate.gap_read(read, rows);
+                self.push_all(transport, deliveries).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, %chat_id, "cannot read a gap; retrying");
+                self.gate.gap_unreadable(chat_id, Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// Chats whose deliveries did not fit in memory: read them now if there is room.
+    async fn resume_overflow<T: Transport>(&mut self, transport: &mut T) -> Result<(), TransportClosed> {
+        if !self.catch_up.is_complete() {
+            return Ok(());
+        }
+        for chat_id in self.gate.overflowed_chats() {
+            if self.acks.room() == 0 {
+                break;
+            }
+            self.fill_gap(transport, chat_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_all<T: Transport>(&mut self, transport: &mut T, deliveries: Vec<Delivery>) -> Result<(), TransportClosed> {
+        for delivery in deliveries {
+            self.push(transport, delivery, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one `message:receive` and tracks it until acked.
+    async fn push<T: Transport>(&mut self, transport: &mut T, delivery: Delivery, from_drain: bool) -> Result<(), TransportClosed> {
+        let id = self.acks.next_frame_id();
+        transport.send_event(id, Outgoing::Receive(&delivery)).await?;
+        tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, frame_id = id, from_drain,
+            "message:receive pushed");
+        self.acks.sent_delivery(id, delivery, from_drain, Instant::now());
+        Ok(())
+    }
+
+    async fn send_status<T: Transport>(&mut self, transport: &mut T, update: StatusUpdate, from_drain: bool) -> Result<(), TransportClosed> {
+        let id = self.acks.next_frame_id();
+        transport.send_event(id, Outgoing::Status(&update)).await?;
+        self.acks.sent_status(id, update, from_drain);
+        Ok(())
+    }
+
+    async fn on_drain_page<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        drain_id: Uuid,
+        deliveries: Vec<Delivery>,
+        statuses: Vec<StatusUpdate>,
+    ) -> Result<(), TransportClosed> {
+        let items = (deliveries.len() + statuses.len()) as u64;
+        let last_status_id = deliveries.last().map(|last| last.status_id);
+        if !self.catch_up.page(drain_id, items, last_status_id, Instant::now()) {
+            return Ok(()); // a superseded drain; it was cancelled
+        }
+        let (deliveries, skipped) = self.gate.drained(deliveries);
+        for delivery in deliveries {
+            self.push(transport, delivery, true).await?;
+        }
+        for update in statuses {
+            self.send_status(transport, update, true).await?;
+        }
+        self.drain_settled(skipped);
+        Ok(())
+    }
+
+    async fn on_drain_end<T: Transport>(&mut self, transport: &mut T, drain_id: Uuid, count: u64) -> Result<(), TransportClosed> {
+        let Some(ended) = self.catch_up.end(drain_id, count) else { return Ok(()) };
+        self.gate.cover(&ended.baselines);
+        for delivery in ended.held {
+            self.offer(transport, delivery).await?;
+        }
+        self.maybe_sync_done(transport).await?;
+        self.resume_overflow(transport).await
+    }
+
+    async fn maybe_sync_done<T: Transport>(&mut self, transport: &mut T) -> Result<(), TransportClosed> {
+        if let Some(count) = self.catch_up.sync_done_due(self.acks.drain_deliveries_unacked()) {
+            let id = self.acks.next_frame_id();
+            transport.send_event(id, Outgoing::SyncDone(count)).await?;
+        }
+        Ok(())
+    }
+
+    /// The client has a frame (`settled`, if it was still awaited): record it,
+    /// credit the drain, make room. `write_delivered` is false when the client
+    /// said so with `message:delivered`, which the event layer has written.
+    async fn on_settled<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        settled: Option<Settled>,
+        write_delivered: bool,
+    ) -> Result<(), TransportClosed> {
+        let Some(settled) = settled else { return Ok(()) };
+        let from_drain = settled.is_from_drain();
+        match settled {
+            Settled::Delivery { delivery, from_drain } => {
+                let waited = (Utc::now() - delivery.created_at).to_std().unwrap_or_default();
+                let path = if from_drain { "drained" } else { "live" };
+                self.state.metrics.delivery_latency.with_label_values(&[path]).observe(waited.as_secs_f64());
+                tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, path,
+                    latency_ms = waited.as_millis() as u64, "client acknowledged message");
+                if write_delivered {
+                    // Nobody waits for this write: the status writer retries it until it lands.
+                    drop(self.state.status_writer.delivered(delivery.message_id, self.user_id.clone()).await);
+                }
+            }
+            Settled::Status { update, .. } => {
+                self.state.status_writer.sender_synced(update.message_id, update.user_id, update.status).await;
+            }
+        }
+        if from_drain {
+            self.drain_settled(1);
+        }
+        self.maybe_sync_done(transport).await?;
+        if self.gate.has_overflow() && self.acks.has_room_to_resume() {
+            self.resume_overflow(transport).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts settled drain items; the worker gets credit when enough have accumulated.
+    fn drain_settled(&mut self, settled: u64) {
+        if let Some(credit) = self.catch_up.settled(settled) {
+            self.tell_worker(credit);
+        }
+    }
+
+    async fn on_timer<T: Transport>(&mut self, transport: &mut T) -> Result<(), TransportClosed> {
+        let now = Instant::now();
+        self.resend_due(transport, now).await?;
+        for chat_id in self.gate.gaps_due(now) {
+            self.fill_gap(transport, chat_id).await?;
+        }
+        if let Some(resume_after) = self.catch_up.on_timer(now) {
+            self.request_drain(resume_after);
+        }
+        Ok(())
+    }
+
+    /// Sends unacknowledged messages again, in their original order, with backoff.
+    async fn resend_due<T: Transport>(&mut self, transport: &mut T, now: Instant) -> Result<(), TransportClosed> {
+        for resend in self.acks.resends_due(now) {
+            if let Some(delivery) = self.acks.delivery(resend.frame_id) {
+                tracing::info!(message_id = %delivery.message_id, recipient_id = %self.user_id, attempt = resend.attempt,
+                    reason = "ack_timeout", "delivery failed: client did not acknowledge; resending");
+                transport.send_event(resend.frame_id, Outgoing::Receive(delivery)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a worker to drain this connection's backlog (again), from inbox position `resume_after`.
+    fn request_drain(&self, resume_after: i64) {
+        drain_control::request(&self.state, self.user_id.clone(), self.connection_id, resume_after);
+    }
+
+    fn tell_worker(&self, message: ToWorker) {
+        drain_control::send(&self.state, message.worker_id, message.control);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
