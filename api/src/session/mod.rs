@@ -21,6 +21,7 @@
 mod acks;
 mod drain;
 mod gate;
+mod ticks;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -39,6 +40,7 @@ use self::{
     acks::{AckWindow, Settled, UnknownFrame},
     drain::{CatchUp, Live, ToWorker},
     gate::{Decision, GapRead, OrderGate},
+    ticks::Ticks,
 };
 use crate::{
     drain_control,
@@ -55,6 +57,7 @@ pub struct Session {
     acks: AckWindow,
     gate: OrderGate,
     catch_up: CatchUp,
+    ticks: Ticks,
 }
 
 impl Session {
@@ -63,7 +66,7 @@ impl Session {
         let acks = AckWindow::new(config.ack_timeout, config.ack_timeout_max, config.max_unacked);
         let gate = OrderGate::new(config.reorder_wait);
         let catch_up = CatchUp::new(config.drain_wait, config.max_unacked.max(1), Instant::now());
-        Self { state, user_id, connection_id, acks, gate, catch_up }
+        Self { state, user_id, connection_id, acks, gate, catch_up, ticks: Ticks::default() }
     }
 
     /// Runs until the client goes, the session is too slow, or the node stops.
@@ -269,6 +272,13 @@ impl Session {
     }
 
     async fn send_status<T: Transport>(&mut self, transport: &mut T, update: StatusUpdate, from_drain: bool) -> Result<(), TransportClosed> {
+        if !self.ticks.admits(&update) {
+            // A `delivered` behind its `read`: the client already shows more.
+            if from_drain {
+                self.drain_settled(1);
+            }
+            return Ok(());
+        }
         let id = self.acks.next_frame_id();
         transport.send_event(id, Outgoing::Status(&update)).await?;
         self.acks.sent_status(id, update, from_drain);
