@@ -244,19 +244,7 @@ mod tests {
     }
 
     fn delivery(seq: i64) -> Delivery {
-        Delivery {
-            status_id: seq,
-            message_id: Uuid::from_u128(seq as u128),
-            chat_id: Uuid::from_u128(7),
-            seq,
-            prev_seq: seq - 1,
-            sender_id: "alice".into(),
-            content: format!("message {seq}"),
-            message_type: "text".into(),
-            created_at: DateTime::UNIX_EPOCH,
-            sender_name: None,
-            sender_picture: None,
-        }
+        super::super::fixtures::delivery(seq, seq - 1, seq)
     }
 
     fn status(seq: i64) -> StatusUpdate {

@@ -254,26 +254,13 @@ impl CatchUp {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
 
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(10);
 
     fn delivery(seq: i64) -> Delivery {
-        Delivery {
-            status_id: 100 + seq,
-            message_id: Uuid::from_u128(seq as u128),
-            chat_id: Uuid::from_u128(7),
-            seq,
-            prev_seq: seq - 1,
-            sender_id: "alice".into(),
-            content: format!("message {seq}"),
-            message_type: "text".into(),
-            created_at: DateTime::UNIX_EPOCH,
-            sender_name: None,
-            sender_picture: None,
-        }
+        super::super::fixtures::delivery(seq, seq - 1, 100 + seq)
     }
 
     fn credit(drain_id: Uuid, acked: u64) -> Option<ToWorker> {

@@ -241,32 +241,17 @@ fn note_overflow(overflow: &mut HashMap<Uuid, i64>, chat_id: Uuid, seq: i64) {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
 
     use super::*;
 
     const WAIT: Duration = Duration::from_millis(500);
     const ROOM: usize = 1024;
 
-    fn chat() -> Uuid {
-        Uuid::from_u128(7)
-    }
+    use super::super::fixtures::chat;
 
     /// Message `seq` of `chat()`, whose predecessor for this recipient is `prev_seq`.
     fn message(seq: i64, prev_seq: i64) -> Delivery {
-        Delivery {
-            status_id: seq,
-            message_id: Uuid::from_u128(seq as u128),
-            chat_id: chat(),
-            seq,
-            prev_seq,
-            sender_id: "alice".into(),
-            content: format!("message {seq}"),
-            message_type: "text".into(),
-            created_at: DateTime::UNIX_EPOCH,
-            sender_name: None,
-            sender_picture: None,
-        }
+        super::super::fixtures::delivery(seq, prev_seq, seq)
     }
 
     fn seqs(deliveries: &[Delivery]) -> Vec<i64> {

@@ -410,3 +410,34 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// What the parts' unit tests build their deliveries from.
+#[cfg(test)]
+mod fixtures {
+    use chrono::DateTime;
+    use courier_shared::job::Delivery;
+    use uuid::Uuid;
+
+    /// The chat of the fixtures.
+    pub fn chat() -> Uuid {
+        Uuid::from_u128(7)
+    }
+
+    /// Message `seq` of [`chat`] from alice, whose predecessor for this
+    /// recipient is `prev_seq`, at inbox position `status_id`.
+    pub fn delivery(seq: i64, prev_seq: i64, status_id: i64) -> Delivery {
+        Delivery {
+            status_id,
+            message_id: Uuid::from_u128(seq as u128),
+            chat_id: chat(),
+            seq,
+            prev_seq,
+            sender_id: "alice".into(),
+            content: format!("message {seq}"),
+            message_type: "text".into(),
+            created_at: DateTime::UNIX_EPOCH,
+            sender_name: None,
+            sender_picture: None,
+        }
+    }
+}
