@@ -110,10 +110,6 @@ impl Topology {
         self
     }
 
-    pub fn is_replicated(&self) -> bool {
-        self.replicated
-    }
-
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
