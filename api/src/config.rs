@@ -80,6 +80,11 @@ pub struct ApiConfig {
     #[arg(long, env = "MAX_UNACKED", default_value_t = 1024)]
     pub max_unacked: usize,
 
+    /// Devices one user may have (a connection from one more is refused with
+    /// `too_many_devices`; `DELETE /api/devices/{id}` makes room).
+    #[arg(long, env = "MAX_DEVICES_PER_USER", default_value_t = 10)]
+    pub max_devices_per_user: usize,
+
     /// How long a message that arrived ahead of its predecessor waits for it
     /// before the connection reads the gap from PostgreSQL.
     #[arg(long, env = "REORDER_WAIT", default_value = "500ms", value_parser = parse_duration)]

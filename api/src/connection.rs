@@ -28,6 +28,7 @@ const CLIENT_QUEUE: usize = 64;
 pub struct Connection {
     state: AppState,
     pub user_id: String,
+    pub device_id: String,
     pub connection_id: Uuid,
     session: mpsc::Sender<ClientInput>,
     session_task: JoinHandle<CloseReason>,
@@ -37,7 +38,7 @@ impl Connection {
     /// Starts the session on the transport `make_transport` builds, registers it
     /// so pushes reach it, sends `session:ready`, and records the presence that
     /// makes a worker drain the user's backlog.
-    pub async fn open<T, F>(state: AppState, user_id: String, connection_id: Uuid, make_transport: F) -> Self
+    pub async fn open<T, F>(state: AppState, user_id: String, device_id: String, connection_id: Uuid, make_transport: F) -> Self
     where
         T: Transport + 'static,
         F: FnOnce(TransportLink) -> T,
@@ -47,21 +48,29 @@ impl Connection {
         // Cancelled when the client is too slow, and (as a child) when the node
         // stops: either way a blocked send is given up.
         let too_slow = state.stopping.child_token();
-        let handle = Arc::new(SessionHandle::new(connection_id, user_id.clone(), push_tx, too_slow.clone()));
-        let session = Session::new(state.clone(), user_id.clone(), connection_id);
+        let handle =
+            Arc::new(SessionHandle::new(connection_id, user_id.clone(), device_id.clone(), push_tx, too_slow.clone()));
+        let session = Session::new(state.clone(), user_id.clone(), device_id.clone(), connection_id);
         let transport = make_transport(TransportLink { too_slow: too_slow.clone(), acks: client_tx.downgrade() });
         let session_task = tokio::spawn(
             session.run(transport, handle.clone(), push_rx, client_rx, state.stopping.clone()).in_current_span(),
         );
-        state.sessions.insert(handle);
+        state.sessions.insert(handle.clone());
 
         let ready = SessionReady { user_id: user_id.clone(), connection_id, node_id: state.node_id.clone() };
         let _ = client_tx.send(ClientInput::Event { event: server_events::READY, data: json!(ready) }).await;
-        if let Err(error) = presence::connected(&state, &user_id, connection_id).await {
-            tracing::warn!(%error, "cannot record the connection; closing it");
-            too_slow.cancel();
+        match presence::connected(&state, &user_id, &device_id, connection_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%device_id, "the device was revoked while connecting; closing");
+                handle.end(CloseReason::DeviceRevoked);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record the connection; closing it");
+                too_slow.cancel();
+            }
         }
-        Self { state, user_id, connection_id, session: client_tx, session_task }
+        Self { state, user_id, device_id, connection_id, session: client_tx, session_task }
     }
 
     /// Resolves when the session has ended by itself (slow client, node stopping).
@@ -101,7 +110,7 @@ impl Connection {
             Err(error) => return (Err(error), None),
         };
         match event {
-            ClientEvent::Send(send) => match events::send_message(state, &self.user_id, send).await {
+            ClientEvent::Send(send) => match events::send_message(state, &self.user_id, Some(&self.device_id), send).await {
                 Ok(stored) => {
                     let sent = json!(stored.sent);
                     (Ok(sent.clone()), Some(ClientInput::Event { event: server_events::SENT, data: sent }))
@@ -126,11 +135,11 @@ impl Connection {
     /// Ends the session (if it has not ended), unregisters it and records that
     /// the user left. Returns why the session closed.
     pub async fn close(self) -> CloseReason {
-        let Self { state, user_id, connection_id, session, session_task } = self;
+        let Self { state, user_id, device_id, connection_id, session, session_task } = self;
         drop(session);
         let reason = session_task.await.unwrap_or(CloseReason::Normal);
         state.sessions.remove(connection_id);
-        presence::disconnected(&state, &user_id, connection_id).await;
+        presence::disconnected(&state, &user_id, &device_id, connection_id).await;
         tracing::debug!(?reason, "connection closed");
         reason
     }

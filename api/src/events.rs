@@ -17,12 +17,18 @@ use crate::{state::AppState, status_writer::publish_changes};
 /// member and its outbox row in one transaction, starts publishing the
 /// delivery jobs, and returns ✓ sent. A resend with the same
 /// `clientMsgId` returns the original message.
-pub async fn send_message(state: &AppState, sender_id: &str, send: SendMessage) -> Result<StoredMessage, ClientError> {
+pub async fn send_message(
+    state: &AppState,
+    sender_id: &str,
+    sender_device: Option<&str>,
+    send: SendMessage,
+) -> Result<StoredMessage, ClientError> {
     send.validate()?;
     let message = NewMessage {
         message_id: Uuid::now_v7(),
         chat_id: send.chat_id,
         sender_id: sender_id.to_owned(),
+        sender_device: sender_device.map(str::to_owned),
         content: send.content,
         message_type: send.message_type,
         client_msg_id: send.client_msg_id,
@@ -52,7 +58,10 @@ pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -
 pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) -> Result<usize, ClientError> {
     match receipt {
         ReadReceipt::One { message_id } => {
-            let changes = status::mark_read(&state.db, &[message_id], &[user_id.to_owned()]).await?;
+            let mut tx = state.db.begin().await?;
+            let changes = status::mark_read(&mut *tx, &[message_id], &[user_id.to_owned()]).await?;
+            status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
+            tx.commit().await?;
             if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
                 return Err(not_found());
             }
@@ -64,7 +73,10 @@ pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) ->
             if !courier_shared::db::chats::is_member(&state.db, chat_id, user_id).await? {
                 return Err(ClientError::not_member());
             }
-            let changes = status::mark_read_up_to(&state.db, user_id, chat_id, up_to_seq).await?;
+            let mut tx = state.db.begin().await?;
+            let changes = status::mark_read_up_to(&mut *tx, user_id, chat_id, up_to_seq).await?;
+            status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
+            tx.commit().await?;
             let updated = changes.len();
             publish_changes(&state.broker, changes).await;
             Ok(updated)

@@ -40,6 +40,9 @@ enum Command {
         /// Shorthand for `--role admin`: a token for the admin API (/admin).
         #[arg(long, conflicts_with = "role")]
         admin: bool,
+        /// The `did` claim: the device the token is for.
+        #[arg(long)]
+        device: Option<String>,
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
@@ -59,10 +62,13 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Token { user, name, picture, role, admin, ttl } => {
+        Command::Token { user, name, picture, role, admin, device, ttl } => {
             let role = if admin { Some(auth::ADMIN_ROLE.to_owned()) } else { role };
             auth::validate_user_id(&user).map_err(|e| anyhow::anyhow!(e.message))?;
-            let request = auth::DevTokenRequest { user_id: user, name, picture, role, ttl };
+            if let Some(device) = &device {
+                courier_shared::db::devices::validate_device_id(device).map_err(|e| anyhow::anyhow!(e.message))?;
+            }
+            let request = auth::DevTokenRequest { user_id: user, name, picture, role, device_id: device, ttl };
             let secret = cli.config.jwt.signing_secret()?;
             let token = auth::sign_hs256(secret, &request).context("signing the token")?;
             println!("{token}");

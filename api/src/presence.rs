@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use courier_shared::{
     broker::PublishOptions,
-    db::presence,
+    db::{devices, presence},
     job::{PresenceEvent, PresenceKind},
 };
 use tokio_util::sync::CancellationToken;
@@ -16,16 +16,22 @@ use crate::{inbox::SessionInput, state::AppState};
 
 /// Records a new connection and asks the workers to announce it and drain its
 /// backlog. If the event cannot be published now, the session asks again later.
-pub async fn connected(state: &AppState, user_id: &str, connection_id: Uuid) -> Result<(), sqlx::Error> {
+/// False (nothing recorded) if the device was revoked since it was admitted.
+pub async fn connected(state: &AppState, user_id: &str, device_id: &str, connection_id: Uuid) -> Result<bool, sqlx::Error> {
     state.metrics.connections_opened.inc();
-    presence::add_connection(&state.db, connection_id, user_id, &state.node_id).await?;
+    if !presence::add_connection(&state.db, connection_id, user_id, device_id, &state.node_id).await? {
+        return Ok(false);
+    }
     publish(state, user_id, connection_id, PresenceKind::Connected).await;
-    Ok(())
+    Ok(true)
 }
 
 /// Removes a closed connection; if it was the user's last, stores last_seen and
 /// lets the workers tell co-members.
-pub async fn disconnected(state: &AppState, user_id: &str, connection_id: Uuid) {
+pub async fn disconnected(state: &AppState, user_id: &str, device_id: &str, connection_id: Uuid) {
+    if let Err(error) = devices::touch(&state.db, user_id, device_id).await {
+        tracing::debug!(%error, "cannot record when the device was last seen");
+    }
     let last_seen: Option<DateTime<Utc>> = match presence::remove_connection(&state.db, connection_id, user_id).await {
         Ok(last_seen) => last_seen,
         Err(error) => {
@@ -92,7 +98,8 @@ pub async fn heartbeat(state: AppState, interval: Duration, stop: CancellationTo
             Ok(true) => {}
             Ok(false) => {
                 let sessions = state.sessions.all();
-                let rows: Vec<(Uuid, String)> = sessions.iter().map(|s| (s.connection_id, s.user_id.clone())).collect();
+                let rows: Vec<(Uuid, String, String)> =
+                    sessions.iter().map(|s| (s.connection_id, s.user_id.clone(), s.device_id.clone())).collect();
                 match presence::restore_node(&state.db, &state.node_id, &rows).await {
                     Ok(()) => {
                         tracing::warn!(connections = rows.len(), "lease was lost; re-registered this node");

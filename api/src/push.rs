@@ -1,5 +1,6 @@
 //! This node's push queue: what workers route here (live deliveries, status
-//! changes, presence notices, drain pages) handed to the right sessions.
+//! changes, presence notices, drain pages) handed to the right sessions, and
+//! what other API nodes send (close a revoked device's connections).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use lapin::{
     types::FieldTable,
 };
 
-use crate::{drain_control, inbox::SessionInput, state::AppState};
+use crate::{drain_control, inbox::SessionInput, state::AppState, transport::CloseReason};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,6 +96,10 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
                 if let Some(session) = state.sessions.get(connection_id) {
                     session.offer(SessionInput::DrainEnd { drain_id, count });
                 }
+            }
+            NodeItem::CloseDevice { user_id, device_id } => {
+                let closed = state.sessions.end_device(&user_id, &device_id, CloseReason::DeviceRevoked);
+                tracing::info!(%user_id, %device_id, closed, "device revoked: closing its connections");
             }
         }
     }

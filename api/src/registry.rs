@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -15,15 +15,19 @@ use uuid::Uuid;
 
 use courier_shared::job::Delivery;
 
-use crate::inbox::SessionInput;
+use crate::{inbox::SessionInput, transport::CloseReason};
 
 /// A session's address on this node.
 pub struct SessionHandle {
     pub connection_id: Uuid,
     pub user_id: String,
+    pub device_id: String,
     inbox: mpsc::Sender<SessionInput>,
-    /// Cancelled when the session must close because it cannot keep up.
+    /// Cancelled when the session must close because it cannot keep up, or
+    /// because the node ends it ([`SessionHandle::end`]).
     pub too_slow: CancellationToken,
+    /// Why the node ended the session, when it did ([`SessionHandle::end`]).
+    ended_for: OnceLock<CloseReason>,
     /// Deliveries that found the queue full: per chat, the highest seq. The
     /// session reads them from PostgreSQL instead (a burst is not a slow client).
     missed: Mutex<HashMap<Uuid, i64>>,
@@ -33,12 +37,20 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(connection_id: Uuid, user_id: String, inbox: mpsc::Sender<SessionInput>, too_slow: CancellationToken) -> Self {
+    pub fn new(
+        connection_id: Uuid,
+        user_id: String,
+        device_id: String,
+        inbox: mpsc::Sender<SessionInput>,
+        too_slow: CancellationToken,
+    ) -> Self {
         Self {
             connection_id,
             user_id,
+            device_id,
             inbox,
             too_slow,
+            ended_for: OnceLock::new(),
             missed: Mutex::default(),
             has_missed: AtomicBool::new(false),
             statuses_missed: AtomicBool::new(false),
@@ -83,6 +95,18 @@ impl SessionHandle {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Ends the session with `reason`: the same path as a client too slow to
+    /// keep up (a blocked send is given up at once), with its own close code.
+    pub fn end(&self, reason: CloseReason) {
+        let _ = self.ended_for.set(reason);
+        self.too_slow.cancel();
+    }
+
+    /// The reason given to [`SessionHandle::end`], if the node ended the session.
+    pub fn ended_for(&self) -> Option<CloseReason> {
+        self.ended_for.get().copied()
     }
 
     fn note_missed(&self, delivery: &Delivery) {
@@ -146,6 +170,16 @@ impl Sessions {
         self.maps().by_user.get(user_id).cloned().unwrap_or_default()
     }
 
+    /// Ends every session of one device of a user on this node; returns how many.
+    pub fn end_device(&self, user_id: &str, device_id: &str, reason: CloseReason) -> usize {
+        let sessions: Vec<Arc<SessionHandle>> =
+            self.of_user(user_id).into_iter().filter(|session| session.device_id == device_id).collect();
+        for session in &sessions {
+            session.end(reason);
+        }
+        sessions.len()
+    }
+
     pub fn get(&self, connection_id: Uuid) -> Option<Arc<SessionHandle>> {
         self.maps().by_connection.get(&connection_id).cloned()
     }
@@ -161,5 +195,54 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(sessions: &Sessions, user_id: &str, device_id: &str) -> Arc<SessionHandle> {
+        let (inbox, _) = mpsc::channel(4);
+        let handle = Arc::new(SessionHandle::new(
+            Uuid::now_v7(),
+            user_id.to_owned(),
+            device_id.to_owned(),
+            inbox,
+            CancellationToken::new(),
+        ));
+        sessions.insert(handle.clone());
+        handle
+    }
+
+    #[test]
+    fn ending_a_device_ends_only_its_sessions_with_the_reason() {
+        let sessions = Sessions::default();
+        let phone = [session(&sessions, "alice", "phone"), session(&sessions, "alice", "phone")];
+        let laptop = session(&sessions, "alice", "laptop");
+        let bobs_phone = session(&sessions, "bob", "phone");
+
+        assert_eq!(sessions.end_device("alice", "phone", CloseReason::DeviceRevoked), 2);
+        for handle in &phone {
+            assert!(handle.too_slow.is_cancelled());
+            assert_eq!(handle.ended_for(), Some(CloseReason::DeviceRevoked));
+        }
+        for other in [&laptop, &bobs_phone] {
+            assert!(!other.too_slow.is_cancelled());
+            assert_eq!(other.ended_for(), None);
+        }
+        assert_eq!(sessions.end_device("alice", "tablet", CloseReason::DeviceRevoked), 0);
+    }
+
+    #[test]
+    fn a_client_too_slow_has_no_reason_from_the_node() {
+        let sessions = Sessions::default();
+        let handle = session(&sessions, "alice", "phone");
+        handle.too_slow.cancel();
+        assert_eq!(handle.ended_for(), None);
+        // The first reason stands.
+        handle.end(CloseReason::DeviceRevoked);
+        handle.end(CloseReason::Normal);
+        assert_eq!(handle.ended_for(), Some(CloseReason::DeviceRevoked));
     }
 }

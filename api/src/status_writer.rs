@@ -8,13 +8,16 @@
 //! [`StatusWriter::delivered`]: the same batch, the same durable commit, the
 //! same count and the same notice to the sender.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
     ClientError,
     broker::{Broker, PublishOptions},
-    db::status,
+    db::{devices, status},
     metrics::Metrics,
     job::{StatusChange, StatusChanges},
     protocol::DeliveryStatus,
@@ -23,12 +26,16 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::session::cursor::CursorMove;
+
 const MAX_BATCH: usize = 1000;
 
 enum Write {
     Delivered(DeliveredWrite),
     /// The sender's client acknowledged `message:status`.
     SenderSynced { message_id: Uuid, recipient_id: String, status: DeliveryStatus },
+    /// A device acknowledged a run of messages without a hole.
+    Cursor(DeviceCursorMove),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -79,6 +86,13 @@ impl StatusWriter {
         Delivered(outcome)
     }
 
+    /// Moves `device_id`'s cursor as `step` says, if the cursor already stands
+    /// at the step's anchor. Retried until PostgreSQL takes it, like an ack.
+    pub async fn cursor_moved(&self, user_id: &str, device_id: &str, step: CursorMove) {
+        let write = DeviceCursorMove { user_id: user_id.to_owned(), device_id: device_id.to_owned(), step };
+        let _ = self.queue.send(Write::Cursor(write)).await;
+    }
+
     pub async fn sender_synced(&self, message_id: Uuid, recipient_id: String, status: DeliveryStatus) {
         let _ = self.queue.send(Write::SenderSynced { message_id, recipient_id, status }).await;
     }
@@ -99,6 +113,7 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
         // One per entry of `delivered`, in the same order.
         let mut answers = Vec::new();
         let mut synced = (Vec::new(), Vec::new(), Vec::new());
+        let mut cursors = Vec::new();
         let mut flushes = Vec::new();
         for write in batch.drain(..) {
             match write {
@@ -112,13 +127,14 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
                     synced.1.push(recipient_id);
                     synced.2.push(status);
                 }
+                Write::Cursor(step) => cursors.push(step),
                 Write::Flush(done) => flushes.push(done),
             }
         }
         // An ack is never dropped: retry until PostgreSQL takes the batch.
         let mut delays = retry_delays();
         let changes = loop {
-            match write_batch(&db, &delivered, &synced).await {
+            match write_batch(&db, &delivered, &synced, &cursors).await {
                 Ok(changes) => break changes,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write acknowledged statuses; retrying");
@@ -138,7 +154,7 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
                                 let _ = answer.send(Err(failure.clone()));
                             }
                         }
-                        if delivered.0.is_empty() && synced.0.is_empty() {
+                        if delivered.0.is_empty() && synced.0.is_empty() && cursors.is_empty() {
                             break Vec::new();
                         }
                     }
@@ -171,6 +187,7 @@ async fn write_batch(
     db: &PgPool,
     delivered: &(Vec<Uuid>, Vec<String>),
     synced: &(Vec<Uuid>, Vec<String>, Vec<DeliveryStatus>),
+    cursors: &[DeviceCursorMove],
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
     // `delivered` is announced to the sender (✓✓) right after this commit, so
@@ -179,18 +196,73 @@ async fn write_batch(
     // already been shown, and the message was pushed to the recipient again.
     // A batch of sender acknowledgements alone is redone harmlessly if lost (the
     // sender is sent the status again), so it does not wait for the disk.
-    let mut tx = if delivered.0.is_empty() { courier_shared::db::begin_relaxed(db).await? } else { db.begin().await? };
+    // A lost cursor move would push the device messages it has again: it waits for the disk too.
+    let relaxed = delivered.0.is_empty() && cursors.is_empty();
+    let mut tx = if relaxed { courier_shared::db::begin_relaxed(db).await? } else { db.begin().await? };
     if !delivered.0.is_empty() {
         changes = status::mark_delivered(&mut *tx, &delivered.0, &delivered.1).await?;
+        status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
     }
     if !synced.0.is_empty() {
         status::mark_sender_synced(&mut *tx, &synced.0, &synced.1, &synced.2).await?;
     }
+    write_cursor_moves(&mut tx, cursors).await?;
     tx.commit().await?;
     for change in &changes {
         tracing::info!(message_id = %change.update.message_id, recipient_id = %change.update.user_id, "message delivered");
     }
     Ok(changes)
+}
+
+/// A cursor move of one device, queued for the next batch.
+struct DeviceCursorMove {
+    user_id: String,
+    device_id: String,
+    step: CursorMove,
+}
+
+/// Applies a batch's cursor moves, in the rounds [`cursor_rounds`] plans.
+async fn write_cursor_moves(tx: &mut sqlx::PgConnection, moves: &[DeviceCursorMove]) -> Result<(), sqlx::Error> {
+    for round in cursor_rounds(moves) {
+        let user_ids: Vec<&str> = round.iter().map(|m| m.0).collect();
+        let device_ids: Vec<&str> = round.iter().map(|m| m.1).collect();
+        let chat_ids: Vec<Uuid> = round.iter().map(|m| m.2.chat_id).collect();
+        let anchors: Vec<i64> = round.iter().map(|m| m.2.anchor).collect();
+        let acked: Vec<i64> = round.iter().map(|m| m.2.acked_seq).collect();
+        devices::move_cursors(&mut *tx, &user_ids, &device_ids, &chat_ids, &anchors, &acked).await?;
+    }
+    Ok(())
+}
+
+/// (user, device, move)
+type Planned<'a> = (&'a str, &'a str, CursorMove);
+
+/// Plans a batch's cursor moves as UPDATE rounds. Moves of one (device,
+/// chat) are joined where one starts within the reach of the one before;
+/// what cannot be joined (runs a connection could not connect) goes to a
+/// later round, in order, since one UPDATE moves a row once.
+fn cursor_rounds(moves: &[DeviceCursorMove]) -> Vec<Vec<Planned<'_>>> {
+    let mut rounds: Vec<Vec<Planned<'_>>> = Vec::new();
+    let mut latest: HashMap<(&str, &str, Uuid), (usize, usize)> = HashMap::new(); // → (round, index)
+    for write in moves {
+        let key = (write.user_id.as_str(), write.device_id.as_str(), write.step.chat_id);
+        let step = write.step;
+        match latest.get(&key).copied() {
+            Some((round, index)) if step.anchor <= rounds[round][index].2.acked_seq => {
+                let joined = &mut rounds[round][index].2;
+                joined.acked_seq = joined.acked_seq.max(step.acked_seq);
+            }
+            found => {
+                let round = found.map_or(0, |(round, _)| round + 1);
+                if rounds.len() <= round {
+                    rounds.push(Vec::new());
+                }
+                rounds[round].push((key.0, key.1, step));
+                latest.insert(key, (round, rounds[round].len() - 1));
+            }
+        }
+    }
+    rounds
 }
 
 /// Hands committed status changes to the workers, who tell the senders. If
@@ -213,4 +285,45 @@ fn retry_delays() -> impl Iterator<Item = Duration> {
         .with_max_delay(Duration::from_secs(5))
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(device: &str, chat: u128, anchor: i64, acked_seq: i64) -> DeviceCursorMove {
+        let step = CursorMove { chat_id: Uuid::from_u128(chat), anchor, acked_seq };
+        DeviceCursorMove { user_id: "bob".into(), device_id: device.into(), step }
+    }
+
+    fn plan(moves: &[DeviceCursorMove]) -> Vec<Vec<(String, u128, i64, i64)>> {
+        cursor_rounds(moves)
+            .into_iter()
+            .map(|round| round.into_iter().map(|(_, d, m)| (d.to_owned(), m.chat_id.as_u128(), m.anchor, m.acked_seq)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn moves_of_one_run_are_joined_into_one() {
+        let moves = [write("phone", 1, 0, 1), write("phone", 1, 0, 3), write("phone", 1, 3, 5)];
+        assert_eq!(plan(&moves), vec![vec![("phone".into(), 1, 0, 5)]]);
+    }
+
+    #[test]
+    fn runs_that_do_not_touch_go_in_later_rounds_in_order() {
+        let moves = [write("phone", 1, 0, 2), write("phone", 1, 5, 6), write("phone", 1, 6, 8), write("phone", 1, 9, 9)];
+        assert_eq!(
+            plan(&moves),
+            vec![vec![("phone".into(), 1, 0, 2)], vec![("phone".into(), 1, 5, 8)], vec![("phone".into(), 1, 9, 9)]]
+        );
+    }
+
+    #[test]
+    fn devices_and_chats_are_planned_apart() {
+        let moves = [write("phone", 1, 0, 2), write("laptop", 1, 4, 6), write("phone", 2, 7, 9)];
+        assert_eq!(
+            plan(&moves),
+            vec![vec![("phone".into(), 1, 0, 2), ("laptop".into(), 1, 4, 6), ("phone".into(), 2, 7, 9)]]
+        );
+    }
 }

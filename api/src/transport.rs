@@ -28,6 +28,9 @@ pub enum CloseReason {
     ServerRestart,
     /// 4008: the client reads too slowly; its send queue filled up.
     SlowConsumer,
+    /// 4009: the connection's device was revoked (`DELETE /api/devices/{id}`);
+    /// it is refused if it comes back.
+    DeviceRevoked,
 }
 
 impl CloseReason {
@@ -36,6 +39,7 @@ impl CloseReason {
             CloseReason::Normal => 1000,
             CloseReason::ServerRestart => 1012,
             CloseReason::SlowConsumer => 4008,
+            CloseReason::DeviceRevoked => 4009,
         }
     }
 
@@ -44,6 +48,7 @@ impl CloseReason {
             CloseReason::Normal => "bye",
             CloseReason::ServerRestart => "server restarting, reconnect",
             CloseReason::SlowConsumer => "send queue full: reading too slowly",
+            CloseReason::DeviceRevoked => "device revoked",
         }
     }
 }

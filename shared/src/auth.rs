@@ -65,6 +65,10 @@ pub struct Claims {
     /// Several roles (`["admin"]` also grants the admin API), as some identity providers issue them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// The device this token is for: its connections belong to that device
+    /// (a `deviceId` connect parameter is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub did: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +223,8 @@ pub struct DevTokenRequest {
     pub name: Option<String>,
     pub picture: Option<String>,
     pub role: Option<String>,
+    /// The `did` claim: the device the token is for.
+    pub device_id: Option<String>,
     pub ttl: Duration,
 }
 
@@ -233,6 +239,7 @@ pub fn sign_hs256(secret: &str, request: &DevTokenRequest) -> Result<String, jso
         picture: request.picture.clone(),
         role: request.role.clone(),
         roles: None,
+        did: request.device_id.clone(),
         aud: None,
         iss: None,
     };

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     UnknownFrame,
     /// Too many requests; retry later.
     RateLimited,
+    /// A new device would exceed MAX_DEVICES_PER_USER: revoke one first (`DELETE /api/devices/{id}`).
+    TooManyDevices,
+    /// The device was revoked (`DELETE /api/devices/{id}`); it may not connect again.
+    DeviceRevoked,
     /// A dependency (database, broker) is unavailable; safe to retry with the same clientMsgId.
     Unavailable,
     /// A bug on our side.
@@ -51,7 +55,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::NotMember => 403,
+            ErrorCode::Forbidden | ErrorCode::NotMember | ErrorCode::DeviceRevoked => 403,
             ErrorCode::NotFound | ErrorCode::UnknownFrame => 404,
             ErrorCode::InvalidJson
             | ErrorCode::InvalidFrame
@@ -60,7 +64,7 @@ impl ErrorCode {
             | ErrorCode::ContentEmpty
             | ErrorCode::InvalidMessageType
             | ErrorCode::BinaryNotSupported => 400,
-            ErrorCode::ClientMsgIdConflict | ErrorCode::Conflict => 409,
+            ErrorCode::ClientMsgIdConflict | ErrorCode::Conflict | ErrorCode::TooManyDevices => 409,
             ErrorCode::ContentTooLarge | ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
@@ -88,6 +92,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::UnknownFrame => "unknown_frame",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::DeviceRevoked => "device_revoked",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

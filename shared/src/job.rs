@@ -98,6 +98,9 @@ pub enum NodeItem {
     /// The drain is complete: `count` messages were pending when it began.
     #[serde(rename_all = "camelCase")]
     DrainEnd { connection_id: Uuid, drain_id: Uuid, count: u64 },
+    /// The device was revoked: close every connection of it on the node.
+    #[serde(rename_all = "camelCase")]
+    CloseDevice { user_id: String, device_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

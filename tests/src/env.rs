@@ -129,6 +129,18 @@ impl TestEnv {
 
     /// A fresh database and prefix on the given services (e.g. private instances for fault tests).
     pub async fn on(services: Services, retry: RetryConfig) -> Self {
+        let env = Self::unmigrated_on(services, retry).await;
+        courier_shared::db::migrate(&env.db).await.expect("migrate");
+        env
+    }
+
+    /// A fresh, empty database (no migrations applied) and an unused prefix, for
+    /// a test that loads an older schema itself: the API node migrates it at start-up.
+    pub async fn unmigrated() -> Self {
+        Self::unmigrated_on(Services::default(), test_retry()).await
+    }
+
+    async fn unmigrated_on(services: Services, retry: RetryConfig) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
@@ -144,7 +156,6 @@ impl TestEnv {
             .expect("create test database");
         let database_url = format!("{}/{db_name}", services.postgres);
         let db = courier_shared::db::connect(&database_url, 8, Duration::from_secs(10)).await.expect("connect");
-        courier_shared::db::migrate(&db).await.expect("migrate");
         Self { services, db_name, database_url, prefix: format!("t{}", &tag[tag.len() - 12..]), db, retry, delivery_queues: 1, apis: Vec::new(), workers: Vec::new(), own_brokers: CancellationToken::new(), cleaned: false }
     }
 
@@ -333,16 +344,36 @@ impl TestEnv {
         auth::sign_hs256(JWT_SECRET, &request).expect("sign")
     }
 
+    /// A valid HS256 token for `user` whose `did` claim names `device`.
+    pub fn device_token(&self, user: &str, device: &str) -> String {
+        let request = auth::DevTokenRequest {
+            user_id: user.into(),
+            name: Some(format!("{user} name")),
+            device_id: Some(device.into()),
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        auth::sign_hs256(JWT_SECRET, &request).expect("sign")
+    }
+
     /// The broker topology of this environment.
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix, &self.retry).sharded(self.delivery_queues.into())
     }
 
     /// Stops servers and deletes the database and broker objects.
+    /// Stops the servers, checks the invariants every test must leave intact
+    /// (the member watermarks agree with `message_status`), and removes the
+    /// database and queues.
     pub async fn cleanup(mut self) {
         self.stop_servers().await;
+        let invariants = crate::watermarks::check_watermarks(&self.db).await;
         cleanup(&self.services, &self.db_name, &self.topology()).await;
         self.cleaned = true;
+        // A database the test stopped cannot be read: nothing to check there.
+        if let Err(crate::watermarks::Disagreement::Wrong(wrong)) = invariants {
+            panic!("{wrong}");
+        }
     }
 
     async fn stop_servers(&mut self) {

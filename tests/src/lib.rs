@@ -8,6 +8,7 @@ pub mod ops;
 mod private;
 mod process;
 mod rest;
+pub mod watermarks;
 mod ws;
 
 pub use env::{JWT_SECRET, Services, TestEnv, deadline, eventually, test_retry};

@@ -32,6 +32,7 @@ fn token_with_roles(user: &str, roles: &[&str]) -> String {
         picture: None,
         role: None,
         roles: Some(roles.iter().map(|r| (*r).to_owned()).collect()),
+        did: None,
         aud: None,
         iss: None,
     };

@@ -12,7 +12,7 @@ fn now() -> u64 {
 }
 
 fn claims(user: &str, exp: u64) -> Claims {
-    Claims { sub: user.into(), exp, iat: Some(now()), name: None, picture: None, role: None, roles: None, aud: None, iss: None }
+    Claims { sub: user.into(), exp, iat: Some(now()), name: None, picture: None, role: None, roles: None, did: None, aud: None, iss: None }
 }
 
 fn hs256(secret: &str, claims: &Claims) -> String {

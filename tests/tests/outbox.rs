@@ -22,6 +22,7 @@ async fn store_without_publishing(env: &TestEnv, chat: &str, sender: &str, count
             message_id: Uuid::now_v7(),
             chat_id,
             sender_id: sender.into(),
+            sender_device: None,
             content: format!("orphan {i}"),
             message_type: "text".into(),
             client_msg_id: None,

@@ -74,6 +74,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "DEAD_LETTER_RETENTION", default_value = "14d", value_parser = parse_duration)]
     pub dead_letter_retention: Duration,
 
+    /// A device neither connected nor seen for this long is dropped by the
+    /// janitor, with its cursors (so it stops holding the backlog). Revoked
+    /// devices are kept as long, so they stay refused.
+    #[arg(long, env = "DEVICE_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub device_ttl: Duration,
+
     #[command(flatten)]
     pub webhook: WebhookConfig,
 

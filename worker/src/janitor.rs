@@ -1,13 +1,14 @@
 //! Retention: messages that waited longer than MESSAGE_RETENTION for their
 //! recipient become `expired` and their senders are told (the ordinary
-//! message:status path); dead letters past DEAD_LETTER_RETENTION and outbox
-//! rows with nothing left to publish are deleted, so no table grows without
-//! bound. Presence rows of dead nodes are the reaper's job (reaper.rs).
+//! message:status path); dead letters past DEAD_LETTER_RETENTION, outbox
+//! rows with nothing left to publish and devices not seen for DEVICE_TTL are
+//! deleted, so no table grows without bound. Presence rows of dead nodes are
+//! the reaper's job (reaper.rs).
 
 use std::{sync::Arc, time::Duration};
 
 use courier_shared::{
-    db::{deadletters, ops},
+    db::{deadletters, devices, ops},
     job::StatusChanges,
     broker::PublishOptions,
 };
@@ -16,6 +17,8 @@ use crate::{BoxError, context::Context};
 
 /// Rows expired per statement; the sweep repeats until none are due.
 const EXPIRE_BATCH: i64 = 1000;
+/// Devices dropped per statement; the sweep repeats until none are due.
+const DEVICE_BATCH: i64 = 1000;
 /// Outbox rows this old with no recipient left are garbage.
 const OUTBOX_GARBAGE_AGE: Duration = Duration::from_secs(3600);
 
@@ -56,8 +59,23 @@ async fn sweep(ctx: &Context) -> Result<(), BoxError> {
     }
     let dropped = deadletters::purge_older_than(&ctx.db, ctx.config.dead_letter_retention).await?;
     let garbage = ops::clean_outbox(&ctx.db, OUTBOX_GARBAGE_AGE).await?;
-    if dropped + garbage > 0 {
-        tracing::info!(dead_letters = dropped, outbox_rows = garbage, "janitor cleaned up");
+    let devices = drop_stale_devices(ctx).await?;
+    if dropped + garbage + devices > 0 {
+        tracing::info!(dead_letters = dropped, outbox_rows = garbage, devices, "janitor cleaned up");
     }
     Ok(())
+}
+
+/// Drops devices not seen for DEVICE_TTL and not connected, in batches (a
+/// device's cursors go with it, so a device that never comes back stops
+/// holding its user's backlog). Returns how many.
+async fn drop_stale_devices(ctx: &Context) -> Result<u64, BoxError> {
+    let mut total = 0;
+    loop {
+        let dropped = devices::drop_stale(&ctx.db, ctx.config.device_ttl, DEVICE_BATCH).await?;
+        total += dropped;
+        if dropped < DEVICE_BATCH as u64 || ctx.stopping.is_cancelled() {
+            return Ok(total);
+        }
+    }
 }

@@ -4,7 +4,11 @@ use axum::{
     extract::FromRequestParts,
     http::{header::AUTHORIZATION, request::Parts},
 };
-use courier_shared::{ClientError, ErrorCode, auth::Claims, db::users};
+use courier_shared::{
+    ClientError, ErrorCode,
+    auth::Claims,
+    db::{devices, users},
+};
 
 use super::error::ApiError;
 use crate::state::AppState;
@@ -40,6 +44,32 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Claims, Clien
     Ok(claims)
 }
 
+/// The device a connection belongs to: the token's `did` claim, else the
+/// client's `deviceId` (a query parameter, or Socket.IO's `auth.deviceId`),
+/// else the one default device, so clients that name none behave as one device.
+pub fn device_of(claims: &Claims, requested: Option<&str>) -> Result<String, ClientError> {
+    let device = claims.did.as_deref().or(requested).unwrap_or(devices::DEFAULT_DEVICE);
+    devices::validate_device_id(device)?;
+    Ok(device.to_owned())
+}
+
+/// Resolves and records the device of a connection being opened: refused
+/// when the device was revoked, or would be one too many.
+pub async fn admit_device(state: &AppState, claims: &Claims, requested: Option<&str>) -> Result<String, ClientError> {
+    let device = device_of(claims, requested)?;
+    devices::register(&state.db, &claims.sub, &device, state.config.max_devices_per_user).await?;
+    Ok(device)
+}
+
+/// A query parameter of the request, percent-decoded.
+pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    let query = parts.uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
 /// The token of a request: `Authorization: Bearer …`, else `?token=`.
 pub fn token_from_parts(parts: &Parts) -> Option<String> {
     bearer_token(parts).or_else(|| query_token(parts))
@@ -53,11 +83,7 @@ fn bearer_token(parts: &Parts) -> Option<String> {
 
 /// `?token=` for browsers, which cannot set headers on a WebSocket.
 fn query_token(parts: &Parts) -> Option<String> {
-    let query = parts.uri.query()?;
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == "token").then(|| percent_decode(value))
-    })
+    query_param(parts, "token")
 }
 
 /// JWTs are base64url and dots; decode the few escapes a client might add anyway.

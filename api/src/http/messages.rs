@@ -6,7 +6,8 @@ use axum::{
     http::StatusCode,
 };
 use courier_shared::{
-    db::messages::{self, HistoryMessage},
+    ClientError,
+    db::messages::{self, HistoryMessage, HistoryPage},
     protocol::{SendMessage, SentMessage},
 };
 use serde::Deserialize;
@@ -21,10 +22,12 @@ const MAX_PAGE: i64 = 200;
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
     before: Option<i64>,
+    after: Option<i64>,
     limit: Option<i64>,
 }
 
-/// `GET /api/chats/{id}/messages?before=SEQ&limit=N`: newest first.
+/// `GET /api/chats/{id}/messages?before=SEQ&limit=N`: newest first;
+/// `?after=SEQ&limit=N`: oldest first, for catching up from a seq the client has.
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -33,8 +36,18 @@ pub async fn history(
 ) -> Result<Json<Vec<HistoryMessage>>, ApiError> {
     let Path(chat_id) = chat_id?;
     let Query(query) = query?;
+    let page = match (query.before, query.after) {
+        (before, None) => HistoryPage::Before(before),
+        (None, Some(after)) => HistoryPage::After(after),
+        (Some(_), Some(_)) => {
+            return Err(ClientError::invalid_payload(
+                "`before` and `after` cannot be combined: page newest-first with `before` or oldest-first with `after`",
+            )
+            .into());
+        }
+    };
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    Ok(Json(messages::history(&state.db, user.id(), chat_id, query.before, limit).await?))
+    Ok(Json(messages::history(&state.db, user.id(), chat_id, page, limit).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +76,7 @@ pub async fn send(
         message_type: body.message_type.unwrap_or_else(|| "text".into()),
         client_msg_id: body.client_msg_id,
     };
-    let stored = events::send_message(&state, user.id(), send).await?;
+    let stored = events::send_message(&state, user.id(), user.claims.did.as_deref(), send).await?;
     let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(stored.sent)))
 }

@@ -3,10 +3,12 @@
 pub mod admin;
 pub mod auth;
 mod chats;
+mod devices;
 pub mod error;
 mod health;
 mod messages;
 mod metrics;
+mod sync;
 mod web;
 
 use axum::{
@@ -34,6 +36,9 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
         .route("/chats/{chat_id}/members", post(chats::add_member))
         .route("/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
         .route("/chats/{chat_id}/messages", get(messages::history).post(messages::send))
+        .route("/devices", get(devices::list))
+        .route("/devices/{device_id}", delete(devices::revoke))
+        .route("/sync", get(sync::sync))
         .route("/dev/token", post(web::dev_token))
         .fallback(error::no_such_route);
 

@@ -12,6 +12,8 @@
 //!   of room.
 //! - `acks.rs`, the ack window: frame numbering, frames awaiting an ack, the
 //!   resend schedule, and MAX_UNACKED.
+//! - `cursor.rs`, the device's cursor per chat: how far the client has
+//!   acknowledged without a hole, whatever order its acks come in.
 //! - `drain.rs`, catching up on connect: the drain's phase and credit, live
 //!   deliveries held while it runs, and `sync:done`.
 //!
@@ -19,6 +21,7 @@
 //! the node hands it, in `inbox.rs`.
 
 mod acks;
+pub mod cursor;
 mod drain;
 mod gate;
 mod ticks;
@@ -38,6 +41,7 @@ use uuid::Uuid;
 
 use self::{
     acks::{AckWindow, Settled, UnknownFrame},
+    cursor::Cursors,
     drain::{CatchUp, Live, ToWorker},
     gate::{Decision, GapRead, OrderGate},
     ticks::Ticks,
@@ -53,20 +57,23 @@ use crate::{
 pub struct Session {
     state: AppState,
     pub user_id: String,
+    pub device_id: String,
     pub connection_id: Uuid,
     acks: AckWindow,
+    cursors: Cursors,
     gate: OrderGate,
     catch_up: CatchUp,
     ticks: Ticks,
 }
 
 impl Session {
-    pub fn new(state: AppState, user_id: String, connection_id: Uuid) -> Self {
+    pub fn new(state: AppState, user_id: String, device_id: String, connection_id: Uuid) -> Self {
         let config = &state.config;
         let acks = AckWindow::new(config.ack_timeout, config.ack_timeout_max, config.max_unacked);
         let gate = OrderGate::new(config.reorder_wait);
         let catch_up = CatchUp::new(config.drain_wait, config.max_unacked.max(1), Instant::now());
-        Self { state, user_id, connection_id, acks, gate, catch_up, ticks: Ticks::default() }
+        let cursors = Cursors::default();
+        Self { state, user_id, device_id, connection_id, acks, gate, catch_up, cursors, ticks: Ticks::default() }
     }
 
     /// Runs until the client goes, the session is too slow, or the node stops.
@@ -110,6 +117,8 @@ impl Session {
                 break self.why_closed(&too_slow, &node_stopping);
             }
         };
+        // A session the node ended (e.g. its device was revoked) closes with the node's reason.
+        let reason = handle.ended_for().unwrap_or(reason);
         transport.close(reason).await;
         // A running drain is cancelled: its worker would otherwise wait for
         // credit that never comes.
@@ -267,6 +276,7 @@ impl Session {
         transport.send_event(id, Outgoing::Receive(&delivery)).await?;
         tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, frame_id = id, from_drain,
             "message:receive pushed");
+        self.cursors.pushed(delivery.chat_id, delivery.prev_seq, delivery.seq);
         self.acks.sent_delivery(id, delivery, from_drain, Instant::now());
         Ok(())
     }
@@ -347,6 +357,9 @@ impl Session {
                 if write_delivered {
                     // Nobody waits for this write: the status writer retries it until it lands.
                     drop(self.state.status_writer.delivered(delivery.message_id, self.user_id.clone()).await);
+                }
+                for step in self.cursors.acked(delivery.chat_id, delivery.seq) {
+                    self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, step).await;
                 }
             }
             Settled::Status { update, .. } => {

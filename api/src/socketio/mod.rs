@@ -33,7 +33,7 @@ pub use transport::SioTransport;
 
 use crate::{
     connection::Connection,
-    http::auth::{authenticate, token_from_parts},
+    http::auth::{admit_device, authenticate, query_param, token_from_parts},
     state::AppState,
     transport::{ClientInput, Reply},
 };
@@ -66,6 +66,7 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
 #[derive(Clone)]
 struct Admitted {
     user_id: String,
+    device_id: String,
     connection_id: Uuid,
     /// Events in arrival order, for the connection task.
     events: mpsc::Sender<Incoming>,
@@ -90,7 +91,10 @@ impl std::fmt::Display for Refused {
 /// Bearer` or `?token=` of the request. Runs before the client is told it is
 /// connected, so the event handler is in place before its first emit.
 async fn admit(socket: SocketRef, TryData(auth): TryData<Value>, State(state): State<AppState>) -> Result<(), Refused> {
-    let from_auth = auth.ok().and_then(|auth| auth.get("token").and_then(Value::as_str).map(str::to_owned));
+    let auth = auth.ok();
+    let auth_field = |name: &str| auth.as_ref().and_then(|auth| auth.get(name)).and_then(Value::as_str).map(str::to_owned);
+    let from_auth = auth_field("token");
+    let auth_device = auth_field("deviceId");
     let token = from_auth.or_else(|| token_from_parts(socket.req_parts())).ok_or_else(|| {
         Refused(ClientError::new(
             ErrorCode::Unauthorized,
@@ -98,10 +102,13 @@ async fn admit(socket: SocketRef, TryData(auth): TryData<Value>, State(state): S
         ))
     })?;
     let claims = authenticate(&state, &token).await.map_err(Refused)?;
+    let requested = auth_device.or_else(|| query_param(socket.req_parts(), "deviceId"));
+    let device_id = admit_device(&state, &claims, requested.as_deref()).await.map_err(Refused)?;
     let (events, queue) = mpsc::channel(EVENT_QUEUE);
     let gone = CancellationToken::new();
     socket.extensions.insert(Admitted {
         user_id: claims.sub,
+        device_id,
         connection_id: Uuid::now_v7(),
         events,
         queue: Arc::new(Mutex::new(Some(queue))),
@@ -127,7 +134,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
 }
 
 async fn run_connection(state: AppState, socket: SocketRef, admitted: Admitted, mut queue: mpsc::Receiver<Incoming>) {
-    let Admitted { user_id, connection_id, gone, .. } = admitted;
+    let Admitted { user_id, device_id, connection_id, gone, .. } = admitted;
     let config = &state.config;
     let timeouts = transport::Timeouts {
         write: config.write_timeout,
@@ -135,7 +142,7 @@ async fn run_connection(state: AppState, socket: SocketRef, admitted: Admitted, 
         delivery_ack: config.ack_timeout_max.max(config.ack_timeout),
         status_ack: config.ack_timeout,
     };
-    let connection = Connection::open(state.clone(), user_id, connection_id, |link| {
+    let connection = Connection::open(state.clone(), user_id, device_id, connection_id, |link| {
         SioTransport::new(socket.clone(), link, timeouts)
     })
     .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
-    ClientError,
+    ClientError, ErrorCode,
     job::PresenceNotice,
     protocol::{SyncDone, server_events},
 };
@@ -176,6 +176,15 @@ impl Transport for SioTransport {
             CloseReason::ServerRestart => {}
             CloseReason::Normal | CloseReason::SlowConsumer => {
                 if self.socket.connected() {
+                    let _ = self.socket.clone().disconnect();
+                }
+            }
+            // Socket.IO has no close code: say why in an `error` event first,
+            // then disconnect (a client does not reconnect after a server disconnect).
+            CloseReason::DeviceRevoked => {
+                if self.socket.connected() {
+                    let error = ClientError::new(ErrorCode::DeviceRevoked, reason.text());
+                    let _ = self.socket.emit(server_events::ERROR, &error);
                     let _ = self.socket.clone().disconnect();
                 }
             }

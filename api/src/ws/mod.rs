@@ -10,7 +10,8 @@ mod transport;
 
 use axum::{
     extract::{
-        State, WebSocketUpgrade,
+        Query, State, WebSocketUpgrade,
+        rejection::QueryRejection,
         ws::{Message, WebSocket},
     },
     response::Response,
@@ -20,6 +21,7 @@ use courier_shared::{
     protocol::{self, ClientEvent, ClientFrame},
 };
 use futures::StreamExt;
+use serde::Deserialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -27,7 +29,10 @@ pub use transport::{WsTransport, encode};
 
 use crate::{
     connection::Connection,
-    http::auth::AuthUser,
+    http::{
+        auth::{AuthUser, admit_device},
+        error::ApiError,
+    },
     state::AppState,
     transport::{ClientInput, Reply},
 };
@@ -38,27 +43,42 @@ const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
 /// Socket read and write buffers: small, because idle connections must be cheap.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
-/// `GET /ws`: the token is checked (401 with a JSON body) before the upgrade.
-pub async fn upgrade(State(state): State<AppState>, user: AuthUser, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
+/// `GET /ws[?deviceId=…]`: the token and the device are checked (401, 403 or
+/// 409 with a JSON body) before the upgrade.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: Result<Query<UpgradeQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let device_id = admit_device(&state, &user.claims, query.device_id.as_deref()).await?;
+    Ok(upgrade
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| serve_socket(state, user, socket))
+        .on_upgrade(move |socket| serve_socket(state, user, device_id, socket)))
 }
 
-async fn serve_socket(state: AppState, user: AuthUser, socket: WebSocket) {
+/// The query of `GET /ws` (the token, if there, is read by [`AuthUser`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeQuery {
+    device_id: Option<String>,
+}
+
+async fn serve_socket(state: AppState, user: AuthUser, device_id: String, socket: WebSocket) {
     let connection_id = Uuid::now_v7();
-    let span = tracing::info_span!("connection", %connection_id, user_id = %user.claims.sub, node_id = %state.node_id);
+    let span = tracing::info_span!("connection", %connection_id, user_id = %user.claims.sub, %device_id, node_id = %state.node_id);
     let tracker = state.connections.clone();
-    tracker.track_future(run_connection(state, user.claims.sub, socket, connection_id).instrument(span)).await;
+    tracker.track_future(run_connection(state, user.claims.sub, device_id, socket, connection_id).instrument(span)).await;
 }
 
-async fn run_connection(state: AppState, user_id: String, socket: WebSocket, connection_id: Uuid) {
+async fn run_connection(state: AppState, user_id: String, device_id: String, socket: WebSocket, connection_id: Uuid) {
     let (sink, mut stream) = socket.split();
     let write_timeout = state.config.write_timeout;
-    let connection = Connection::open(state.clone(), user_id, connection_id, |link| {
+    let connection = Connection::open(state.clone(), user_id, device_id, connection_id, |link| {
         WsTransport::new(sink, link.too_slow, write_timeout)
     })
     .await;

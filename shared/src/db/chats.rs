@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::users::{self, UserProfile};
+use super::{
+    devices,
+    users::{self, UserProfile},
+};
 use crate::error::{ClientError, ErrorCode};
 
 /// Most members a group may have.
@@ -110,13 +113,14 @@ pub async fn create(pool: &PgPool, creator: &str, request: NewChat) -> Result<(C
             let mut everyone = members.clone();
             everyone.push(creator.to_owned());
             sqlx::query(
-                "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq)
-                 SELECT $1, user_id, 0, 0 FROM UNNEST($2::text[]) AS u(user_id)",
+                "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq, delivered_seq, read_seq)
+                 SELECT $1, user_id, 0, 0, 0, 0 FROM UNNEST($2::text[]) AS u(user_id)",
             )
             .bind(id)
             .bind(&everyone)
             .execute(&mut *tx)
             .await?;
+            devices::start_cursors(&mut *tx, id, &everyone, 0).await?;
             id
         }
         None => sqlx::query_scalar("SELECT id FROM chats WHERE direct_key = $1")
@@ -246,7 +250,8 @@ pub async fn add_member(pool: &PgPool, caller: &str, chat_id: Uuid, new_member: 
     }
     users::ensure_exist(&mut *tx, &[new_member.to_owned()]).await?;
     let added = sqlx::query(
-        "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq) VALUES ($1, $2, $3, $3)
+        "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq, delivered_seq, read_seq)
+         VALUES ($1, $2, $3, $3, $3, $3)
          ON CONFLICT (chat_id, user_id) DO NOTHING",
     )
     .bind(chat_id)
@@ -256,6 +261,9 @@ pub async fn add_member(pool: &PgPool, caller: &str, chat_id: Uuid, new_member: 
     .await?
     .rows_affected()
         == 1;
+    if added {
+        devices::start_cursors(&mut *tx, chat_id, &[new_member.to_owned()], last_seq).await?;
+    }
     tx.commit().await?;
     Ok(added)
 }
@@ -277,6 +285,11 @@ pub async fn remove_member(pool: &PgPool, caller: &str, chat_id: Uuid, member: &
     if removed == 0 {
         return Err(ClientError::new(ErrorCode::NotFound, "no such member"));
     }
+    sqlx::query("DELETE FROM device_cursors WHERE chat_id = $1 AND user_id = $2")
+        .bind(chat_id)
+        .bind(member)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct NewMessage {
     pub message_id: Uuid,
     pub chat_id: Uuid,
     pub sender_id: String,
+    /// The device it was sent from; `None` for a REST send without a `did` claim.
+    pub sender_device: Option<String>,
     pub content: String,
     pub message_type: String,
     pub client_msg_id: Option<String>,
@@ -70,9 +72,22 @@ pub async fn store_batch(
 /// Per chat, while a batch is assembled: the next seq and each member's last received seq.
 struct ChatState {
     last_seq: i64,
+    /// `last_seq` before this batch.
+    batch_start: i64,
     /// (user_id, last_recv_seq), in user order.
     members: Vec<(String, i64)>,
+    /// The messages that open this batch in the chat, while they are all one
+    /// member's: their own messages count as delivered to and read by them.
+    own_run: Option<OwnRun>,
     changed: bool,
+}
+
+struct OwnRun {
+    sender: String,
+    /// The seq of the run's last message.
+    end: i64,
+    /// Whether only this sender has sent in the chat in this batch so far.
+    open: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +96,7 @@ struct Rows {
     chat_ids: Vec<Uuid>,
     seqs: Vec<i64>,
     sender_ids: Vec<String>,
+    sender_devices: Vec<Option<String>>,
     contents: Vec<Vec<u8>>,
     types: Vec<String>,
     client_msg_ids: Vec<Option<String>>,
@@ -132,6 +148,12 @@ async fn try_store_batch(
         chat.last_seq += 1;
         chat.changed = true;
         let seq = chat.last_seq;
+        match &mut chat.own_run {
+            None => chat.own_run = Some(OwnRun { sender: message.sender_id.clone(), end: seq, open: true }),
+            Some(run) if run.open && run.sender == message.sender_id => run.end = seq,
+            // Someone else's message ends the run.
+            Some(run) => run.open = false,
+        }
         let mut recipients = Vec::with_capacity(chat.members.len().saturating_sub(1));
         for (user, last_recv_seq) in chat.members.iter_mut().filter(|(user, _)| *user != message.sender_id) {
             rows.status_message_ids.push(message.message_id);
@@ -147,6 +169,7 @@ async fn try_store_batch(
         rows.chat_ids.push(message.chat_id);
         rows.seqs.push(seq);
         rows.sender_ids.push(message.sender_id.clone());
+        rows.sender_devices.push(message.sender_device.clone());
         rows.contents.push(message.content.as_bytes().to_vec());
         rows.types.push(message.message_type.clone());
         rows.client_msg_ids.push(message.client_msg_id.clone());
@@ -203,7 +226,10 @@ async fn try_store_batch(
 }
 
 /// Locks the batch's chats in id order (so concurrent batches cannot deadlock)
-/// and reads their members after the lock, so membership is current.
+/// and reads their members after the lock, so membership is current. The
+/// member rows are locked too, in (chat, user) order: the order in which
+/// status writes lock them to move watermarks, so neither waits on the other
+/// in a circle.
 async fn lock_chats(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[NewMessage],
@@ -217,10 +243,13 @@ async fn lock_chats(
         .await?;
     let mut chats: HashMap<Uuid, ChatState> = locked
         .into_iter()
-        .map(|(id, last_seq)| (id, ChatState { last_seq, members: Vec::new(), changed: false }))
+        .map(|(id, last_seq)| {
+            (id, ChatState { last_seq, batch_start: last_seq, members: Vec::new(), own_run: None, changed: false })
+        })
         .collect();
     let members: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT chat_id, user_id, last_recv_seq FROM chat_members WHERE chat_id = ANY($1) ORDER BY chat_id, user_id",
+        "SELECT chat_id, user_id, last_recv_seq FROM chat_members WHERE chat_id = ANY($1)
+          ORDER BY chat_id, user_id FOR UPDATE",
     )
     .bind(&chat_ids)
     .fetch_all(&mut **tx)
@@ -278,8 +307,8 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
         return Ok(Vec::new());
     }
     let created: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[])
+        "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id, sender_device)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[])
          RETURNING id, created_at",
     )
     .bind(&rows.message_ids)
@@ -289,6 +318,7 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
     .bind(&rows.contents)
     .bind(&rows.types)
     .bind(&rows.client_msg_ids)
+    .bind(&rows.sender_devices)
     .fetch_all(&mut **tx)
     .await?;
     if !rows.status_message_ids.is_empty() {
@@ -347,16 +377,53 @@ async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uui
     .bind(&member_seqs)
     .execute(&mut **tx)
     .await?;
+    advance_own_runs(tx, chats).await
+}
+
+/// A sender's own messages are delivered to and read by them: a sender whose
+/// watermarks stood at the chat's end before the batch moves them over the
+/// messages they opened the batch with. (One whose watermarks are behind gets
+/// them moved over their own messages when the messages before are acked:
+/// [`super::status::advance_watermarks`].)
+async fn advance_own_runs(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uuid, ChatState>) -> Result<(), sqlx::Error> {
+    let (mut chat_ids, mut senders, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (chat_id, chat) in chats {
+        if let Some(run) = &chat.own_run {
+            chat_ids.push(*chat_id);
+            senders.push(run.sender.clone());
+            starts.push(chat.batch_start);
+            ends.push(run.end);
+        }
+    }
+    if chat_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE chat_members m
+            SET delivered_seq = CASE WHEN m.delivered_seq = u.start THEN u.run_end ELSE m.delivered_seq END,
+                read_seq = CASE WHEN m.read_seq = u.start THEN u.run_end ELSE m.read_seq END
+           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) AS u(chat_id, user_id, start, run_end)
+          WHERE m.chat_id = u.chat_id AND m.user_id = u.user_id AND m.delivered_seq = u.start",
+    )
+    .bind(&chat_ids)
+    .bind(&senders)
+    .bind(&starts)
+    .bind(&ends)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-/// A message in history.
+/// An entry of a chat's log, as history and sync return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryMessage {
     pub message_id: Uuid,
     pub chat_id: Uuid,
     pub seq: i64,
+    /// What the entry is: `message` so far; edits, deletes and reactions are
+    /// to become further kinds of the same log, so clients skip kinds they do not know.
+    pub kind: String,
     pub sender_id: String,
     pub sender: SenderInfo,
     pub content: String,
@@ -377,13 +444,57 @@ pub struct RecipientStatus {
     pub timestamp: DateTime<Utc>,
 }
 
-/// A page of a chat's history, newest first, below `before` (exclusive), from
-/// the caller's join onwards. The caller must be a member.
+/// A log entry as read from `messages` joined with its sender's profile.
+/// Queries select `m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content,
+/// m.message_type, m.client_msg_id, m.created_at, u.name, u.profile_picture`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EntryRow {
+    id: Uuid,
+    pub(crate) chat_id: Uuid,
+    pub(crate) seq: i64,
+    kind: String,
+    sender_id: String,
+    content: Vec<u8>,
+    message_type: String,
+    client_msg_id: Option<String>,
+    created_at: DateTime<Utc>,
+    name: Option<String>,
+    profile_picture: Option<String>,
+}
+
+impl EntryRow {
+    pub(crate) fn into_history(self, statuses: Option<Vec<RecipientStatus>>) -> HistoryMessage {
+        HistoryMessage {
+            message_id: self.id,
+            chat_id: self.chat_id,
+            seq: self.seq,
+            kind: self.kind,
+            sender: SenderInfo { name: self.name, profile_picture: self.profile_picture },
+            sender_id: self.sender_id,
+            content: String::from_utf8_lossy(&self.content).into_owned(),
+            message_type: self.message_type,
+            client_msg_id: self.client_msg_id,
+            created_at: self.created_at,
+            statuses,
+        }
+    }
+}
+
+/// Which page of a chat's log [`history`] reads; both exclusive of the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPage {
+    /// Newest first, below this seq (`None`: from the newest).
+    Before(Option<i64>),
+    /// Oldest first, above this seq: catching up from a seq the client has.
+    After(i64),
+}
+
+/// A page of a chat's history from the caller's join onwards. The caller must be a member.
 pub async fn history(
     pool: &PgPool,
     user_id: &str,
     chat_id: Uuid,
-    before: Option<i64>,
+    page: HistoryPage,
     limit: i64,
 ) -> Result<Vec<HistoryMessage>, ClientError> {
     let joined_seq: Option<i64> =
@@ -394,31 +505,34 @@ pub async fn history(
             .await?;
     let Some(joined_seq) = joined_seq else { return Err(ClientError::not_member()) };
 
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: Uuid,
-        seq: i64,
-        sender_id: String,
-        content: Vec<u8>,
-        message_type: String,
-        client_msg_id: Option<String>,
-        created_at: DateTime<Utc>,
-        name: Option<String>,
-        profile_picture: Option<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT m.id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, m.created_at,
-                u.name, u.profile_picture
-           FROM messages m JOIN users u ON u.id = m.sender_id
-          WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3
-          ORDER BY m.seq DESC LIMIT $4",
-    )
-    .bind(chat_id)
-    .bind(joined_seq)
-    .bind(before.unwrap_or(i64::MAX))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<EntryRow> = match page {
+        HistoryPage::Before(before) => sqlx::query_as(
+            "SELECT m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type, m.client_msg_id,
+                    m.created_at, u.name, u.profile_picture
+               FROM messages m JOIN users u ON u.id = m.sender_id
+              WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3
+              ORDER BY m.seq DESC LIMIT $4",
+        )
+        .bind(chat_id)
+        .bind(joined_seq)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?,
+        HistoryPage::After(after) => sqlx::query_as(
+            "SELECT m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type, m.client_msg_id,
+                    m.created_at, u.name, u.profile_picture
+               FROM messages m JOIN users u ON u.id = m.sender_id
+              WHERE m.chat_id = $1 AND m.seq > GREATEST($2, $3)
+              ORDER BY m.seq LIMIT $4",
+        )
+        .bind(chat_id)
+        .bind(joined_seq)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?,
+    };
 
     let mine: Vec<Uuid> = rows.iter().filter(|r| r.sender_id == user_id).map(|r| r.id).collect();
     let mut statuses: HashMap<Uuid, Vec<RecipientStatus>> = HashMap::new();
@@ -443,17 +557,9 @@ pub async fn history(
 
     Ok(rows
         .into_iter()
-        .map(|row| HistoryMessage {
-            statuses: (row.sender_id == user_id).then(|| statuses.remove(&row.id).unwrap_or_default()),
-            message_id: row.id,
-            chat_id,
-            seq: row.seq,
-            sender: SenderInfo { name: row.name, profile_picture: row.profile_picture },
-            sender_id: row.sender_id,
-            content: String::from_utf8_lossy(&row.content).into_owned(),
-            message_type: row.message_type,
-            client_msg_id: row.client_msg_id,
-            created_at: row.created_at,
+        .map(|row| {
+            let own = (row.sender_id == user_id).then(|| statuses.remove(&row.id).unwrap_or_default());
+            row.into_history(own)
         })
         .collect())
 }

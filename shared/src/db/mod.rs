@@ -3,11 +3,13 @@
 
 pub mod chats;
 pub mod deadletters;
+pub mod devices;
 pub mod messages;
 pub mod ops;
 pub mod outbox;
 pub mod presence;
 pub mod status;
+pub mod sync;
 pub mod users;
 
 use std::{str::FromStr, time::Duration};

@@ -35,20 +35,23 @@ pub async fn heartbeat(pool: &PgPool, node_id: &str) -> Result<bool, sqlx::Error
 }
 
 /// Re-registers a node and its live connections after its lease was lost.
-pub async fn restore_node(pool: &PgPool, node_id: &str, connections: &[(Uuid, String)]) -> Result<(), sqlx::Error> {
-    let (ids, users): (Vec<Uuid>, Vec<String>) = connections.iter().cloned().unzip();
+pub async fn restore_node(pool: &PgPool, node_id: &str, connections: &[(Uuid, String, String)]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = connections.iter().map(|c| c.0).collect();
+    let users: Vec<&str> = connections.iter().map(|c| c.1.as_str()).collect();
+    let devices: Vec<&str> = connections.iter().map(|c| c.2.as_str()).collect();
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO api_nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()")
         .bind(node_id)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO connections (id, user_id, node_id)
-         SELECT id, user_id, $3 FROM UNNEST($1::uuid[], $2::text[]) AS c(id, user_id)
+        "INSERT INTO connections (id, user_id, device_id, node_id)
+         SELECT id, user_id, device_id, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS c(id, user_id, device_id)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&ids)
     .bind(&users)
+    .bind(&devices)
     .bind(node_id)
     .execute(&mut *tx)
     .await?;
@@ -68,15 +71,39 @@ pub async fn unregister_node(pool: &PgPool, node_id: &str) -> Result<Vec<(String
     Ok(offline)
 }
 
-/// Records an open connection.
-pub async fn add_connection(pool: &PgPool, connection_id: Uuid, user_id: &str, node_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO connections (id, user_id, node_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-        .bind(connection_id)
-        .bind(user_id)
-        .bind(node_id)
-        .execute(pool)
-        .await?;
-    Ok(())
+/// Records an open connection of a device that is not revoked; false (and
+/// nothing recorded) if it is. The device row is share-locked while the
+/// connection row goes in, so a revoke either waits and then finds the
+/// connection to close, or has committed and the connection is refused.
+pub async fn add_connection(
+    pool: &PgPool,
+    connection_id: Uuid,
+    user_id: &str,
+    device_id: &str,
+    node_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let active: Option<bool> = sqlx::query_scalar(
+        "SELECT revoked_at IS NULL FROM devices WHERE user_id = $1 AND device_id = $2 FOR SHARE",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if active != Some(true) {
+        return Ok(false); // revoked, or dropped as stale in between
+    }
+    sqlx::query(
+        "INSERT INTO connections (id, user_id, device_id, node_id) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(connection_id)
+    .bind(user_id)
+    .bind(device_id)
+    .bind(node_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Removes a closed connection. If it was the user's last, stores and returns last_seen.

@@ -329,3 +329,80 @@ pub async fn parked_total(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .fetch_one(pool)
         .await
 }
+
+/// A member's watermarks in a chat after a change.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Watermarks {
+    pub chat_id: Uuid,
+    pub user_id: String,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
+}
+
+/// Moves the watermarks of these (user, chat) members up to what their
+/// `message_status` rows now say: `delivered_seq` to just before their first
+/// message still `sent` or `expired` (else the chat's end: their own messages
+/// count), `read_seq` likewise before the first not `read`. Call it in the
+/// transaction that changed the statuses, after the change. Returns the
+/// members whose watermarks moved.
+///
+/// The members' rows are locked first, in a fixed order, by a statement of
+/// its own: a concurrent writer of the same member then commits before the
+/// recomputation starts, and READ COMMITTED gives that next statement a
+/// snapshot with its changes in it.
+pub async fn advance_watermarks(
+    conn: &mut sqlx::PgConnection,
+    members: &[(String, Uuid)],
+) -> Result<Vec<Watermarks>, sqlx::Error> {
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut members = members.to_vec();
+    members.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    members.dedup();
+    let (user_ids, chat_ids): (Vec<String>, Vec<Uuid>) = members.into_iter().unzip();
+    sqlx::query(
+        "SELECT 1 FROM chat_members m
+           JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
+             ON m.user_id = p.user_id AND m.chat_id = p.chat_id
+          ORDER BY p.ord
+            FOR UPDATE OF m",
+    )
+    .bind(&user_ids)
+    .bind(&chat_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "UPDATE chat_members cm
+            SET delivered_seq = w.delivered_seq,
+                delivered_at = CASE WHEN w.delivered_seq > cm.delivered_seq THEN now() ELSE cm.delivered_at END,
+                read_seq = w.read_seq,
+                read_at = CASE WHEN w.read_seq > cm.read_seq THEN now() ELSE cm.read_at END
+           FROM (SELECT m.chat_id, m.user_id,
+                        GREATEST(m.delivered_seq, COALESCE(
+                            (SELECT min(ms.seq) - 1 FROM message_status ms
+                              WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.delivered_seq
+                                AND ms.status IN ('sent', 'expired')),
+                            c.last_seq)) AS delivered_seq,
+                        GREATEST(m.read_seq, COALESCE(
+                            (SELECT min(ms.seq) - 1 FROM message_status ms
+                              WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.read_seq
+                                AND ms.status <> 'read'),
+                            c.last_seq)) AS read_seq
+                   FROM UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
+                   JOIN chat_members m ON m.user_id = p.user_id AND m.chat_id = p.chat_id
+                   JOIN chats c ON c.id = m.chat_id) w
+          WHERE cm.chat_id = w.chat_id AND cm.user_id = w.user_id
+            AND (w.delivered_seq > cm.delivered_seq OR w.read_seq > cm.read_seq)
+          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq",
+    )
+    .bind(&user_ids)
+    .bind(&chat_ids)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// The members whose status rows these changes touched.
+pub fn members_of(changes: &[StatusChange]) -> Vec<(String, Uuid)> {
+    changes.iter().map(|change| (change.update.user_id.clone(), change.update.chat_id)).collect()
+}
