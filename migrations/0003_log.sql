@@ -48,6 +48,12 @@ UPDATE chat_members cm
  WHERE s.chat_id = cm.chat_id AND s.user_id = cm.user_id;
 UPDATE chat_members SET read_seq = LEAST(read_seq, delivered_seq);
 
+-- Up to which seq the `default` device (the only one before devices) may
+-- hold messages out of order: `message_status` rows say which it has, so a
+-- drain does not send them again. Cursors alone describe everything after.
+ALTER TABLE chat_members ADD COLUMN legacy_seq bigint NOT NULL DEFAULT 0;
+UPDATE chat_members cm SET legacy_seq = c.last_seq FROM chats c WHERE c.id = cm.chat_id;
+
 ALTER TABLE chat_members
     ALTER COLUMN delivered_seq SET NOT NULL,
     ALTER COLUMN read_seq SET NOT NULL,
@@ -75,6 +81,9 @@ CREATE TABLE device_cursors (
     device_id text NOT NULL,
     chat_id   uuid NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
     acked_seq bigint NOT NULL,
+    -- Set when the user leaves the chat (the chat's last seq then): the device
+    -- still gets what was sent while the user was a member, and no more.
+    until_seq bigint,
     PRIMARY KEY (user_id, device_id, chat_id),
     FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 );

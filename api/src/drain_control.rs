@@ -16,9 +16,10 @@ use uuid::Uuid;
 use crate::state::AppState;
 
 /// Asks a worker to drain a connection's backlog (again), from inbox position `resume_after`.
-pub fn request(state: &AppState, user_id: String, connection_id: Uuid, resume_after: i64) {
+pub fn request(state: &AppState, user_id: String, device_id: String, connection_id: Uuid, resume_after: i64) {
     let event = PresenceEvent {
         user_id,
+        device_id,
         node_id: state.node_id.clone(),
         connection_id,
         kind: PresenceKind::Resync { resume_after },

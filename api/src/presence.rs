@@ -22,7 +22,7 @@ pub async fn connected(state: &AppState, user_id: &str, device_id: &str, connect
     if !presence::add_connection(&state.db, connection_id, user_id, device_id, &state.node_id).await? {
         return Ok(false);
     }
-    publish(state, user_id, connection_id, PresenceKind::Connected).await;
+    publish(state, user_id, device_id, connection_id, PresenceKind::Connected).await;
     Ok(true)
 }
 
@@ -40,17 +40,17 @@ pub async fn disconnected(state: &AppState, user_id: &str, device_id: &str, conn
             // node, which bounces deliveries to the retry tiers, and keeps the
             // user "online" for co-members).
             tracing::warn!(%error, %connection_id, "cannot remove a closed connection's row; retrying");
-            let (state, user_id) = (state.clone(), user_id.to_owned());
-            tokio::spawn(async move { remove_later(&state, &user_id, connection_id).await });
+            let (state, user_id, device_id) = (state.clone(), user_id.to_owned(), device_id.to_owned());
+            tokio::spawn(async move { remove_later(&state, &user_id, &device_id, connection_id).await });
             return;
         }
     };
-    publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
+    publish(state, user_id, device_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
 }
 
 /// Retries removing a closed connection's row with backoff, for up to
 /// STALE_ROW_PATIENCE; after that the row goes when the node restarts or is reaped.
-async fn remove_later(state: &AppState, user_id: &str, connection_id: Uuid) {
+async fn remove_later(state: &AppState, user_id: &str, device_id: &str, connection_id: Uuid) {
     use backon::{BackoffBuilder, ExponentialBuilder};
     let delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -61,7 +61,7 @@ async fn remove_later(state: &AppState, user_id: &str, connection_id: Uuid) {
     for delay in delays {
         tokio::time::sleep(delay).await;
         if let Ok(last_seen) = presence::remove_connection(&state.db, connection_id, user_id).await {
-            publish(state, user_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
+            publish(state, user_id, device_id, connection_id, PresenceKind::Disconnected { last: last_seen.is_some() }).await;
             return;
         }
     }
@@ -74,11 +74,18 @@ const STALE_ROW_PATIENCE: Duration = Duration::from_secs(300);
 /// Lets the workers tell co-members that `user_id` went offline (the node is
 /// stopping and removed the user's last connection itself).
 pub async fn announce_offline(state: &AppState, user_id: &str) {
-    publish(state, user_id, Uuid::nil(), PresenceKind::Disconnected { last: true }).await;
+    publish(state, user_id, devices::DEFAULT_DEVICE, Uuid::nil(), PresenceKind::Disconnected { last: true }).await;
 }
 
-async fn publish(state: &AppState, user_id: &str, connection_id: Uuid, kind: PresenceKind) {
-    let event = PresenceEvent { user_id: user_id.to_owned(), node_id: state.node_id.clone(), connection_id, kind, at: Utc::now() };
+async fn publish(state: &AppState, user_id: &str, device_id: &str, connection_id: Uuid, kind: PresenceKind) {
+    let event = PresenceEvent {
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        node_id: state.node_id.clone(),
+        connection_id,
+        kind,
+        at: Utc::now(),
+    };
     let exchange = state.broker.topology().presence();
     if let Err(error) = state.broker.publish_json(&exchange, "", &event, PublishOptions::persistent()).await {
         tracing::warn!(%error, ?kind, "cannot publish a presence event");

@@ -42,6 +42,15 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub sender_name: Option<String>,
     pub sender_picture: Option<String>,
+    /// An entry the connection passes over without sending it: the device's
+    /// own message, or one that expired for this recipient. Its cursor moves
+    /// over it as if the client had acknowledged it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
+}
+
+fn default_device() -> String {
+    crate::db::devices::DEFAULT_DEVICE.to_owned()
 }
 
 impl Delivery {
@@ -117,6 +126,9 @@ pub enum PresenceNotice {
 #[serde(rename_all = "camelCase")]
 pub struct PresenceEvent {
     pub user_id: String,
+    /// The connection's device: a drain sends what this device has not acknowledged.
+    #[serde(default = "default_device")]
+    pub device_id: String,
     pub node_id: String,
     pub connection_id: Uuid,
     pub kind: PresenceKind,

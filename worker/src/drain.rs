@@ -1,6 +1,7 @@
-//! Reconnect drain: a user's undelivered messages (the guide's
-//! getUndeliveredMessages, parked or still retrying), oldest first, pushed to
-//! the new connection in pages. The next page goes only when the client has
+//! Reconnect drain: what the connection's device has not acknowledged (the
+//! guide's getUndeliveredMessages, per device: the log after the device's
+//! cursor in each chat, parked or still retrying), in seq order per chat,
+//! pushed to the new connection in pages. The next page goes only when the client has
 //! acknowledged enough of the previous ones (credit from the API node), so a
 //! user back after a week is neither flooded nor starved, and other users'
 //! deliveries keep flowing through the same push queue meanwhile. Then the
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 
 use courier_shared::{
-    db::{presence, status},
+    db::{log, status},
     job::{NodeItem, PresenceEvent},
 };
 use tokio::sync::watch;
@@ -22,8 +23,11 @@ use crate::{
 };
 
 /// Starts a drain for the connection in `event` on its own task once a drain
-/// slot is free (so at most DRAIN_CONCURRENCY run at once).
-pub async fn start(ctx: Arc<Context>, event: &PresenceEvent, resume_after: i64) {
+/// slot is free (so at most DRAIN_CONCURRENCY run at once). A drain starts
+/// from the device's cursors, so one asked for again (`Resync`) resumes where
+/// the client's acknowledgements got to; `_resume_after` (an inbox position
+/// of the per-recipient rows) is no longer needed.
+pub async fn start(ctx: Arc<Context>, event: &PresenceEvent, _resume_after: i64) {
     let Ok(slot) = ctx.drain_slots.clone().acquire_owned().await else { return };
     let event = event.clone();
     tokio::spawn(async move {
@@ -31,7 +35,7 @@ pub async fn start(ctx: Arc<Context>, event: &PresenceEvent, resume_after: i64) 
         let credit = ctx.drains.register(drain_id);
         let span = tracing::info_span!("drain", %drain_id, user_id = %event.user_id, node_id = %event.node_id);
         let started = std::time::Instant::now();
-        let result = tracing::Instrument::instrument(run(&ctx, &event, drain_id, credit, resume_after), span).await;
+        let result = tracing::Instrument::instrument(run(&ctx, &event, drain_id, credit), span).await;
         ctx.drains.unregister(drain_id);
         drop(slot);
         ctx.metrics.drain_duration.observe(started.elapsed().as_secs_f64());
@@ -55,17 +59,16 @@ async fn run(
     event: &PresenceEvent,
     drain_id: Uuid,
     mut credit: watch::Receiver<Credit>,
-    resume_after: i64,
 ) -> Result<(), BoxError> {
     let started = std::time::Instant::now();
-    let user_id = &event.user_id;
-    let (until, pending, baselines) = presence::drain_snapshot(&ctx.db, user_id).await?;
-    tracing::info!(%user_id, pending, "user came online: delivering pending messages");
+    let (user_id, device_id) = (&event.user_id, &event.device_id);
+    let (pending, baselines) = log::device_snapshot(&ctx.db, user_id, device_id).await?;
+    tracing::info!(%user_id, %device_id, pending, "user came online: delivering what this device has not acknowledged");
     send(ctx, event, NodeItem::DrainBegin {
         connection_id: event.connection_id,
         drain_id,
         worker_id: ctx.worker_id.clone(),
-        baselines,
+        baselines: baselines.clone(),
     })
     .await?;
 
@@ -73,16 +76,17 @@ async fn run(
     let window = u64::from(ctx.config.drain_window.max(page_size));
     let mut sent = 0u64;
     let mut drained = 0u64;
-    let mut cursor = resume_after;
+    let mut position = (Uuid::nil(), 0);
     loop {
         wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
-        let page = status::undelivered_page(&ctx.db, user_id, cursor, until, i64::from(page_size)).await?;
+        let page = log::device_page(&ctx.db, user_id, device_id, &baselines, position, i64::from(page_size)).await?;
         let Some(last) = page.last() else { break };
-        cursor = last.status_id;
+        position = (last.chat_id, last.seq);
         let full = page.len() == page_size as usize;
+        let shown = page.iter().filter(|delivery| !delivery.silent).count() as u64;
         sent += page.len() as u64;
-        drained += page.len() as u64;
-        ctx.metrics.drained_messages.inc_by(page.len() as u64);
+        drained += shown;
+        ctx.metrics.drained_messages.inc_by(shown);
         let item = NodeItem::DrainPage { connection_id: event.connection_id, drain_id, deliveries: page, statuses: Vec::new() };
         send(ctx, event, item).await?;
         if !full {

@@ -151,9 +151,10 @@ async fn requeue(
     let connections = ops::connections_of(&state.db, &user_id).await?;
     let exchange = state.broker.topology().presence();
     let mut drains = 0;
-    for (connection_id, node_id) in &connections {
+    for (connection_id, device_id, node_id) in &connections {
         let event = PresenceEvent {
             user_id: user_id.clone(),
+            device_id: device_id.clone(),
             node_id: node_id.clone(),
             connection_id: *connection_id,
             kind: PresenceKind::Resync { resume_after: 0 },

@@ -31,7 +31,7 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::Utc;
 use courier_shared::{
     ClientError, ErrorCode,
-    db::status,
+    db::log,
     job::Delivery,
     protocol::StatusUpdate,
 };
@@ -236,7 +236,8 @@ impl Session {
 
     async fn read_gap<T: Transport>(&mut self, transport: &mut T, read: GapRead) -> Result<(), TransportClosed> {
         let GapRead { chat_id, after, up_to, limit } = read;
-        match status::undelivered_in_chat(&self.state.db, &self.user_id, chat_id, after, up_to, limit as i64).await {
+        let db = &self.state.db;
+        match log::device_gap(db, &self.user_id, &self.device_id, chat_id, after, up_to, limit as i64).await {
             Ok(rows) => {
                 let deliveries = self.gate.gap_read(read, rows);
                 self.push_all(transport, deliveries).await
@@ -272,6 +273,16 @@ impl Session {
 
     /// Sends one `message:receive` and tracks it until acked.
     async fn push<T: Transport>(&mut self, transport: &mut T, delivery: Delivery, from_drain: bool) -> Result<(), TransportClosed> {
+        if delivery.silent {
+            // The device's own message, or one that expired for this user:
+            // passed over unseen, as if the client had acknowledged it.
+            self.cursors.pushed(delivery.chat_id, delivery.prev_seq, delivery.seq);
+            self.move_cursor(delivery.chat_id, delivery.seq).await;
+            if from_drain {
+                self.drain_settled(1);
+            }
+            return Ok(());
+        }
         let id = self.acks.next_frame_id();
         transport.send_event(id, Outgoing::Receive(&delivery)).await?;
         tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, frame_id = id, from_drain,
@@ -358,9 +369,7 @@ impl Session {
                     // Nobody waits for this write: the status writer retries it until it lands.
                     drop(self.state.status_writer.delivered(delivery.message_id, self.user_id.clone()).await);
                 }
-                for step in self.cursors.acked(delivery.chat_id, delivery.seq) {
-                    self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, step).await;
-                }
+                self.move_cursor(delivery.chat_id, delivery.seq).await;
             }
             Settled::Status { update, .. } => {
                 self.state.status_writer.sender_synced(update.message_id, update.user_id, update.status).await;
@@ -374,6 +383,13 @@ impl Session {
             self.resume_overflow(transport).await?;
         }
         Ok(())
+    }
+
+    /// The device has message `seq` of `chat_id`: moves its cursor if that closes a run.
+    async fn move_cursor(&mut self, chat_id: Uuid, seq: i64) {
+        for step in self.cursors.acked(chat_id, seq) {
+            self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, step).await;
+        }
     }
 
     /// Counts settled drain items; the worker gets credit when enough have accumulated.
@@ -409,7 +425,7 @@ impl Session {
 
     /// Asks a worker to drain this connection's backlog (again), from inbox position `resume_after`.
     fn request_drain(&self, resume_after: i64) {
-        drain_control::request(&self.state, self.user_id.clone(), self.connection_id, resume_after);
+        drain_control::request(&self.state, self.user_id.clone(), self.device_id.clone(), self.connection_id, resume_after);
     }
 
     fn tell_worker(&self, message: ToWorker) {
@@ -451,6 +467,7 @@ mod fixtures {
             created_at: DateTime::UNIX_EPOCH,
             sender_name: None,
             sender_picture: None,
+            silent: false,
         }
     }
 }

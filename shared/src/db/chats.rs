@@ -212,7 +212,7 @@ async fn lock_as_member(
     chat_id: Uuid,
     user_id: &str,
 ) -> Result<(String, i64), ClientError> {
-    let chat: Option<(String, i64)> = sqlx::query_as("SELECT kind, last_seq FROM chats WHERE id = $1 FOR UPDATE")
+    let chat: Option<(String, i64)> = sqlx::query_as("SELECT kind, last_seq FROM chats WHERE id = $1 FOR NO KEY UPDATE")
         .bind(chat_id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -272,24 +272,20 @@ pub async fn add_member(pool: &PgPool, caller: &str, chat_id: Uuid, new_member: 
 /// belongs to. Messages sent afterwards never reach them.
 pub async fn remove_member(pool: &PgPool, caller: &str, chat_id: Uuid, member: &str) -> Result<(), ClientError> {
     let mut tx = pool.begin().await?;
-    let (kind, _) = lock_as_member(&mut tx, chat_id, caller).await?;
+    let (kind, last_seq) = lock_as_member(&mut tx, chat_id, caller).await?;
     if kind == "direct" {
         return Err(ClientError::new(ErrorCode::Conflict, "the members of a direct chat are fixed"));
     }
-    let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
-        .bind(chat_id)
-        .bind(member)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if removed == 0 {
+    let removed: Option<i64> =
+        sqlx::query_scalar("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2 RETURNING delivered_seq")
+            .bind(chat_id)
+            .bind(member)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(delivered_seq) = removed else {
         return Err(ClientError::new(ErrorCode::NotFound, "no such member"));
-    }
-    sqlx::query("DELETE FROM device_cursors WHERE chat_id = $1 AND user_id = $2")
-        .bind(chat_id)
-        .bind(member)
-        .execute(&mut *tx)
-        .await?;
+    };
+    devices::leave(&mut tx, chat_id, member, delivered_seq, last_seq).await?;
     tx.commit().await?;
     Ok(())
 }

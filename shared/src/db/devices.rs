@@ -59,7 +59,9 @@ pub async fn register(pool: &PgPool, user_id: &str, device_id: &str, max_devices
     }
     let mut tx = pool.begin().await?;
     // One new device of a user at a time, so two cannot both pass the limit.
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user_id).execute(&mut *tx).await?;
+    // NO KEY UPDATE: it must not block (or deadlock with) a send, whose
+    // foreign keys share-lock the user's row while it holds its chats' rows.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE").bind(user_id).execute(&mut *tx).await?;
     // `existing`: NULL when there is no such device, else whether it is active.
     let (active, existing): (i64, Option<bool>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL),
@@ -113,7 +115,9 @@ pub async fn touch(pool: &PgPool, user_id: &str, device_id: &str) -> Result<(), 
 }
 
 /// Cursors for members who just joined `chat_id` (or its creators): every
-/// device of theirs starts at `joined_seq`.
+/// device of theirs starts at `joined_seq`. (A member who left and rejoins
+/// starts there too: what was sent to them before they left and never
+/// reached a device is given up.)
 pub async fn start_cursors(
     executor: impl PgExecutor<'_>,
     chat_id: Uuid,
@@ -124,7 +128,8 @@ pub async fn start_cursors(
         "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq)
          SELECT d.user_id, d.device_id, $1, $3 FROM devices d
           WHERE d.user_id = ANY($2) AND d.revoked_at IS NULL
-         ON CONFLICT (user_id, device_id, chat_id) DO UPDATE SET acked_seq = GREATEST(device_cursors.acked_seq, EXCLUDED.acked_seq)",
+         ON CONFLICT (user_id, device_id, chat_id)
+         DO UPDATE SET acked_seq = GREATEST(device_cursors.acked_seq, EXCLUDED.acked_seq), until_seq = NULL",
     )
     .bind(chat_id)
     .bind(user_ids)
@@ -160,6 +165,40 @@ pub async fn move_cursors(
     .execute(executor)
     .await?;
     Ok(moved.rows_affected())
+}
+
+/// `user_id` left `chat_id`, whose last seq is `last_seq`: their devices
+/// still get what was sent while they were in, and no more. A user who never
+/// connected gets the `default` device here, so what was sent to them is not
+/// lost with the membership.
+pub async fn leave(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    chat_id: Uuid,
+    user_id: &str,
+    delivered_seq: i64,
+    last_seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO devices (user_id, device_id) SELECT $1, $2
+          WHERE NOT EXISTS (SELECT 1 FROM devices WHERE user_id = $1)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(DEFAULT_DEVICE)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq, until_seq)
+         SELECT user_id, device_id, $2, $3, $4 FROM devices WHERE user_id = $1 AND revoked_at IS NULL
+         ON CONFLICT (user_id, device_id, chat_id) DO UPDATE SET until_seq = EXCLUDED.until_seq",
+    )
+    .bind(user_id)
+    .bind(chat_id)
+    .bind(delivered_seq)
+    .bind(last_seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The user's devices that are not revoked, most recently seen first.

@@ -237,7 +237,7 @@ async fn lock_chats(
     let mut chat_ids: Vec<Uuid> = batch.iter().map(|m| m.chat_id).collect();
     chat_ids.sort();
     chat_ids.dedup();
-    let locked: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, last_seq FROM chats WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    let locked: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, last_seq FROM chats WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(&chat_ids)
         .fetch_all(&mut **tx)
         .await?;
@@ -249,7 +249,7 @@ async fn lock_chats(
         .collect();
     let members: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "SELECT chat_id, user_id, last_recv_seq FROM chat_members WHERE chat_id = ANY($1)
-          ORDER BY chat_id, user_id FOR UPDATE",
+          ORDER BY chat_id, user_id FOR NO KEY UPDATE",
     )
     .bind(&chat_ids)
     .fetch_all(&mut **tx)

@@ -4,6 +4,7 @@
 pub mod chats;
 pub mod deadletters;
 pub mod devices;
+pub mod log;
 pub mod messages;
 pub mod ops;
 pub mod outbox;

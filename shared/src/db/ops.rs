@@ -123,8 +123,12 @@ pub async fn unpark(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> Result
 }
 
 /// The user's live connections: (connection id, node id).
-pub async fn connections_of(executor: impl PgExecutor<'_>, user_id: &str) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, node_id FROM connections WHERE user_id = $1 ORDER BY connected_at")
+/// A user's connections: (connection id, device id, node id), oldest first.
+pub async fn connections_of(
+    executor: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, device_id, node_id FROM connections WHERE user_id = $1 ORDER BY connected_at")
         .bind(user_id)
         .fetch_all(executor)
         .await

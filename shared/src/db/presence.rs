@@ -7,8 +7,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::job::ChatBaseline;
-
 /// Registers a node at start-up. A node restarting under the same id first
 /// removes the connections its previous life left behind.
 pub async fn register_node(pool: &PgPool, node_id: &str) -> Result<(), sqlx::Error> {
@@ -128,7 +126,7 @@ async fn mark_offline_if_gone(
     // Two connections of one user closing at once: without this lock each
     // transaction still sees the other's (uncommitted) row and neither
     // declares the user offline. Locked in id order, so no deadlock.
-    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(users)
         .execute(&mut **tx)
         .await?;
@@ -190,23 +188,4 @@ pub async fn online_co_members(pool: &PgPool, user_id: &str) -> Result<Vec<(Stri
     .bind(user_id)
     .fetch_all(pool)
     .await
-}
-
-/// What a drain needs to start, read in one snapshot: the newest inbox
-/// position of a pending message, how many are pending, and each chat's ordering baseline.
-pub async fn drain_snapshot(pool: &PgPool, user_id: &str) -> Result<(i64, i64, Vec<ChatBaseline>), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
-    let (until, pending): (Option<i64>, i64) =
-        sqlx::query_as("SELECT max(id), count(*) FROM message_status WHERE user_id = $1 AND status = 'sent'")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let baselines: Vec<(Uuid, i64)> =
-        sqlx::query_as("SELECT chat_id, last_recv_seq FROM chat_members WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    Ok((until.unwrap_or(0), pending, baselines.into_iter().map(|(chat_id, seq)| ChatBaseline { chat_id, seq }).collect()))
 }

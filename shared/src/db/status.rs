@@ -165,64 +165,9 @@ impl From<DeliveryRow> for Delivery {
             created_at: row.created_at,
             sender_name: row.sender_name,
             sender_picture: row.sender_picture,
+            silent: false,
         }
     }
-}
-
-/// The guide's getUndeliveredMessages, one page: `user_id`'s `sent` messages in
-/// inbox order after `after_status_id`, up to `until_status_id`.
-pub async fn undelivered_page(
-    pool: &PgPool,
-    user_id: &str,
-    after_status_id: i64,
-    until_status_id: i64,
-    limit: i64,
-) -> Result<Vec<Delivery>, sqlx::Error> {
-    let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DELIVERY_COLUMNS}
-           FROM message_status ms
-           JOIN messages m ON m.id = ms.message_id
-           JOIN users u ON u.id = m.sender_id
-          WHERE ms.user_id = $1 AND ms.status = 'sent' AND ms.id > $2 AND ms.id <= $3
-          ORDER BY ms.id
-          LIMIT $4"
-    )))
-    .bind(user_id)
-    .bind(after_status_id)
-    .bind(until_status_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Delivery::from).collect())
-}
-
-/// `user_id`'s `sent` messages in one chat with `after_seq < seq <= up_to_seq`, in seq order:
-/// what a connection pushes when it finds a hole in a chat's sequence.
-pub async fn undelivered_in_chat(
-    pool: &PgPool,
-    user_id: &str,
-    chat_id: Uuid,
-    after_seq: i64,
-    up_to_seq: i64,
-    limit: i64,
-) -> Result<Vec<Delivery>, sqlx::Error> {
-    let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DELIVERY_COLUMNS}
-           FROM message_status ms
-           JOIN messages m ON m.id = ms.message_id
-           JOIN users u ON u.id = m.sender_id
-          WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq > $3 AND ms.seq <= $4 AND ms.status = 'sent'
-          ORDER BY ms.seq
-          LIMIT $5"
-    )))
-    .bind(user_id)
-    .bind(chat_id)
-    .bind(after_seq)
-    .bind(up_to_seq)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Delivery::from).collect())
 }
 
 /// Deliveries for (message, recipient) pairs still `sent`, in the order given.
@@ -366,7 +311,7 @@ pub async fn advance_watermarks(
            JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
              ON m.user_id = p.user_id AND m.chat_id = p.chat_id
           ORDER BY p.ord
-            FOR UPDATE OF m",
+            FOR NO KEY UPDATE OF m",
     )
     .bind(&user_ids)
     .bind(&chat_ids)

@@ -7,7 +7,7 @@
 //! in that order past the cursors, and the cursors it hands back are where the
 //! next page starts. That the cursors never skip an entry rests on seqs
 //! becoming visible in order within a chat: a send holds its chat's row lock
-//! (`FOR UPDATE` in `messages::store_batch`) until it commits, so seq N+1
+//! (`FOR NO KEY UPDATE` in `messages::store_batch`) until it commits, so seq N+1
 //! commits after seq N and no snapshot shows N+1 without N.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};

@@ -1,0 +1,175 @@
+//! Reading the log for one device: what it has not acknowledged, after its
+//! cursor in each chat, in seq order. A drain and a connection's gap reads
+//! both come here, so a device that was off while another device of the same
+//! user had everything still gets all of it.
+//!
+//! The log is gap-free per chat and a member sees every entry after joining,
+//! so an entry's predecessor for the device is `seq - 1`. Entries the device
+//! must pass over without showing come back `silent`: its own messages (a
+//! message sent without a device, over REST or before devices, counts as the
+//! `default` device's), and
+//! messages that expired for the user (retention) before any device had them.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::job::{ChatBaseline, Delivery};
+
+/// The chats a device reads, one row each: `after_seq` (what it has
+/// acknowledged, or where it starts), `until_seq` (the chat's end, or where
+/// the user left it) and `legacy_seq` (see below). `$1` is the user, `$2` the
+/// device. A chat without a cursor for the device counts from the user's
+/// delivered watermark, where a new device starts. Chats the user left still
+/// count until the device has everything sent while they were in.
+const SOURCES: &str = "sources AS (
+        SELECT cm.chat_id,
+               GREATEST(COALESCE(dc.acked_seq, cm.delivered_seq), cm.joined_seq) AS after_seq,
+               c.last_seq AS until_seq,
+               cm.legacy_seq
+          FROM chat_members cm
+          JOIN chats c ON c.id = cm.chat_id
+          LEFT JOIN device_cursors dc ON dc.user_id = cm.user_id AND dc.device_id = $2 AND dc.chat_id = cm.chat_id
+         WHERE cm.user_id = $1
+        UNION ALL
+        SELECT dc.chat_id, dc.acked_seq, dc.until_seq, 0
+          FROM device_cursors dc
+         WHERE dc.user_id = $1 AND dc.device_id = $2 AND dc.until_seq IS NOT NULL AND dc.acked_seq < dc.until_seq
+           AND NOT EXISTS (SELECT 1 FROM chat_members cm WHERE cm.user_id = $1 AND cm.chat_id = dc.chat_id))";
+
+/// Columns of a [`Delivery`] read from the log (`m` joined with its `sources`
+/// row `s`). Silent: the device's own message (one sent without a device, over
+/// REST or before devices, counts as `default`'s); one that expired for the
+/// user; and, up to `legacy_seq`, one the `default` device already had when
+/// delivery state was a row per message and recipient.
+const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.content, m.message_type, m.created_at,
+     u.name AS sender_name, u.profile_picture AS sender_picture,
+     (m.sender_id = $1 AND COALESCE(m.sender_device, 'default') = $2)
+        OR EXISTS (SELECT 1 FROM message_status ms
+                    WHERE ms.message_id = m.id AND ms.user_id = $1
+                      AND (ms.status = 'expired'
+                           OR (m.seq <= s.legacy_seq AND $2 = 'default' AND ms.status IN ('delivered', 'read')))) AS silent";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    message_id: Uuid,
+    chat_id: Uuid,
+    seq: i64,
+    sender_id: String,
+    content: Vec<u8>,
+    message_type: String,
+    created_at: DateTime<Utc>,
+    sender_name: Option<String>,
+    sender_picture: Option<String>,
+    silent: bool,
+}
+
+impl From<Row> for Delivery {
+    fn from(row: Row) -> Self {
+        Delivery {
+            // Inbox positions belong to per-recipient rows; the log pages by (chat, seq).
+            status_id: 0,
+            message_id: row.message_id,
+            chat_id: row.chat_id,
+            seq: row.seq,
+            prev_seq: row.seq - 1,
+            sender_id: row.sender_id,
+            // Stored from a Rust String: always valid UTF-8.
+            content: String::from_utf8_lossy(&row.content).into_owned(),
+            message_type: row.message_type,
+            created_at: row.created_at,
+            sender_name: row.sender_name,
+            sender_picture: row.sender_picture,
+            silent: row.silent,
+        }
+    }
+}
+
+/// The device's ordering baselines (each chat it reads, up to its end now)
+/// and how many entries it has not acknowledged below them, in one snapshot.
+pub async fn device_snapshot(pool: &PgPool, user_id: &str, device_id: &str) -> Result<(i64, Vec<ChatBaseline>), sqlx::Error> {
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {SOURCES} SELECT chat_id, until_seq, after_seq FROM sources ORDER BY chat_id"
+    )))
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_all(pool)
+    .await?;
+    let pending = rows.iter().map(|(_, until, after)| (until - after).max(0)).sum();
+    let baselines = rows.into_iter().map(|(chat_id, until, _)| ChatBaseline { chat_id, seq: until }).collect();
+    Ok((pending, baselines))
+}
+
+/// One page of a device's backlog: entries after its cursor in each chat, up
+/// to the chat's baseline, after position `after` = (chat, seq), in (chat,
+/// seq) order.
+pub async fn device_page(
+    pool: &PgPool,
+    user_id: &str,
+    device_id: &str,
+    baselines: &[ChatBaseline],
+    after: (Uuid, i64),
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let chat_ids: Vec<Uuid> = baselines.iter().map(|b| b.chat_id).collect();
+    let until: Vec<i64> = baselines.iter().map(|b| b.seq).collect();
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {SOURCES}
+         SELECT {COLUMNS}
+           FROM UNNEST($3::uuid[], $4::int8[]) AS b(chat_id, until_seq)
+           JOIN sources s ON s.chat_id = b.chat_id
+           CROSS JOIN LATERAL (
+                SELECT * FROM messages m
+                 WHERE m.chat_id = b.chat_id AND m.seq > s.after_seq AND m.seq <= LEAST(b.until_seq, s.until_seq)
+                   AND (m.chat_id, m.seq) > ($5, $6)
+                 ORDER BY m.seq
+                 LIMIT $7) m
+           JOIN users u ON u.id = m.sender_id
+          ORDER BY m.chat_id, m.seq
+          LIMIT $7"
+    )))
+    .bind(user_id)
+    .bind(device_id)
+    .bind(&chat_ids)
+    .bind(&until)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
+
+/// Entries of one chat with `after_seq < seq <= up_to_seq` for the device, in
+/// seq order, from the user's join on and past what the device has
+/// acknowledged: what a connection pushes when it finds a hole in a chat's
+/// sequence.
+pub async fn device_gap(
+    pool: &PgPool,
+    user_id: &str,
+    device_id: &str,
+    chat_id: Uuid,
+    after_seq: i64,
+    up_to_seq: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH {SOURCES}
+         SELECT {COLUMNS}
+           FROM sources s
+           JOIN messages m ON m.chat_id = s.chat_id AND m.seq > GREATEST($4, s.after_seq) AND m.seq <= LEAST($5, s.until_seq)
+           JOIN users u ON u.id = m.sender_id
+          WHERE s.chat_id = $3
+          ORDER BY m.seq
+          LIMIT $6"
+    )))
+    .bind(user_id)
+    .bind(device_id)
+    .bind(chat_id)
+    .bind(after_seq)
+    .bind(up_to_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
