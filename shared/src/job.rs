@@ -37,6 +37,9 @@ pub struct Delivery {
     /// has pushed up to `prev_seq` may push this one.
     pub prev_seq: i64,
     pub sender_id: String,
+    /// The device the sender sent it from (`None`: the `default` device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_device: Option<String>,
     pub content: String,
     pub message_type: String,
     pub created_at: DateTime<Utc>,
@@ -54,6 +57,12 @@ fn default_device() -> String {
 }
 
 impl Delivery {
+    /// Whether `device_id` of `user_id` sent it: that device passes over it unseen.
+    pub fn is_from(&self, user_id: &str, device_id: &str) -> bool {
+        self.sender_id == user_id
+            && self.sender_device.as_deref().unwrap_or(crate::db::devices::DEFAULT_DEVICE) == device_id
+    }
+
     /// The `message:receive` payload.
     pub fn to_received(&self) -> ReceivedMessage {
         ReceivedMessage {

@@ -113,3 +113,44 @@ async fn own_messages_reach_the_senders_other_devices_and_not_the_sending_one() 
     assert_eq!((count, on_phone.len()), (0, 0), "never back to the device that sent it");
     env.cleanup().await;
 }
+
+async fn cursor_of(env: &TestEnv, user: &str, device: &str) -> i64 {
+    sqlx::query_scalar("SELECT acked_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2")
+        .bind(user)
+        .bind(device)
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn online_devices_get_every_message_live_and_their_own_only_on_the_others() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    env.start_worker().await;
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
+    let mut phone = device(&env, &addr, "bob", "phone").await;
+    let mut laptop = device(&env, &addr, "bob", "laptop").await;
+    phone.wait_event("sync:done").await;
+    laptop.wait_event("sync:done").await;
+    let mut alice = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
+
+    let mine = phone.send_message(&chat, "sent from the phone").await;
+    let on_laptop = laptop.receive_messages(1).await;
+    assert_eq!((&on_laptop[0]["messageId"], &on_laptop[0]["senderId"]), (&mine["messageId"], &json!("bob")));
+    let reply = alice.send_message(&chat, "hi both").await;
+    assert_eq!(phone.receive_messages(1).await[0]["messageId"], reply["messageId"], "the phone gets alice's, not its own");
+    assert_eq!(laptop.receive_messages(1).await[0]["messageId"], reply["messageId"]);
+    for (name, client) in [("phone", &mut phone), ("laptop", &mut laptop)] {
+        client.barrier().await;
+        assert!(client.drain_pending("message:receive").is_empty(), "nothing more at the {name}");
+    }
+    // Both cursors pass both messages: the phone's over its own one without having been sent it.
+    for name in ["phone", "laptop"] {
+        courier_tests::eventually(&format!("the {name}'s cursor at 2"), || async {
+            (cursor_of(&env, "bob", name).await == 2).then_some(())
+        })
+        .await;
+    }
+    env.cleanup().await;
+}

@@ -4,12 +4,16 @@
 //! Jobs are handled in batches (one presence lookup, one status read, one push
 //! per node, one multiple-ack), so throughput does not pay a round trip per job.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::{
     broker::{Link, PublishOptions, header_u32},
-    db::{presence, status},
+    db::{log, presence},
     job::{ATTEMPT_HEADER, DEAD_REASON_HEADER, Delivery, DeliveryJob, NodeItem},
     retry::{AttemptedJob, job_span, retry_or_park},
 };
@@ -145,22 +149,24 @@ async fn handle_batch(ctx: &Context, channel: &Channel, batch: Vec<AmqpDelivery>
 async fn plan(ctx: &Context, jobs: &[(u64, AttemptedJob)]) -> Result<Plan, sqlx::Error> {
     let (message_ids, user_ids): (Vec<Uuid>, Vec<String>) =
         jobs.iter().map(|(_, j)| (j.job.message_id, j.job.recipient_id.clone())).unzip();
-    let pending: HashMap<(Uuid, String), Delivery> = status::pending_deliveries(&ctx.db, &message_ids, &user_ids)
+    let pending: HashMap<(Uuid, String), Delivery> = log::pending_deliveries(&ctx.db, &message_ids, &user_ids)
         .await?
         .into_iter()
         .map(|(recipient, delivery)| ((delivery.message_id, recipient), delivery))
         .collect();
 
-    // Jobs without a pending status: delivered already, or their message is gone.
+    // Jobs nobody needs: every device of the recipient has the message, they
+    // were not a member when it was sent, or the message is gone (poison).
     let settled: Vec<usize> = (0..jobs.len()).filter(|&i| !pending.contains_key(&(message_ids[i], user_ids[i].clone()))).collect();
     let mut plan = Plan::default();
     if !settled.is_empty() {
         let ids: Vec<Uuid> = settled.iter().map(|&i| message_ids[i]).collect();
-        let users: Vec<String> = settled.iter().map(|&i| user_ids[i].clone()).collect();
-        for (&i, state) in settled.iter().zip(status::statuses_of(&ctx.db, &ids, &users).await?) {
-            match state {
-                Some(_) => plan.done += 1,
-                None => plan.poison.push((jobs[i].0, "message_gone")),
+        let existing: HashSet<Uuid> = log::existing(&ctx.db, &ids).await?.into_iter().collect();
+        for &i in &settled {
+            if existing.contains(&message_ids[i]) {
+                plan.done += 1;
+            } else {
+                plan.poison.push((jobs[i].0, "message_gone"));
             }
         }
     }

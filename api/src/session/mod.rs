@@ -33,7 +33,7 @@ use courier_shared::{
     ClientError, ErrorCode,
     db::log,
     job::Delivery,
-    protocol::StatusUpdate,
+    protocol::{SentMessage, StatusUpdate, server_events},
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -149,7 +149,16 @@ impl Session {
             ClientInput::Reply(reply) => transport.send_reply(reply).await,
             ClientInput::Event { event, data } => {
                 let id = self.acks.next_frame_id();
-                transport.send_event(id, Outgoing::Other { event, data: &data }).await
+                transport.send_event(id, Outgoing::Other { event, data: &data }).await?;
+                if event == server_events::SENT
+                    && let Ok(sent) = serde_json::from_value::<SentMessage>(data)
+                {
+                    // This device has its own message: the chat's order goes on
+                    // past it here without waiting for it to come back.
+                    let own = self.own_message(sent);
+                    self.on_push(transport, SessionInput::Deliver(Box::new(own))).await?;
+                }
+                Ok(())
             }
             ClientInput::Ack(id) => match self.acks.ack(id) {
                 Ok(settled) => self.on_settled(transport, settled, true).await,
@@ -177,16 +186,32 @@ impl Session {
         }
     }
 
+    /// A message this device sent, as the silent entry it is in its chat's sequence here.
+    fn own_message(&self, sent: SentMessage) -> Delivery {
+        Delivery {
+            status_id: 0,
+            message_id: sent.message_id,
+            chat_id: sent.chat_id,
+            seq: sent.seq,
+            prev_seq: sent.seq - 1,
+            sender_id: self.user_id.clone(),
+            sender_device: Some(self.device_id.clone()),
+            content: String::new(),
+            message_type: String::new(),
+            created_at: sent.created_at,
+            sender_name: None,
+            sender_picture: None,
+            silent: true,
+        }
+    }
+
     async fn on_push<T: Transport>(&mut self, transport: &mut T, input: SessionInput) -> Result<(), TransportClosed> {
         match input {
-            SessionInput::Deliver(delivery) => match self.catch_up.live(*delivery) {
-                Live::PassOn(delivery) => self.offer(transport, delivery).await,
-                Live::Held => Ok(()),
-                Live::NotKept { chat_id, seq } => {
-                    self.gate.note_overflow(chat_id, seq);
-                    Ok(())
-                }
-            },
+            SessionInput::Deliver(mut delivery) => {
+                // The user's other devices get their own messages; this one passes over its own.
+                delivery.silent |= delivery.is_from(&self.user_id, &self.device_id);
+                self.on_live(transport, *delivery).await
+            }
             SessionInput::Status(update) => self.send_status(transport, update, false).await,
             SessionInput::Presence(notice) => {
                 let id = self.acks.next_frame_id();
@@ -205,6 +230,18 @@ impl Session {
             SessionInput::Resync => {
                 let resume_after = self.catch_up.resync(Instant::now());
                 self.request_drain(resume_after);
+                Ok(())
+            }
+        }
+    }
+
+    /// A live delivery: held while the drain runs, else through the ordering gate.
+    async fn on_live<T: Transport>(&mut self, transport: &mut T, delivery: Delivery) -> Result<(), TransportClosed> {
+        match self.catch_up.live(delivery) {
+            Live::PassOn(delivery) => self.offer(transport, delivery).await,
+            Live::Held => Ok(()),
+            Live::NotKept { chat_id, seq } => {
+                self.gate.note_overflow(chat_id, seq);
                 Ok(())
             }
         }
@@ -462,6 +499,7 @@ mod fixtures {
             seq,
             prev_seq,
             sender_id: "alice".into(),
+            sender_device: None,
             content: format!("message {seq}"),
             message_type: "text".into(),
             created_at: DateTime::UNIX_EPOCH,

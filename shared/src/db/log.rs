@@ -42,7 +42,7 @@ const SOURCES: &str = "sources AS (
 /// REST or before devices, counts as `default`'s); one that expired for the
 /// user; and, up to `legacy_seq`, one the `default` device already had when
 /// delivery state was a row per message and recipient.
-const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.content, m.message_type, m.created_at,
+const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device, m.content, m.message_type, m.created_at,
      u.name AS sender_name, u.profile_picture AS sender_picture,
      (m.sender_id = $1 AND COALESCE(m.sender_device, 'default') = $2)
         OR EXISTS (SELECT 1 FROM message_status ms
@@ -56,6 +56,7 @@ struct Row {
     chat_id: Uuid,
     seq: i64,
     sender_id: String,
+    sender_device: Option<String>,
     content: Vec<u8>,
     message_type: String,
     created_at: DateTime<Utc>,
@@ -74,6 +75,7 @@ impl From<Row> for Delivery {
             seq: row.seq,
             prev_seq: row.seq - 1,
             sender_id: row.sender_id,
+            sender_device: row.sender_device,
             // Stored from a Rust String: always valid UTF-8.
             content: String::from_utf8_lossy(&row.content).into_owned(),
             message_type: row.message_type,
@@ -172,4 +174,49 @@ pub async fn device_gap(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Delivery::from).collect())
+}
+
+/// Live deliveries for (message, recipient) jobs, in the order given: those
+/// the recipient still needs (a member when it was sent, not expired for
+/// them, and some device of theirs has not acknowledged it, or they have no
+/// device yet). A job of the sender is their other devices' copy.
+pub async fn pending_deliveries(
+    pool: &PgPool,
+    message_ids: &[Uuid],
+    user_ids: &[String],
+) -> Result<Vec<(String, Delivery)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Pending {
+        recipient_id: String,
+        #[sqlx(flatten)]
+        row: Row,
+    }
+    let rows: Vec<Pending> = sqlx::query_as(
+        "SELECT j.user_id AS recipient_id, m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device,
+                m.content, m.message_type, m.created_at, u.name AS sender_name, u.profile_picture AS sender_picture,
+                false AS silent
+           FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
+           JOIN messages m ON m.id = j.message_id
+           JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = j.user_id AND m.seq > cm.joined_seq
+           JOIN users u ON u.id = m.sender_id
+          WHERE NOT EXISTS (SELECT 1 FROM message_status ms
+                             WHERE ms.message_id = m.id AND ms.user_id = j.user_id AND ms.status = 'expired')
+            AND (NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = j.user_id AND d.revoked_at IS NULL)
+                 OR EXISTS (SELECT 1 FROM devices d
+                              LEFT JOIN device_cursors dc
+                                     ON dc.user_id = d.user_id AND dc.device_id = d.device_id AND dc.chat_id = m.chat_id
+                             WHERE d.user_id = j.user_id AND d.revoked_at IS NULL
+                               AND COALESCE(dc.acked_seq, cm.delivered_seq) < m.seq))
+          ORDER BY j.ord",
+    )
+    .bind(message_ids)
+    .bind(user_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|pending| (pending.recipient_id, Delivery::from(pending.row))).collect())
+}
+
+/// Which of these messages exist (a job of a message that does not is poison).
+pub async fn existing(pool: &PgPool, message_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM messages WHERE id = ANY($1)").bind(message_ids).fetch_all(pool).await
 }

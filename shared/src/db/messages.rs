@@ -74,8 +74,8 @@ struct ChatState {
     last_seq: i64,
     /// `last_seq` before this batch.
     batch_start: i64,
-    /// (user_id, last_recv_seq), in user order.
-    members: Vec<(String, i64)>,
+    /// (user_id, whether they have more than one device), in user order.
+    members: Vec<(String, bool)>,
     /// The messages that open this batch in the chat, while they are all one
     /// member's: their own messages count as delivered to and read by them.
     own_run: Option<OwnRun>,
@@ -154,15 +154,22 @@ async fn try_store_batch(
             // Someone else's message ends the run.
             Some(run) => run.open = false,
         }
-        let mut recipients = Vec::with_capacity(chat.members.len().saturating_sub(1));
-        for (user, last_recv_seq) in chat.members.iter_mut().filter(|(user, _)| *user != message.sender_id) {
+        let mut recipients = Vec::with_capacity(chat.members.len());
+        for (user, several_devices) in &chat.members {
+            if *user == message.sender_id {
+                // Their other devices get it too: a job of their own.
+                if *several_devices {
+                    recipients.push(user.clone());
+                }
+                continue;
+            }
             rows.status_message_ids.push(message.message_id);
             rows.status_user_ids.push(user.clone());
             rows.status_chat_ids.push(message.chat_id);
             rows.status_seqs.push(seq);
-            rows.status_prev_seqs.push(*last_recv_seq);
+            // The log is gap-free and members see all of it: the predecessor is seq - 1.
+            rows.status_prev_seqs.push(seq - 1);
             rows.status_sender_ids.push(message.sender_id.clone());
-            *last_recv_seq = seq;
             recipients.push(user.clone());
         }
         rows.message_ids.push(message.message_id);
@@ -226,10 +233,8 @@ async fn try_store_batch(
 }
 
 /// Locks the batch's chats in id order (so concurrent batches cannot deadlock)
-/// and reads their members after the lock, so membership is current. The
-/// member rows are locked too, in (chat, user) order: the order in which
-/// status writes lock them to move watermarks, so neither waits on the other
-/// in a circle.
+/// and reads their members after the lock, so membership is current (adding
+/// and removing members lock the chat too).
 async fn lock_chats(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[NewMessage],
@@ -247,16 +252,18 @@ async fn lock_chats(
             (id, ChatState { last_seq, batch_start: last_seq, members: Vec::new(), own_run: None, changed: false })
         })
         .collect();
-    let members: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT chat_id, user_id, last_recv_seq FROM chat_members WHERE chat_id = ANY($1)
-          ORDER BY chat_id, user_id FOR NO KEY UPDATE",
+    let members: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT cm.chat_id, cm.user_id,
+                (SELECT count(*) > 1 FROM devices d WHERE d.user_id = cm.user_id AND d.revoked_at IS NULL)
+           FROM chat_members cm WHERE cm.chat_id = ANY($1)
+          ORDER BY cm.chat_id, cm.user_id",
     )
     .bind(&chat_ids)
     .fetch_all(&mut **tx)
     .await?;
-    for (chat_id, user_id, last_recv_seq) in members {
+    for (chat_id, user_id, several_devices) in members {
         if let Some(chat) = chats.get_mut(&chat_id) {
-            chat.members.push((user_id, last_recv_seq));
+            chat.members.push((user_id, several_devices));
         }
     }
     Ok(chats)
@@ -346,18 +353,12 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
     Ok(created)
 }
 
-/// Writes back the chats' last_seq and the members' last_recv_seq.
+/// Writes back the chats' last_seq (one row per chat, not per member).
 async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uuid, ChatState>) -> Result<(), sqlx::Error> {
     let (mut chat_ids, mut last_seqs) = (Vec::new(), Vec::new());
-    let (mut member_chats, mut member_users, mut member_seqs) = (Vec::new(), Vec::new(), Vec::new());
     for (chat_id, chat) in chats.iter().filter(|(_, chat)| chat.changed) {
         chat_ids.push(*chat_id);
         last_seqs.push(chat.last_seq);
-        for (user, last_recv_seq) in &chat.members {
-            member_chats.push(*chat_id);
-            member_users.push(user.clone());
-            member_seqs.push(*last_recv_seq);
-        }
     }
     if chat_ids.is_empty() {
         return Ok(());
@@ -367,16 +368,6 @@ async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uui
         .bind(&last_seqs)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "UPDATE chat_members m SET last_recv_seq = u.seq
-           FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) AS u(chat_id, user_id, seq)
-          WHERE m.chat_id = u.chat_id AND m.user_id = u.user_id AND m.last_recv_seq <> u.seq",
-    )
-    .bind(&member_chats)
-    .bind(&member_users)
-    .bind(&member_seqs)
-    .execute(&mut **tx)
-    .await?;
     advance_own_runs(tx, chats).await
 }
 
@@ -398,6 +389,18 @@ async fn advance_own_runs(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uu
     if chat_ids.is_empty() {
         return Ok(());
     }
+    // Locked in (chat, user) order first, the order in which status writes
+    // lock members to move their watermarks: neither waits on the other in a circle.
+    sqlx::query(
+        "SELECT 1 FROM chat_members m
+           JOIN UNNEST($1::uuid[], $2::text[]) AS u(chat_id, user_id) ON m.chat_id = u.chat_id AND m.user_id = u.user_id
+          ORDER BY m.chat_id, m.user_id COLLATE \"C\"
+            FOR NO KEY UPDATE OF m",
+    )
+    .bind(&chat_ids)
+    .bind(&senders)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "UPDATE chat_members m
             SET delivered_seq = CASE WHEN m.delivered_seq = u.start THEN u.run_end ELSE m.delivered_seq END,

@@ -28,12 +28,17 @@ pub async fn claim_stale(
     .await
 }
 
-/// The delivery jobs of these messages: one per recipient still `sent`, in inbox order.
+/// The delivery jobs of these messages: one per recipient still `sent`, and
+/// one for the sender's other devices if they have any, in seq order.
 pub async fn jobs_for(executor: impl PgExecutor<'_>, message_ids: &[Uuid]) -> Result<Vec<DeliveryJob>, sqlx::Error> {
     let rows: Vec<(Uuid, String, Uuid, i64)> = sqlx::query_as(
         "SELECT message_id, user_id, chat_id, seq FROM message_status
           WHERE message_id = ANY($1) AND status = 'sent'
-          ORDER BY id",
+         UNION ALL
+         SELECT m.id, m.sender_id, m.chat_id, m.seq FROM messages m
+          WHERE m.id = ANY($1)
+            AND (SELECT count(*) FROM devices d WHERE d.user_id = m.sender_id AND d.revoked_at IS NULL) > 1
+          ORDER BY chat_id, seq",
     )
     .bind(message_ids)
     .fetch_all(executor)

@@ -6,7 +6,7 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    job::{Delivery, StatusChange},
+    job::StatusChange,
     protocol::{DeliveryStatus, StatusUpdate},
 };
 
@@ -131,93 +131,6 @@ pub async fn mark_sender_synced(
     Ok(done.rows_affected())
 }
 
-/// Columns of a [`Delivery`], for queries that join status, message and sender.
-const DELIVERY_COLUMNS: &str = "ms.id AS status_id, ms.message_id, ms.chat_id, ms.seq, ms.prev_seq, m.sender_id,
-     m.content, m.message_type, m.created_at, u.name AS sender_name, u.profile_picture AS sender_picture";
-
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    status_id: i64,
-    message_id: Uuid,
-    chat_id: Uuid,
-    seq: i64,
-    prev_seq: i64,
-    sender_id: String,
-    content: Vec<u8>,
-    message_type: String,
-    created_at: DateTime<Utc>,
-    sender_name: Option<String>,
-    sender_picture: Option<String>,
-}
-
-impl From<DeliveryRow> for Delivery {
-    fn from(row: DeliveryRow) -> Self {
-        Delivery {
-            status_id: row.status_id,
-            message_id: row.message_id,
-            chat_id: row.chat_id,
-            seq: row.seq,
-            prev_seq: row.prev_seq,
-            sender_id: row.sender_id,
-            // Stored from a Rust String: always valid UTF-8.
-            content: String::from_utf8_lossy(&row.content).into_owned(),
-            message_type: row.message_type,
-            created_at: row.created_at,
-            sender_name: row.sender_name,
-            sender_picture: row.sender_picture,
-            silent: false,
-        }
-    }
-}
-
-/// Deliveries for (message, recipient) pairs still `sent`, in the order given.
-/// Pairs already delivered, read or gone are left out.
-pub async fn pending_deliveries(
-    pool: &PgPool,
-    message_ids: &[Uuid],
-    user_ids: &[String],
-) -> Result<Vec<(String, Delivery)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        recipient_id: String,
-        #[sqlx(flatten)]
-        delivery: DeliveryRow,
-    }
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT ms.user_id AS recipient_id, {DELIVERY_COLUMNS}
-           FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
-           JOIN message_status ms ON ms.message_id = j.message_id AND ms.user_id = j.user_id
-           JOIN messages m ON m.id = ms.message_id
-           JOIN users u ON u.id = m.sender_id
-          WHERE ms.status = 'sent'
-          ORDER BY j.ord"
-    )))
-    .bind(message_ids)
-    .bind(user_ids)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|row| (row.recipient_id, Delivery::from(row.delivery))).collect())
-}
-
-/// The state of (message, recipient) pairs: `None` where the row is gone.
-pub async fn statuses_of(
-    pool: &PgPool,
-    message_ids: &[Uuid],
-    user_ids: &[String],
-) -> Result<Vec<Option<DeliveryStatus>>, sqlx::Error> {
-    let rows: Vec<(Option<DeliveryStatus>,)> = sqlx::query_as(
-        "SELECT ms.status
-           FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
-           LEFT JOIN message_status ms ON ms.message_id = j.message_id AND ms.user_id = j.user_id
-          ORDER BY j.ord",
-    )
-    .bind(message_ids)
-    .bind(user_ids)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(status,)| status).collect())
-}
-
 /// Marks jobs parked: they ran out of retry tiers while the recipient was offline.
 pub async fn park(pool: &PgPool, message_ids: &[Uuid], user_ids: &[String]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
@@ -303,6 +216,7 @@ pub async fn advance_watermarks(
         return Ok(Vec::new());
     }
     let mut members = members.to_vec();
+    // (chat, user) in byte order, as `messages::store_batch` locks senders (`COLLATE "C"`).
     members.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     members.dedup();
     let (user_ids, chat_ids): (Vec<String>, Vec<Uuid>) = members.into_iter().unzip();
