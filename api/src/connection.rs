@@ -38,7 +38,14 @@ impl Connection {
     /// Starts the session on the transport `make_transport` builds, registers it
     /// so pushes reach it, sends `session:ready`, and records the presence that
     /// makes a worker drain the user's backlog.
-    pub async fn open<T, F>(state: AppState, user_id: String, device_id: String, connection_id: Uuid, make_transport: F) -> Self
+    pub async fn open<T, F>(
+        state: AppState,
+        user_id: String,
+        device_id: String,
+        receipts_only: bool,
+        connection_id: Uuid,
+        make_transport: F,
+    ) -> Self
     where
         T: Transport + 'static,
         F: FnOnce(TransportLink) -> T,
@@ -50,7 +57,8 @@ impl Connection {
         let too_slow = state.stopping.child_token();
         let handle =
             Arc::new(SessionHandle::new(connection_id, user_id.clone(), device_id.clone(), push_tx, too_slow.clone()));
-        let session = Session::new(state.clone(), user_id.clone(), device_id.clone(), connection_id);
+        let mut session = Session::new(state.clone(), user_id.clone(), device_id.clone(), connection_id);
+        session.receipts_only = receipts_only;
         let transport = make_transport(TransportLink { too_slow: too_slow.clone(), acks: client_tx.downgrade() });
         let session_task = tokio::spawn(
             session.run(transport, handle.clone(), push_rx, client_rx, state.stopping.clone()).in_current_span(),

@@ -60,13 +60,13 @@ pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) ->
         ReadReceipt::One { message_id } => {
             let mut tx = state.db.begin().await?;
             let changes = status::mark_read(&mut *tx, &[message_id], &[user_id.to_owned()]).await?;
-            status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
+            let moves = status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
             tx.commit().await?;
             if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
                 return Err(not_found());
             }
             let updated = changes.len();
-            publish_changes(&state.broker, changes).await;
+            publish_changes(&state.broker, changes, moves).await;
             Ok(updated)
         }
         ReadReceipt::UpTo { chat_id, up_to_seq } => {
@@ -75,10 +75,10 @@ pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) ->
             }
             let mut tx = state.db.begin().await?;
             let changes = status::mark_read_up_to(&mut *tx, user_id, chat_id, up_to_seq).await?;
-            status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
+            let moves = status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
             tx.commit().await?;
             let updated = changes.len();
-            publish_changes(&state.broker, changes).await;
+            publish_changes(&state.broker, changes, moves).await;
             Ok(updated)
         }
     }

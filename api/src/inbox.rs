@@ -9,7 +9,7 @@
 
 use courier_shared::{
     job::{ChatBaseline, Delivery, PresenceNotice},
-    protocol::StatusUpdate,
+    protocol::{Receipt, StatusUpdate},
 };
 use uuid::Uuid;
 
@@ -20,6 +20,8 @@ pub enum SessionInput {
     Deliver(Box<Delivery>),
     /// A status change of one of this user's sent messages.
     Status(StatusUpdate),
+    /// A member's watermarks in one of this user's chats moved.
+    Receipt(Receipt),
     Presence(PresenceNotice),
     DrainBegin { drain_id: Uuid, worker_id: String, baselines: Vec<ChatBaseline> },
     DrainPage { drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<StatusUpdate> },

@@ -72,6 +72,11 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
                     session.offer(SessionInput::Status(update.clone()));
                 }
             }
+            NodeItem::Receipt { user_id, receipt } => {
+                for session in state.sessions.of_user(&user_id) {
+                    session.offer(SessionInput::Receipt(receipt.clone()));
+                }
+            }
             NodeItem::Presence { user_ids, notice } => {
                 for user_id in user_ids {
                     for session in state.sessions.of_user(&user_id) {

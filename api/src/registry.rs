@@ -76,6 +76,9 @@ impl SessionHandle {
                 self.statuses_missed.store(true, Ordering::Release);
                 return true;
             }
+            // A receipt is superseded by the next one and readable from
+            // `GET /api/sync`: under a burst it is dropped, not queued.
+            SessionInput::Receipt(_) if crowded => return true,
             _ => {}
         }
         match self.inbox.try_send(input) {
@@ -88,6 +91,7 @@ impl SessionHandle {
                 self.statuses_missed.store(true, Ordering::Release);
                 true
             }
+            Err(TrySendError::Full(SessionInput::Receipt(_))) => true,
             Err(TrySendError::Full(_)) => {
                 tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, "send queue full: closing slow connection");
                 self.too_slow.cancel();

@@ -19,7 +19,7 @@ use courier_shared::{
     broker::{Broker, PublishOptions},
     db::{devices, status},
     metrics::Metrics,
-    job::{StatusChange, StatusChanges},
+    job::{StatusChange, StatusChanges, WatermarkMove},
     protocol::DeliveryStatus,
 };
 use sqlx::PgPool;
@@ -133,9 +133,9 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
         }
         // An ack is never dropped: retry until PostgreSQL takes the batch.
         let mut delays = retry_delays();
-        let changes = loop {
+        let (changes, moves) = loop {
             match write_batch(&db, &delivered, &synced, &cursors).await {
-                Ok(changes) => break changes,
+                Ok(written) => break written,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write acknowledged statuses; retrying");
                     if answers.iter().any(|answer| !answer.is_closed()) {
@@ -155,7 +155,7 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
                             }
                         }
                         if delivered.0.is_empty() && synced.0.is_empty() && cursors.is_empty() {
-                            break Vec::new();
+                            break (Vec::new(), Vec::new());
                         }
                     }
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
@@ -168,7 +168,7 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
         if waiting {
             changed = changes.iter().map(|change| (change.update.message_id, change.update.user_id.clone())).collect();
         }
-        publish_changes(&broker, changes).await;
+        publish_changes(&broker, changes, moves).await;
         if waiting {
             // Answered once the senders are told, as a direct write would be.
             // A pair written twice in one batch changed once, by its first write.
@@ -188,8 +188,8 @@ async fn write_batch(
     delivered: &(Vec<Uuid>, Vec<String>),
     synced: &(Vec<Uuid>, Vec<String>, Vec<DeliveryStatus>),
     cursors: &[DeviceCursorMove],
-) -> Result<Vec<StatusChange>, sqlx::Error> {
-    let mut changes = Vec::new();
+) -> Result<(Vec<StatusChange>, Vec<WatermarkMove>), sqlx::Error> {
+    let (mut changes, mut moves) = (Vec::new(), Vec::new());
     // `delivered` is announced to the sender (✓✓) right after this commit, so
     // it must survive a crash: courier-chaos (seed 11, 600 s) saw a PostgreSQL
     // crash 9 ms after an ack lose a relaxed `delivered` write the sender had
@@ -201,7 +201,7 @@ async fn write_batch(
     let mut tx = if relaxed { courier_shared::db::begin_relaxed(db).await? } else { db.begin().await? };
     if !delivered.0.is_empty() {
         changes = status::mark_delivered(&mut *tx, &delivered.0, &delivered.1).await?;
-        status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
+        moves = status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
     }
     if !synced.0.is_empty() {
         status::mark_sender_synced(&mut *tx, &synced.0, &synced.1, &synced.2).await?;
@@ -211,7 +211,7 @@ async fn write_batch(
     for change in &changes {
         tracing::info!(message_id = %change.update.message_id, recipient_id = %change.update.user_id, "message delivered");
     }
-    Ok(changes)
+    Ok((changes, moves))
 }
 
 /// A cursor move of one device, queued for the next batch.
@@ -265,15 +265,20 @@ fn cursor_rounds(moves: &[DeviceCursorMove]) -> Vec<Vec<Planned<'_>>> {
     rounds
 }
 
-/// Hands committed status changes to the workers, who tell the senders. If
-/// this fails the senders still learn them on their next connect
-/// (`sender_synced` stays false until they acknowledge).
-pub async fn publish_changes(broker: &Broker, changes: Vec<StatusChange>) {
-    if changes.is_empty() {
+/// Hands committed status changes to the workers, who tell the senders: per
+/// message for direct chats (`message:status`), and the watermark moves
+/// (`receipt`) for every chat — a group's sender gets receipts only, so a
+/// message to 500 members does not cost its sender 500 frames. If this fails
+/// the senders of direct chats still learn them on their next connect
+/// (`sender_synced` stays false until they acknowledge), and anyone can read
+/// the current receipts from `GET /api/sync`.
+pub async fn publish_changes(broker: &Broker, mut changes: Vec<StatusChange>, moves: Vec<WatermarkMove>) {
+    changes.retain(|change| !change.in_group);
+    if changes.is_empty() && moves.is_empty() {
         return;
     }
     let exchange = broker.topology().status();
-    let body = StatusChanges { changes };
+    let body = StatusChanges { changes, moves };
     if let Err(error) = broker.publish_json(&exchange, "", &body, PublishOptions::persistent()).await {
         tracing::warn!(%error, count = body.changes.len(), "cannot publish status changes; senders get them on reconnect");
     }

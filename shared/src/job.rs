@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::protocol::{ReceivedMessage, SenderInfo, StatusUpdate, UserOffline, UserOnline};
+use crate::protocol::{Receipt, ReceivedMessage, SenderInfo, StatusUpdate, UserOffline, UserOnline};
 
 /// Header carrying how many retry tiers a job has already been through.
 pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
@@ -104,6 +104,9 @@ pub enum NodeItem {
     /// A status change for every connection of the sender.
     #[serde(rename_all = "camelCase")]
     Status { sender_id: String, update: StatusUpdate },
+    /// A `receipt` for every connection of `user_id`.
+    #[serde(rename_all = "camelCase")]
+    Receipt { user_id: String, receipt: Receipt },
     /// `user:online` / `user:offline` for every connection of each listed user.
     #[serde(rename_all = "camelCase")]
     Presence { user_ids: Vec<String>, notice: PresenceNotice },
@@ -162,7 +165,21 @@ pub enum PresenceKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusChanges {
+    /// Per message and recipient, for the senders of direct chats (`message:status`).
     pub changes: Vec<StatusChange>,
+    /// Members' watermarks that moved (`receipt`), for every chat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<WatermarkMove>,
+}
+
+/// A member's watermarks in a chat moved from `before` to `receipt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatermarkMove {
+    pub receipt: Receipt,
+    /// The lower of the two watermarks before the move: the messages of the
+    /// chat after it (and up to the receipt's) are the ones the move is news about.
+    pub from_seq: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +187,9 @@ pub struct StatusChanges {
 pub struct StatusChange {
     pub sender_id: String,
     pub update: StatusUpdate,
+    /// A group's message: its sender learns of it by `receipt`, not per message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_group: bool,
 }
 
 /// From an API node to the worker running a drain.

@@ -39,6 +39,7 @@ pub mod server_events {
     pub const USER_ONLINE: &str = "user:online";
     pub const USER_OFFLINE: &str = "user:offline";
     pub const SYNC_DONE: &str = "sync:done";
+    pub const RECEIPT: &str = "receipt";
 }
 
 /// A parsed client event.
@@ -220,6 +221,18 @@ pub struct StatusUpdate {
     /// The guide's name for `userId`, kept for clients written against it.
     pub delivered_to: String,
     pub timestamp: DateTime<Utc>,
+}
+
+/// `receipt`: a member's watermarks in a chat moved. Every message of the
+/// chat up to `deliveredSeq` has reached one of their devices (or is their
+/// own); up to `readSeq` they have read. One receipt covers all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub chat_id: Uuid,
+    pub user_id: String,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
 }
 
 /// `user:online`.

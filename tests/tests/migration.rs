@@ -109,17 +109,31 @@ fn assert_exactly_undelivered(user: &str, received: &[(Uuid, i64, Uuid)], before
     assert_eq!(got, want, "{user}'s messages after the upgrade: exactly the undelivered ones");
 }
 
-/// Waits until `client` (a sender) is told `status` of each of `messages` for `recipient`.
-async fn wait_statuses(client: &mut WsClient, recipient: &str, status: &str, messages: &[Uuid]) {
-    for message in messages {
-        let what = format!("{status} of {message} for {recipient}");
+/// Waits until `client` (a sender) is told that `recipient` has each of
+/// `messages` (chat, seq, id): by `message:status delivered` in a direct
+/// chat; in the group by a `receipt` reaching the highest of their seqs (one
+/// receipt covers every message up to it).
+async fn wait_delivered(client: &mut WsClient, recipient: &str, group: Uuid, messages: &[(Uuid, i64, Uuid)]) {
+    for &(_, seq, message) in messages.iter().filter(|m| m.0 != group) {
+        let what = format!("delivered of {message} (seq {seq}) for {recipient}");
         let message = message.to_string();
         client
             .wait_for(&what, |f| {
                 f["event"] == "message:status"
                     && f["data"]["messageId"] == message.as_str()
                     && f["data"]["userId"] == recipient
-                    && f["data"]["status"] == status
+                    && f["data"]["status"] == "delivered"
+            })
+            .await;
+    }
+    if let Some(seq) = messages.iter().filter(|m| m.0 == group).map(|m| m.1).max() {
+        let (what, group) = (format!("{recipient}'s receipt reaching seq {seq}"), group.to_string());
+        client
+            .wait_for(&what, |f| {
+                f["event"] == "receipt"
+                    && f["data"]["chatId"] == group.as_str()
+                    && f["data"]["userId"] == recipient
+                    && f["data"]["deliveredSeq"].as_i64() >= Some(seq)
             })
             .await;
     }
@@ -228,21 +242,20 @@ async fn a_previous_release_database_upgrades_without_loss_or_redelivery() {
     // Bob: exactly his undelivered messages, in order, once; alice sees ✓✓.
     let (mut bob, at_bob) = connect_and_sync(&addr, &env.token("bob")).await;
     assert_exactly_undelivered("bob", &at_bob, &before);
-    let to_bob: Vec<Uuid> = at_bob.iter().map(|(_, _, id)| *id).collect();
-    wait_statuses(&mut alice, "bob", "delivered", &to_bob).await;
+    let group: Uuid = sqlx::query_scalar("SELECT id FROM chats WHERE kind = 'group'").fetch_one(&env.db).await.unwrap();
+    wait_delivered(&mut alice, "bob", group, &at_bob).await;
     // Bob was away as a sender too: he is told alice got his.
-    let to_alice: Vec<Uuid> = at_alice.iter().map(|(_, _, id)| *id).collect();
-    wait_statuses(&mut bob, "alice", "delivered", &to_alice).await;
+    wait_delivered(&mut bob, "alice", group, &at_alice).await;
 
     // Carol never connected before: the whole group.
     let (carol, at_carol) = connect_and_sync(&addr, &env.token("carol")).await;
     assert_exactly_undelivered("carol", &at_carol, &before);
     assert_eq!(at_carol.len(), 7);
-    let to_carol_from = |sender: &str| -> Vec<Uuid> {
-        before.iter().filter(|r| r.user_id == "carol" && r.sender_id == sender).map(|r| r.message_id).collect()
+    let to_carol_from = |sender: &str| -> Vec<(Uuid, i64, Uuid)> {
+        before.iter().filter(|r| r.user_id == "carol" && r.sender_id == sender).map(|r| (r.chat_id, r.seq, r.message_id)).collect()
     };
-    wait_statuses(&mut alice, "carol", "delivered", &to_carol_from("alice")).await;
-    wait_statuses(&mut bob, "carol", "delivered", &to_carol_from("bob")).await;
+    wait_delivered(&mut alice, "carol", group, &to_carol_from("alice")).await;
+    wait_delivered(&mut bob, "carol", group, &to_carol_from("bob")).await;
 
     // Every status row: what the fixture had, except that each undelivered one
     // is now delivered; delivered and read ones are untouched (time included).

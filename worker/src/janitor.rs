@@ -49,7 +49,7 @@ async fn sweep(ctx: &Context) -> Result<(), BoxError> {
         // The worker's status consumer routes these to the senders' sockets; an
         // offline sender gets them on reconnect (sender_synced is false).
         let exchange = ctx.broker.topology().status();
-        let body = StatusChanges { changes: expired };
+        let body = StatusChanges { changes: expired, moves: Vec::new() };
         if let Err(error) = ctx.broker.publish_json(&exchange, "", &body, PublishOptions::persistent()).await {
             tracing::warn!(%error, count, "cannot publish expiries; senders get them on reconnect");
         }

@@ -1,15 +1,20 @@
-//! Sender notifications: committed status changes (delivered, read) routed to
-//! every connection of each sender, batched per node. An offline sender gets
-//! them from the drain when they connect (their rows stay unsynced until acked).
+//! Sender notifications: committed status changes (delivered, read) of direct
+//! chats routed to every connection of each sender, and watermark moves
+//! (`receipt`) to whoever they are news for: the senders of the messages they
+//! cover, and the member's own other devices. Batched per node; receipts of
+//! one member in one chat are folded into the latest per batch. An offline
+//! sender of a direct chat gets the changes from the drain when they connect
+//! (their rows stay unsynced until acked); receipts are in `GET /api/sync`.
 
 use std::{collections::HashMap, sync::Arc};
 
 use courier_shared::{
     broker::Link,
-    db::presence,
-    job::{NodeItem, StatusChanges},
+    db::{log, presence},
+    job::{NodeItem, StatusChanges, WatermarkMove},
 };
 use futures::StreamExt;
+use uuid::Uuid;
 use lapin::{
     options::{BasicAckOptions, BasicRejectOptions},
 };
@@ -35,10 +40,14 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
         let mut batch = vec![first?];
         take_ready(&mut consumer, &mut batch, usize::from(PREFETCH))?;
         let mut changes = Vec::new();
+        let mut moves = Vec::new();
         let mut last_tag = None;
         for delivery in &batch {
             match serde_json::from_slice::<StatusChanges>(&delivery.data) {
-                Ok(body) => changes.extend(body.changes),
+                Ok(body) => {
+                    changes.extend(body.changes);
+                    moves.extend(body.moves);
+                }
                 Err(error) => {
                     tracing::error!(%error, "malformed status message dead-lettered");
                     channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
@@ -66,8 +75,59 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
             }
             route::to_nodes(&ctx.broker, items).await?;
         }
+        if !moves.is_empty() {
+            route::to_nodes(&ctx.broker, receipts(&ctx, moves).await?).await?;
+        }
         if let Some(tag) = last_tag {
             channel.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
         }
     }
+}
+
+/// The `receipt` items for a batch of watermark moves: the latest move of each
+/// (chat, member), to the member's own connections and those of everyone who
+/// sent a message the move covers.
+async fn receipts(ctx: &Context, moves: Vec<WatermarkMove>) -> Result<route::NodeItems, BoxError> {
+    let mut latest: HashMap<(Uuid, String), WatermarkMove> = HashMap::new();
+    for next in moves {
+        let key = (next.receipt.chat_id, next.receipt.user_id.clone());
+        match latest.get_mut(&key) {
+            Some(kept) => {
+                kept.from_seq = kept.from_seq.min(next.from_seq);
+                kept.receipt.delivered_seq = kept.receipt.delivered_seq.max(next.receipt.delivered_seq);
+                kept.receipt.read_seq = kept.receipt.read_seq.max(next.receipt.read_seq);
+            }
+            None => {
+                latest.insert(key, next);
+            }
+        }
+    }
+    let moves: Vec<WatermarkMove> = latest.into_values().collect();
+    let ranges: Vec<(Uuid, String, i64, i64)> = moves
+        .iter()
+        .map(|m| (m.receipt.chat_id, m.receipt.user_id.clone(), m.from_seq, m.receipt.delivered_seq.max(m.receipt.read_seq)))
+        .collect();
+    let mut targets: Vec<Vec<String>> = moves.iter().map(|m| vec![m.receipt.user_id.clone()]).collect();
+    for (index, sender_id) in log::senders_between(&ctx.db, &ranges).await? {
+        if let Some(list) = usize::try_from(index).ok().and_then(|i| targets.get_mut(i)) {
+            list.push(sender_id);
+        }
+    }
+    let mut users: Vec<String> = targets.iter().flatten().cloned().collect();
+    users.sort();
+    users.dedup();
+    let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
+    for (user_id, node_id) in presence::locate(&ctx.db, &users).await? {
+        nodes_of.entry(user_id).or_default().push(node_id);
+    }
+    let mut items: route::NodeItems = HashMap::new();
+    for (moved, to) in moves.iter().zip(targets) {
+        for user_id in to {
+            for node_id in nodes_of.get(&user_id).into_iter().flatten() {
+                let item = NodeItem::Receipt { user_id: user_id.clone(), receipt: moved.receipt.clone() };
+                items.entry(node_id.clone()).or_default().push(item);
+            }
+        }
+    }
+    Ok(items)
 }

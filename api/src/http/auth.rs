@@ -61,6 +61,16 @@ pub async fn admit_device(state: &AppState, claims: &Claims, requested: Option<&
     Ok(device)
 }
 
+/// The `statuses` connect parameter: `receipts` asks for `receipt` events
+/// only, no `message:status` per message; absent, both.
+pub fn receipts_only(statuses: Option<&str>) -> Result<bool, ClientError> {
+    match statuses {
+        None | Some("all") => Ok(false),
+        Some("receipts") => Ok(true),
+        Some(other) => Err(ClientError::invalid_payload(format!("statuses must be `receipts` or `all`, not `{other}`"))),
+    }
+}
+
 /// A query parameter of the request, percent-decoded.
 pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
     let query = parts.uri.query()?;

@@ -59,6 +59,9 @@ pub struct Session {
     pub user_id: String,
     pub device_id: String,
     pub connection_id: Uuid,
+    /// The client asked for `receipt` events only: a `message:status` is
+    /// taken as seen without being sent.
+    pub receipts_only: bool,
     acks: AckWindow,
     cursors: Cursors,
     gate: OrderGate,
@@ -73,7 +76,18 @@ impl Session {
         let gate = OrderGate::new(config.reorder_wait);
         let catch_up = CatchUp::new(config.drain_wait, config.max_unacked.max(1), Instant::now());
         let cursors = Cursors::default();
-        Self { state, user_id, device_id, connection_id, acks, gate, catch_up, cursors, ticks: Ticks::default() }
+        Self {
+            state,
+            user_id,
+            device_id,
+            connection_id,
+            receipts_only: false,
+            acks,
+            gate,
+            catch_up,
+            cursors,
+            ticks: Ticks::default(),
+        }
     }
 
     /// Runs until the client goes, the session is too slow, or the node stops.
@@ -217,6 +231,12 @@ impl Session {
                 let id = self.acks.next_frame_id();
                 transport.send_event(id, Outgoing::Presence(&notice)).await
             }
+            SessionInput::Receipt(receipt) => {
+                // Not awaited: the next receipt supersedes it, and /api/sync has the current ones.
+                let id = self.acks.next_frame_id();
+                let data = serde_json::json!(receipt);
+                transport.send_event(id, Outgoing::Other { event: server_events::RECEIPT, data: &data }).await
+            }
             SessionInput::DrainBegin { drain_id, worker_id, baselines } => {
                 if let Some(cancel) = self.catch_up.begin(drain_id, worker_id, baselines, Instant::now()) {
                     self.tell_worker(cancel);
@@ -332,6 +352,14 @@ impl Session {
     async fn send_status<T: Transport>(&mut self, transport: &mut T, update: StatusUpdate, from_drain: bool) -> Result<(), TransportClosed> {
         if !self.ticks.admits(&update) {
             // A `delivered` behind its `read`: the client already shows more.
+            if from_drain {
+                self.drain_settled(1);
+            }
+            return Ok(());
+        }
+        if self.receipts_only {
+            // The client follows `receipt`s: the change counts as seen, as if acknowledged.
+            self.state.status_writer.sender_synced(update.message_id, update.user_id, update.status).await;
             if from_drain {
                 self.drain_settled(1);
             }

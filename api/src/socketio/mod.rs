@@ -33,7 +33,7 @@ pub use transport::SioTransport;
 
 use crate::{
     connection::Connection,
-    http::auth::{admit_device, authenticate, query_param, token_from_parts},
+    http::auth::{admit_device, authenticate, query_param, receipts_only, token_from_parts},
     state::AppState,
     transport::{ClientInput, Reply},
 };
@@ -67,6 +67,7 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
 struct Admitted {
     user_id: String,
     device_id: String,
+    receipts_only: bool,
     connection_id: Uuid,
     /// Events in arrival order, for the connection task.
     events: mpsc::Sender<Incoming>,
@@ -103,12 +104,15 @@ async fn admit(socket: SocketRef, TryData(auth): TryData<Value>, State(state): S
     })?;
     let claims = authenticate(&state, &token).await.map_err(Refused)?;
     let requested = auth_device.or_else(|| query_param(socket.req_parts(), "deviceId"));
+    let statuses = auth_field("statuses").or_else(|| query_param(socket.req_parts(), "statuses"));
+    let receipts_only = receipts_only(statuses.as_deref()).map_err(Refused)?;
     let device_id = admit_device(&state, &claims, requested.as_deref()).await.map_err(Refused)?;
     let (events, queue) = mpsc::channel(EVENT_QUEUE);
     let gone = CancellationToken::new();
     socket.extensions.insert(Admitted {
         user_id: claims.sub,
         device_id,
+        receipts_only,
         connection_id: Uuid::now_v7(),
         events,
         queue: Arc::new(Mutex::new(Some(queue))),
@@ -134,7 +138,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
 }
 
 async fn run_connection(state: AppState, socket: SocketRef, admitted: Admitted, mut queue: mpsc::Receiver<Incoming>) {
-    let Admitted { user_id, device_id, connection_id, gone, .. } = admitted;
+    let Admitted { user_id, device_id, receipts_only, connection_id, gone, .. } = admitted;
     let config = &state.config;
     let timeouts = transport::Timeouts {
         write: config.write_timeout,
@@ -142,7 +146,7 @@ async fn run_connection(state: AppState, socket: SocketRef, admitted: Admitted, 
         delivery_ack: config.ack_timeout_max.max(config.ack_timeout),
         status_ack: config.ack_timeout,
     };
-    let connection = Connection::open(state.clone(), user_id, device_id, connection_id, |link| {
+    let connection = Connection::open(state.clone(), user_id, device_id, receipts_only, connection_id, |link| {
         SioTransport::new(socket.clone(), link, timeouts)
     })
     .await;

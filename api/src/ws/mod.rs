@@ -30,7 +30,7 @@ pub use transport::{WsTransport, encode};
 use crate::{
     connection::Connection,
     http::{
-        auth::{AuthUser, admit_device},
+        auth::{AuthUser, admit_device, receipts_only},
         error::ApiError,
     },
     state::AppState,
@@ -52,13 +52,14 @@ pub async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
+    let receipts_only = receipts_only(query.statuses.as_deref())?;
     let device_id = admit_device(&state, &user.claims, query.device_id.as_deref()).await?;
     Ok(upgrade
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| serve_socket(state, user, device_id, socket)))
+        .on_upgrade(move |socket| serve_socket(state, user, device_id, receipts_only, socket)))
 }
 
 /// The query of `GET /ws` (the token, if there, is read by [`AuthUser`]).
@@ -66,19 +67,29 @@ pub async fn upgrade(
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeQuery {
     device_id: Option<String>,
+    /// `receipts`: `receipt` events only, no `message:status` per message.
+    statuses: Option<String>,
 }
 
-async fn serve_socket(state: AppState, user: AuthUser, device_id: String, socket: WebSocket) {
+async fn serve_socket(state: AppState, user: AuthUser, device_id: String, receipts_only: bool, socket: WebSocket) {
     let connection_id = Uuid::now_v7();
     let span = tracing::info_span!("connection", %connection_id, user_id = %user.claims.sub, %device_id, node_id = %state.node_id);
     let tracker = state.connections.clone();
-    tracker.track_future(run_connection(state, user.claims.sub, device_id, socket, connection_id).instrument(span)).await;
+    let connection = run_connection(state, user.claims.sub, device_id, receipts_only, socket, connection_id);
+    tracker.track_future(connection.instrument(span)).await;
 }
 
-async fn run_connection(state: AppState, user_id: String, device_id: String, socket: WebSocket, connection_id: Uuid) {
+async fn run_connection(
+    state: AppState,
+    user_id: String,
+    device_id: String,
+    receipts_only: bool,
+    socket: WebSocket,
+    connection_id: Uuid,
+) {
     let (sink, mut stream) = socket.split();
     let write_timeout = state.config.write_timeout;
-    let connection = Connection::open(state.clone(), user_id, device_id, connection_id, |link| {
+    let connection = Connection::open(state.clone(), user_id, device_id, receipts_only, connection_id, |link| {
         WsTransport::new(sink, link.too_slow, write_timeout)
     })
     .await;

@@ -220,3 +220,27 @@ pub async fn pending_deliveries(
 pub async fn existing(pool: &PgPool, message_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM messages WHERE id = ANY($1)").bind(message_ids).fetch_all(pool).await
 }
+
+/// For each (chat, user, after, up_to) range: the other users who sent
+/// entries in it, as (index into the ranges, sender). Whom a `receipt` is news for.
+pub async fn senders_between(
+    pool: &PgPool,
+    ranges: &[(Uuid, String, i64, i64)],
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let chat_ids: Vec<Uuid> = ranges.iter().map(|r| r.0).collect();
+    let user_ids: Vec<&str> = ranges.iter().map(|r| r.1.as_str()).collect();
+    let after: Vec<i64> = ranges.iter().map(|r| r.2).collect();
+    let up_to: Vec<i64> = ranges.iter().map(|r| r.3).collect();
+    sqlx::query_as(
+        "SELECT DISTINCT r.ord - 1, m.sender_id
+           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
+           JOIN messages m ON m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq
+          WHERE m.sender_id <> r.user_id",
+    )
+    .bind(&chat_ids)
+    .bind(&user_ids)
+    .bind(&after)
+    .bind(&up_to)
+    .fetch_all(pool)
+    .await
+}

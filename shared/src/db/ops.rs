@@ -175,6 +175,9 @@ pub async fn expire(pool: &PgPool, retention: Duration, limit: i64) -> Result<Ve
                 user_id: row.user_id,
                 timestamp: row.updated_at,
             },
+            // An expiry moves no watermark (no device had the message): every
+            // sender, in a group too, is told per message.
+            in_group: false,
         })
         .collect())
 }

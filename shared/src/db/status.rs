@@ -6,8 +6,8 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    job::StatusChange,
-    protocol::{DeliveryStatus, StatusUpdate},
+    job::{StatusChange, WatermarkMove},
+    protocol::{DeliveryStatus, Receipt, StatusUpdate},
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,6 +18,7 @@ struct ChangedRow {
     sender_id: String,
     status: DeliveryStatus,
     updated_at: DateTime<Utc>,
+    in_group: bool,
 }
 
 impl From<ChangedRow> for StatusChange {
@@ -32,11 +33,20 @@ impl From<ChangedRow> for StatusChange {
                 user_id: row.user_id,
                 timestamp: row.updated_at,
             },
+            in_group: row.in_group,
         }
     }
 }
 
-const CHANGED: &str = "ms.message_id, ms.user_id, ms.chat_id, ms.sender_id, ms.status, ms.updated_at";
+const CHANGED: &str = "ms.message_id, ms.user_id, ms.chat_id, ms.sender_id, ms.status, ms.updated_at, c.kind = 'group' AS in_group";
+
+/// A group's sender learns of deliveries and reads by `receipt`: its rows
+/// never wait for the sender to acknowledge a `message:status`.
+const SYNCED: &str = "sender_synced = (c.kind = 'group')";
+
+/// The order every status write locks rows in, so that an ack batch and a
+/// read of the same messages never wait on each other in a circle.
+const LOCK_ORDER: &str = "ORDER BY ms.user_id COLLATE \"C\", ms.chat_id, ms.seq FOR NO KEY UPDATE OF ms";
 
 /// Marks (message, recipient) pairs delivered where they are still `sent`.
 /// Returns the rows that changed, for the senders' ✓✓.
@@ -46,10 +56,16 @@ pub async fn mark_delivered(
     user_ids: &[String],
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE message_status ms
-            SET status = 'delivered', updated_at = now(), sender_synced = false
-           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = 'sent'
+        "WITH locked AS (
+                SELECT ms.message_id, ms.user_id FROM message_status ms
+                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
+                 WHERE ms.status = 'sent'
+                 {LOCK_ORDER})
+         UPDATE message_status ms
+            SET status = 'delivered', updated_at = now(), {SYNCED}
+           FROM locked l, chats c
+          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status = 'sent' AND c.id = ms.chat_id
           RETURNING {CHANGED}"
     )))
     .bind(message_ids)
@@ -66,10 +82,17 @@ pub async fn mark_read(
     user_ids: &[String],
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE message_status ms
-            SET status = 'read', updated_at = now(), sender_synced = false
-           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status IN ('sent', 'delivered')
+        "WITH locked AS (
+                SELECT ms.message_id, ms.user_id FROM message_status ms
+                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
+                 WHERE ms.status IN ('sent', 'delivered')
+                 {LOCK_ORDER})
+         UPDATE message_status ms
+            SET status = 'read', updated_at = now(), {SYNCED}
+           FROM locked l, chats c
+          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status IN ('sent', 'delivered')
+            AND c.id = ms.chat_id
           RETURNING {CHANGED}"
     )))
     .bind(message_ids)
@@ -87,9 +110,15 @@ pub async fn mark_read_up_to(
     up_to_seq: i64,
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE message_status ms
-            SET status = 'read', updated_at = now(), sender_synced = false
-          WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq <= $3 AND ms.status IN ('sent', 'delivered')
+        "WITH locked AS (
+                SELECT ms.message_id, ms.user_id FROM message_status ms
+                 WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq <= $3 AND ms.status IN ('sent', 'delivered')
+                 {LOCK_ORDER})
+         UPDATE message_status ms
+            SET status = 'read', updated_at = now(), {SYNCED}
+           FROM locked l, chats c
+          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status IN ('sent', 'delivered')
+            AND c.id = ms.chat_id
           RETURNING {CHANGED}"
     )))
     .bind(user_id)
@@ -159,7 +188,7 @@ pub async fn unsynced_for_sender(
         changed: ChangedRow,
     }
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT ms.id, {CHANGED} FROM message_status ms
+        "SELECT ms.id, {CHANGED} FROM message_status ms JOIN chats c ON c.id = ms.chat_id
           WHERE ms.sender_id = $1 AND NOT ms.sender_synced AND ms.id > $2
           ORDER BY ms.id LIMIT $3"
     )))
@@ -188,21 +217,13 @@ pub async fn parked_total(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// A member's watermarks in a chat after a change.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Watermarks {
-    pub chat_id: Uuid,
-    pub user_id: String,
-    pub delivered_seq: i64,
-    pub read_seq: i64,
-}
 
 /// Moves the watermarks of these (user, chat) members up to what their
 /// `message_status` rows now say: `delivered_seq` to just before their first
 /// message still `sent` or `expired` (else the chat's end: their own messages
 /// count), `read_seq` likewise before the first not `read`. Call it in the
 /// transaction that changed the statuses, after the change. Returns the
-/// members whose watermarks moved.
+/// moves, for the `receipt`s.
 ///
 /// The members' rows are locked first, in a fixed order, by a statement of
 /// its own: a concurrent writer of the same member then commits before the
@@ -211,7 +232,7 @@ pub struct Watermarks {
 pub async fn advance_watermarks(
     conn: &mut sqlx::PgConnection,
     members: &[(String, Uuid)],
-) -> Result<Vec<Watermarks>, sqlx::Error> {
+) -> Result<Vec<WatermarkMove>, sqlx::Error> {
     if members.is_empty() {
         return Ok(Vec::new());
     }
@@ -231,7 +252,7 @@ pub async fn advance_watermarks(
     .bind(&chat_ids)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(
+    let moved: Vec<(Uuid, String, i64, i64, i64)> = sqlx::query_as(
         "UPDATE chat_members cm
             SET delivered_seq = w.delivered_seq,
                 delivered_at = CASE WHEN w.delivered_seq > cm.delivered_seq THEN now() ELSE cm.delivered_at END,
@@ -247,18 +268,26 @@ pub async fn advance_watermarks(
                             (SELECT min(ms.seq) - 1 FROM message_status ms
                               WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.read_seq
                                 AND ms.status <> 'read'),
-                            c.last_seq)) AS read_seq
+                            c.last_seq)) AS read_seq,
+                        LEAST(m.delivered_seq, m.read_seq) AS from_seq
                    FROM UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
                    JOIN chat_members m ON m.user_id = p.user_id AND m.chat_id = p.chat_id
                    JOIN chats c ON c.id = m.chat_id) w
           WHERE cm.chat_id = w.chat_id AND cm.user_id = w.user_id
             AND (w.delivered_seq > cm.delivered_seq OR w.read_seq > cm.read_seq)
-          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq",
+          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, w.from_seq",
     )
     .bind(&user_ids)
     .bind(&chat_ids)
     .fetch_all(&mut *conn)
-    .await
+    .await?;
+    Ok(moved
+        .into_iter()
+        .map(|(chat_id, user_id, delivered_seq, read_seq, from_seq)| WatermarkMove {
+            receipt: Receipt { chat_id, user_id, delivered_seq, read_seq },
+            from_seq,
+        })
+        .collect())
 }
 
 /// The members whose status rows these changes touched.
