@@ -2,9 +2,17 @@
 //!
 //! It reads no database on purpose: whatever the clients could not observe
 //! does not count, and whatever they did observe must be consistent with
-//! Courier's promises (at-least-once delivery with no loss, one message per
-//! `clientMsgId`, per-connection order, no redelivery once an ack is known to
-//! have been processed, monotonic statuses, ✓✓ for everything acknowledged).
+//! Courier's promises (at-least-once delivery with no loss to any device of
+//! any member, one message per `clientMsgId`, per-connection order, nothing
+//! sent back to the device that sent it, no redelivery to a device whose
+//! cursor is known to be past the message, monotonic statuses, ✓✓ for
+//! everything acknowledged).
+//!
+//! Devices: a user's events carry the device they happened on, and a device
+//! is known from its first connection on. Delivery promises are per device
+//! (each device of a member gets every message, once as it sees it; the
+//! user's own messages reach their other devices, never the sending one);
+//! statuses are per user, as the protocol has them.
 //!
 //! Everything is iterated in a fixed order (time, then recording order; maps
 //! are `BTreeMap` wherever their order reaches the output), so the same history
@@ -22,7 +30,7 @@ use crate::history::{AppliedFault, Chats, Event, EventKind};
 pub struct Rules {
     /// How long after an ack the server may still not have processed it (the
     /// ack can sit in a socket buffer or a broker queue when a node dies).
-    /// A copy delivered to another connection of the same user that opened
+    /// A copy delivered to another connection of the same device that opened
     /// within this window is at-least-once, not a redelivery bug.
     pub redelivery_grace_ms: u64,
 }
@@ -38,6 +46,7 @@ impl Default for Rules {
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     Lost,
+    EchoedToSendingDevice,
     DuplicateCreation,
     Inconsistent,
     OutOfOrder,
@@ -48,8 +57,9 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 8] = [
+    pub const ALL: [Check; 9] = [
         Check::Lost,
+        Check::EchoedToSendingDevice,
         Check::DuplicateCreation,
         Check::Inconsistent,
         Check::OutOfOrder,
@@ -63,6 +73,7 @@ impl Check {
     pub fn name(self) -> &'static str {
         match self {
             Check::Lost => "lost",
+            Check::EchoedToSendingDevice => "echoed_to_sending_device",
             Check::DuplicateCreation => "duplicate_creation",
             Check::Inconsistent => "inconsistent",
             Check::OutOfOrder => "out_of_order",
@@ -86,6 +97,10 @@ pub struct Violation {
     pub check: Check,
     /// The user it happened to (for `lost`: the member who never got it).
     pub user: String,
+    /// The user's device it happened to (for `lost`: the device that never
+    /// got it); `None` when it is about the user as a whole (statuses, or a
+    /// member none of whose devices ever connected).
+    pub device: Option<String>,
     /// The connection it happened on; 0 when no single connection is at fault
     /// (a loss is the absence of a receipt on all of them).
     pub conn: u64,
@@ -107,15 +122,30 @@ pub struct Counts {
     pub sends_unanswered: u64,
     /// `Received` events, resends and redeliveries included.
     pub received: u64,
-    /// Distinct (message, recipient user) pairs received.
+    /// Distinct (message, user, device) received.
     pub deliveries: u64,
-    /// Receipts of a message again on the same connection before it was acked there.
+    /// Receipts of a message again on the same connection, under the same
+    /// frame, before it was acked there (the server's resend).
     pub resends: u64,
+    /// First receipts on a connection of a message its device had acked on
+    /// an earlier connection, allowed because the device's cursor was not
+    /// known to be past it (a hole before it, or the ack maybe unprocessed).
+    pub redeliveries_behind_cursor: u64,
     pub acks: u64,
+    /// `message:status` frames.
     pub statuses: u64,
+    /// `receipt` frames.
+    pub receipts_pushed: u64,
+    /// Receipts read from `GET /api/sync`.
+    pub receipts_read: u64,
     pub reads_sent: u64,
     /// `Connected` events (a reconnect is a new connection).
     pub connections: u64,
+    /// Distinct (user, device) that connected at least once.
+    pub devices: u64,
+    /// Devices with a connection that is open and has had its `sync:done`
+    /// (what the settle phase waits for; 0 once the clients have stopped).
+    pub devices_caught_up: u64,
     /// Client-side send failures by reason.
     pub send_failures: BTreeMap<String, u64>,
 }
@@ -136,10 +166,11 @@ pub fn check(events: &[Event], chats: &Chats, rules: &Rules) -> Verdict {
     let mut counts = count(&history);
 
     check_lost(&history, chats, &mut found);
+    check_echoed_to_sending_device(&history, &mut found);
     check_duplicate_creation(&history, &mut found);
     check_inconsistent(&history, chats, &mut found);
     counts.resends = check_connection_order_and_acks(&history, &mut found);
-    check_redelivered_other_connection(&history, rules, &mut found);
+    counts.redeliveries_behind_cursor = check_redelivered_other_connection(&history, chats, rules, &mut found);
     check_status_regression(&history, &mut found);
     check_missing_delivered_status(&history, &mut found);
 
@@ -163,13 +194,15 @@ impl Verdict {
     }
 
     /// Nothing more can still arrive: every answered send reached every
-    /// member, every ack's ✓✓ reached its sender, and no send is left
-    /// unanswered. The runner polls this while the deployment settles; the
+    /// device that should have it, every ack's ✓✓ reached its sender, no send
+    /// is left unanswered, and every device is connected and through its
+    /// catch-up. The runner polls this while the deployment settles; the
     /// other checks are about things that already happened and cannot heal.
     pub fn is_settled(&self) -> bool {
         self.violation_count(Check::Lost) == 0
             && self.violation_count(Check::MissingDeliveredStatus) == 0
             && self.counts.sends_unanswered == 0
+            && self.counts.devices_caught_up == self.counts.devices
     }
 
     /// The checks with at least one violation, in report order.
@@ -178,7 +211,7 @@ impl Verdict {
     }
 
     /// A plain-text table of the run's figures, ending with the line
-    /// `N passed, M failed` (over the 8 checks).
+    /// `N passed, M failed` (over the 9 checks).
     pub fn report(&self, faults: &[AppliedFault]) -> String {
         let counts = &self.counts;
         let mut rows: Vec<(String, u64)> = vec![
@@ -186,11 +219,15 @@ impl Verdict {
             ("sends answered".into(), counts.sends_answered),
             ("sends unanswered".into(), counts.sends_unanswered),
             ("receives".into(), counts.received),
-            ("deliveries (message, recipient)".into(), counts.deliveries),
+            ("deliveries (message, device)".into(), counts.deliveries),
             ("resends before ack".into(), counts.resends),
+            ("redeliveries behind the cursor".into(), counts.redeliveries_behind_cursor),
             ("acks".into(), counts.acks),
             ("statuses".into(), counts.statuses),
+            ("receipts pushed".into(), counts.receipts_pushed),
+            ("receipts read".into(), counts.receipts_read),
             ("reads sent".into(), counts.reads_sent),
+            ("devices".into(), counts.devices),
             ("connections".into(), counts.connections),
         ];
         for check in Check::ALL {
@@ -233,11 +270,12 @@ impl Verdict {
         let _ = writeln!(out, "{} at {} ms", violation.check, violation.at_ms);
         let _ = writeln!(
             out,
-            "  message {}  seq {}  chat {}  user {}  conn {}",
+            "  message {}  seq {}  chat {}  user {}  device {}  conn {}",
             violation.message_id.as_deref().unwrap_or("-"),
             violation.seq.map_or_else(|| "-".to_string(), |seq| seq.to_string()),
             violation.chat_id.as_deref().unwrap_or("-"),
             violation.user,
+            violation.device.as_deref().unwrap_or("-"),
             violation.conn,
         );
         let _ = writeln!(out, "  {}", violation.detail);
@@ -279,7 +317,7 @@ impl Verdict {
                 out,
                 "  {:>9} ms  {} conn {}  {}",
                 event.at_ms,
-                event.user,
+                who(event),
                 event.conn,
                 describe(&event.kind)
             );
@@ -295,6 +333,15 @@ impl Verdict {
             let _ = writeln!(out, "  {:>9} ms  {}  {}", fault.at_ms, fault.kind, fault.detail);
         }
         Some(out)
+    }
+}
+
+/// Who recorded an event, for the context: the device when its id names the
+/// user (`u3-phone`), else `user/device`.
+fn who(event: &Event) -> String {
+    match event.device.strip_prefix(event.user.as_str()) {
+        Some(rest) if rest.starts_with('-') => event.device.clone(),
+        _ => format!("{}/{}", event.user, event.device),
     }
 }
 
@@ -321,34 +368,57 @@ fn describe(kind: &EventKind) -> String {
         EventKind::SendFailed { client_msg_id, reason } => {
             format!("send failed: client_msg_id {client_msg_id}: {reason}")
         }
-        EventKind::Received { chat_id, message_id, sender_id, seq } => {
-            format!("received {message_id} seq {seq} in chat {chat_id} from {sender_id}")
+        EventKind::Received { chat_id, message_id, sender_id, seq, frame_id } => {
+            let frame = frame_id.map_or_else(String::new, |id| format!(" (frame {id})"));
+            format!("received {message_id} seq {seq} in chat {chat_id} from {sender_id}{frame}")
         }
         EventKind::Acked { message_id } => format!("acked {message_id}"),
         EventKind::Status { message_id, recipient, status } => {
             format!("status of {message_id} for {recipient}: {status}")
         }
         EventKind::ReadSent { chat_id, up_to_seq } => format!("read sent: chat {chat_id} up to seq {up_to_seq}"),
+        EventKind::SyncDone { count } => format!("sync:done ({count})"),
+        EventKind::Receipt { chat_id, user_id, delivered_seq, read_seq, pushed } => {
+            let how = if *pushed { "receipt" } else { "receipt read from /api/sync" };
+            format!("{how}: {user_id} in chat {chat_id} delivered up to seq {delivered_seq}, read up to seq {read_seq}")
+        }
     }
 }
 
 // ---------------------------------------------------------------------------
 // Indexes over the history, built once.
 
-/// The first answer for a message id: who sent it, where, and as what.
+/// A device: (user, device id).
+type DeviceKey<'a> = (&'a str, &'a str);
+
+/// The first answer for a message id: who sent it, from which device, where, and as what.
 struct Answer<'a> {
     user: &'a str,
+    device: &'a str,
     conn: u64,
     at_ms: u64,
     chat_id: &'a str,
     client_msg_id: &'a str,
     seq: i64,
+    /// When its first try was written (the message cannot be older).
+    first_attempt_ms: u64,
 }
 
 #[derive(Default, Clone, Copy)]
 struct Lifetime {
     connected_at: Option<u64>,
     disconnected_at: Option<u64>,
+    /// When it got its `sync:done` (first).
+    synced_at: Option<u64>,
+}
+
+/// What the history says about one device.
+#[derive(Clone)]
+struct DeviceInfo {
+    /// Its first connection's `Connected`: it exists on the server from then on at the latest.
+    created_at: u64,
+    /// Its connections, by `Connected` time.
+    conns: Vec<u64>,
 }
 
 struct History<'a> {
@@ -359,6 +429,10 @@ struct History<'a> {
     answers: BTreeMap<&'a str, Answer<'a>>,
     /// (user, conn) → when it was opened and closed (first of each).
     lifetimes: HashMap<(&'a str, u64), Lifetime>,
+    /// Every device that ever connected.
+    devices: BTreeMap<DeviceKey<'a>, DeviceInfo>,
+    /// (chat, seq) → the first message seen there (answered or received).
+    at_seq: HashMap<(&'a str, i64), &'a str>,
 }
 
 impl<'a> History<'a> {
@@ -368,34 +442,63 @@ impl<'a> History<'a> {
 
         let mut answers = BTreeMap::new();
         let mut lifetimes: HashMap<(&str, u64), Lifetime> = HashMap::new();
+        let mut devices: BTreeMap<DeviceKey, DeviceInfo> = BTreeMap::new();
+        let mut at_seq: HashMap<(&str, i64), &str> = HashMap::new();
+        let mut first_attempts: HashMap<(&str, &str), u64> = HashMap::new();
         for event in &timeline {
             match &event.kind {
+                EventKind::SendAttempt { client_msg_id, .. } => {
+                    first_attempts.entry((event.user.as_str(), client_msg_id.as_str())).or_insert(event.at_ms);
+                }
                 EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq } => {
+                    let first_attempt_ms = first_attempts
+                        .get(&(event.user.as_str(), client_msg_id.as_str()))
+                        .copied()
+                        .unwrap_or(event.at_ms);
                     answers.entry(message_id.as_str()).or_insert(Answer {
                         user: &event.user,
+                        device: &event.device,
                         conn: event.conn,
                         at_ms: event.at_ms,
                         chat_id,
                         client_msg_id,
                         seq: *seq,
+                        first_attempt_ms,
                     });
+                    at_seq.entry((chat_id.as_str(), *seq)).or_insert(message_id.as_str());
+                }
+                EventKind::Received { chat_id, message_id, seq, .. } => {
+                    at_seq.entry((chat_id.as_str(), *seq)).or_insert(message_id.as_str());
                 }
                 EventKind::Connected { .. } => {
                     let lifetime = lifetimes.entry((event.user.as_str(), event.conn)).or_default();
                     lifetime.connected_at.get_or_insert(event.at_ms);
+                    devices
+                        .entry((event.user.as_str(), event.device.as_str()))
+                        .or_insert(DeviceInfo { created_at: event.at_ms, conns: Vec::new() })
+                        .conns
+                        .push(event.conn);
                 }
                 EventKind::Disconnected => {
                     let lifetime = lifetimes.entry((event.user.as_str(), event.conn)).or_default();
                     lifetime.disconnected_at.get_or_insert(event.at_ms);
                 }
+                EventKind::SyncDone { .. } => {
+                    lifetimes.entry((event.user.as_str(), event.conn)).or_default().synced_at.get_or_insert(event.at_ms);
+                }
                 _ => {}
             }
         }
-        Self { timeline, answers, lifetimes }
+        Self { timeline, answers, lifetimes, devices, at_seq }
     }
 
     fn lifetime(&self, user: &str, conn: u64) -> Lifetime {
         self.lifetimes.get(&(user, conn)).copied().unwrap_or_default()
+    }
+
+    /// The devices of `user` that ever connected, with their info.
+    fn devices_of(&self, user: &'a str) -> impl Iterator<Item = (&'a str, &DeviceInfo)> + '_ {
+        self.devices.range((user, "")..).take_while(move |((u, _), _)| *u == user).map(|((_, device), info)| (*device, info))
     }
 
     /// Every event naming `message_id`, plus the send tries that produced it
@@ -422,9 +525,26 @@ impl<'a> History<'a> {
                 EventKind::SendAttempt { client_msg_id, .. } | EventKind::SendFailed { client_msg_id, .. } => {
                     tries.contains(&(event.user.as_str(), client_msg_id.as_str()))
                 }
-                EventKind::Connected { .. } | EventKind::Disconnected | EventKind::ReadSent { .. } => false,
+                EventKind::Connected { .. }
+                | EventKind::Disconnected
+                | EventKind::ReadSent { .. }
+                | EventKind::SyncDone { .. }
+                | EventKind::Receipt { .. } => false,
             })
             .collect()
+    }
+}
+
+/// Where a violation happened: a user, maybe one of their devices, maybe one connection.
+struct At<'a> {
+    user: &'a str,
+    device: Option<&'a str>,
+    conn: u64,
+}
+
+impl<'a> At<'a> {
+    fn event(event: &'a Event) -> Self {
+        Self { user: &event.user, device: Some(&event.device), conn: event.conn }
     }
 }
 
@@ -436,8 +556,7 @@ impl Found {
     fn push(
         &mut self,
         check: Check,
-        event_user: &str,
-        conn: u64,
+        at: At,
         message_id: Option<&str>,
         chat_id: Option<&str>,
         seq: Option<i64>,
@@ -446,8 +565,9 @@ impl Found {
     ) {
         self.0.push(Violation {
             check,
-            user: event_user.to_string(),
-            conn,
+            user: at.user.to_string(),
+            device: at.device.map(str::to_string),
+            conn: at.conn,
             message_id: message_id.map(str::to_string),
             chat_id: chat_id.map(str::to_string),
             seq,
@@ -461,11 +581,11 @@ fn count(history: &History) -> Counts {
     let mut counts = Counts::default();
     let mut attempted: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut answered: BTreeSet<(&str, &str)> = BTreeSet::new();
-    let mut deliveries: HashSet<(&str, &str)> = HashSet::new();
+    let mut deliveries: HashSet<(&str, &str, &str)> = HashSet::new();
     for event in &history.timeline {
         match &event.kind {
             EventKind::Connected { .. } => counts.connections += 1,
-            EventKind::Disconnected => {}
+            EventKind::Disconnected | EventKind::SyncDone { .. } => {}
             EventKind::SendAttempt { client_msg_id, .. } => {
                 attempted.insert((&event.user, client_msg_id));
             }
@@ -477,10 +597,12 @@ fn count(history: &History) -> Counts {
             }
             EventKind::Received { message_id, .. } => {
                 counts.received += 1;
-                deliveries.insert((message_id, &event.user));
+                deliveries.insert((message_id, &event.user, &event.device));
             }
             EventKind::Acked { .. } => counts.acks += 1,
             EventKind::Status { .. } => counts.statuses += 1,
+            EventKind::Receipt { pushed: true, .. } => counts.receipts_pushed += 1,
+            EventKind::Receipt { pushed: false, .. } => counts.receipts_read += 1,
             EventKind::ReadSent { .. } => counts.reads_sent += 1,
         }
     }
@@ -488,20 +610,35 @@ fn count(history: &History) -> Counts {
     counts.sends_answered = answered.len() as u64;
     counts.sends_unanswered = attempted.difference(&answered).count() as u64;
     counts.deliveries = deliveries.len() as u64;
+    counts.devices = history.devices.len() as u64;
+    counts.devices_caught_up = history
+        .devices
+        .iter()
+        .filter(|((user, _), info)| {
+            info.conns.iter().any(|&conn| {
+                let lifetime = history.lifetime(user, conn);
+                lifetime.synced_at.is_some() && lifetime.disconnected_at.is_none()
+            })
+        })
+        .count() as u64;
     counts
 }
 
 // ---------------------------------------------------------------------------
 // The checks.
 
-/// `lost` (check 1): every answered send reaches every other member of its chat.
+/// `lost`: every answered send reaches every device of every member of its
+/// chat — the sender's other devices included — except the device that sent
+/// it. A device is owed the messages sent after it first connected (a device
+/// new to the server starts at its user's delivered watermark, so what was
+/// sent before may or may not come; the runner creates every device first).
 fn check_lost(history: &History, chats: &Chats, found: &mut Found) {
-    let mut received: HashSet<(&str, &str)> = HashSet::new();
+    let mut received: HashSet<(&str, &str, &str)> = HashSet::new();
     let mut expired: HashSet<(&str, &str)> = HashSet::new();
     for event in &history.timeline {
         match &event.kind {
             EventKind::Received { message_id, .. } => {
-                received.insert((message_id, &event.user));
+                received.insert((message_id, &event.user, &event.device));
             }
             EventKind::Status { message_id, recipient, status } if status == "expired" => {
                 expired.insert((message_id, recipient));
@@ -513,35 +650,88 @@ fn check_lost(history: &History, chats: &Chats, found: &mut Found) {
         // An answer in a chat the run does not know is reported as
         // `inconsistent`; without members there is nobody to have lost it.
         let Some(members) = chats.get(answer.chat_id) else { continue };
-        for recipient in members.iter().filter(|member| member.as_str() != answer.user) {
-            if received.contains(&(message_id, recipient.as_str())) {
-                continue;
-            }
+        for member in members {
             // Expiry is the server giving up on an offline recipient; it is
             // still a loss from the run's point of view, but say so.
-            let expiry_note = if expired.contains(&(message_id, recipient.as_str())) {
+            let expiry_note = if expired.contains(&(message_id, member.as_str())) {
                 "; the sender saw it expire for them"
             } else {
                 ""
             };
-            found.push(
-                Check::Lost,
-                recipient,
-                0,
-                Some(message_id),
-                Some(answer.chat_id),
-                Some(answer.seq),
-                answer.at_ms,
-                format!(
-                    "sent by {} (conn {}, answered at {} ms), never received by {recipient} on any connection{expiry_note}",
-                    answer.user, answer.conn, answer.at_ms
-                ),
-            );
+            let mut devices = history.devices_of(member).peekable();
+            if devices.peek().is_none() {
+                if member != answer.user {
+                    found.push(
+                        Check::Lost,
+                        At { user: member, device: None, conn: 0 },
+                        Some(message_id),
+                        Some(answer.chat_id),
+                        Some(answer.seq),
+                        answer.at_ms,
+                        format!(
+                            "sent by {} (conn {}, answered at {} ms), never received by {member}: none of their devices ever connected",
+                            answer.user, answer.conn, answer.at_ms
+                        ),
+                    );
+                }
+                continue;
+            }
+            for (device, info) in devices {
+                let sending_device = member == answer.user && device == answer.device;
+                if sending_device || info.created_at > answer.first_attempt_ms {
+                    continue;
+                }
+                if received.contains(&(message_id, member.as_str(), device)) {
+                    continue;
+                }
+                let whose = if member == answer.user { "the sender's other device" } else { "their device" };
+                found.push(
+                    Check::Lost,
+                    At { user: member, device: Some(device), conn: 0 },
+                    Some(message_id),
+                    Some(answer.chat_id),
+                    Some(answer.seq),
+                    answer.at_ms,
+                    format!(
+                        "sent by {} from {} (conn {}, answered at {} ms), never received by {whose} {device} \
+                         (created at {} ms) on any connection{expiry_note}",
+                        answer.user, answer.device, answer.conn, answer.at_ms, info.created_at
+                    ),
+                );
+            }
         }
     }
 }
 
-/// `duplicate_creation` (check 2): a (sender, client_msg_id) names one message: retries get the original back.
+/// `echoed_to_sending_device`: a device never receives a message it sent
+/// itself (its user's other devices do), on any of its connections.
+fn check_echoed_to_sending_device(history: &History, found: &mut Found) {
+    let mut reported: HashSet<(&str, &str, &str)> = HashSet::new();
+    for event in &history.timeline {
+        let EventKind::Received { chat_id, message_id, seq, .. } = &event.kind else { continue };
+        let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
+        if answer.user != event.user || answer.device != event.device {
+            continue;
+        }
+        if !reported.insert((&event.user, &event.device, message_id)) {
+            continue;
+        }
+        found.push(
+            Check::EchoedToSendingDevice,
+            At::event(event),
+            Some(message_id),
+            Some(chat_id),
+            Some(*seq),
+            event.at_ms,
+            format!(
+                "{} sent it (conn {}, client_msg_id {}, answered at {} ms) and got it back on conn {}",
+                event.device, answer.conn, answer.client_msg_id, answer.at_ms, event.conn
+            ),
+        );
+    }
+}
+
+/// `duplicate_creation`: a (sender, client_msg_id) names one message: retries get the original back.
 fn check_duplicate_creation(history: &History, found: &mut Found) {
     // (user, client_msg_id) → the first answer's (message_id, seq), and every
     // other (message_id, seq) already reported.
@@ -558,8 +748,7 @@ fn check_duplicate_creation(history: &History, found: &mut Found) {
         }
         found.push(
             Check::DuplicateCreation,
-            &event.user,
-            event.conn,
+            At::event(event),
             Some(message_id),
             Some(chat_id),
             Some(*seq),
@@ -572,7 +761,7 @@ fn check_duplicate_creation(history: &History, found: &mut Found) {
     }
 }
 
-/// `inconsistent` (check 3): a message id has one (chat, seq) and one sender everywhere; a (chat,
+/// `inconsistent`: a message id has one (chat, seq) and one sender everywhere; a (chat,
 /// seq) names one message (the schema's `UNIQUE (chat_id, seq)`).
 fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
     // message id → the first (chat, seq) seen for it, in answers or receipts.
@@ -593,8 +782,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
         if first != (chat_id.as_str(), seq) && reported.insert((message_id, format!("placement {chat_id} {seq}"))) {
             found.push(
                 Check::Inconsistent,
-                &event.user,
-                event.conn,
+                At::event(event),
                 Some(message_id),
                 Some(chat_id),
                 Some(seq),
@@ -609,8 +797,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
         if holder != message_id && reported.insert((message_id, format!("occupant {chat_id} {seq}"))) {
             found.push(
                 Check::Inconsistent,
-                &event.user,
-                event.conn,
+                At::event(event),
                 Some(message_id),
                 Some(chat_id),
                 Some(seq),
@@ -627,8 +814,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                 if answer.user != event.user && reported.insert((message_id, format!("answered to {}", event.user))) {
                     found.push(
                         Check::Inconsistent,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(chat_id),
                         Some(*seq),
@@ -639,8 +825,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                 if !chats.contains_key(chat_id.as_str()) && reported.insert((message_id, "unknown chat".to_string())) {
                     found.push(
                         Check::Inconsistent,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(chat_id),
                         Some(*seq),
@@ -649,14 +834,13 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                     );
                 }
             }
-            EventKind::Received { chat_id, message_id, sender_id, seq } => {
+            EventKind::Received { chat_id, message_id, sender_id, seq, .. } => {
                 // A message whose answer never arrived has no known sender to compare with.
                 let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
                 if answer.user != sender_id && reported.insert((message_id, format!("sender {sender_id}"))) {
                     found.push(
                         Check::Inconsistent,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(chat_id),
                         Some(*seq),
@@ -670,8 +854,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                 if answer.user != event.user && reported.insert((message_id, format!("status at {}", event.user))) {
                     found.push(
                         Check::Inconsistent,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(answer.chat_id),
                         Some(answer.seq),
@@ -688,16 +871,19 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
     }
 }
 
-/// `out_of_order` (check 4) and `redelivered_same_connection` (check 5),
-/// which share the per-connection bookkeeping. Returns the resends.
+/// `out_of_order` and `redelivered_same_connection`, which share the
+/// per-connection bookkeeping. Returns the resends.
 ///
 /// - Per connection and chat, first receipts come in strictly increasing seq;
-///   a receipt again before the ack is the server's retry, allowed.
-/// - Nothing is received again on a connection that acked it.
+///   a receipt again under the same frame before the ack is the server's
+///   resend, allowed.
+/// - A message is delivered once per connection: received again after the
+///   connection acked it, or under another frame id, is a redelivery.
 fn check_connection_order_and_acks(history: &History, found: &mut Found) -> u64 {
     #[derive(Default)]
     struct ConnectionState<'a> {
-        received: HashSet<&'a str>,
+        /// message → the frame id of its first receipt here.
+        received: HashMap<&'a str, Option<u64>>,
         acked: HashSet<&'a str>,
         /// chat → (seq, message id) of the latest first receipt.
         latest_first: HashMap<&'a str, (i64, &'a str)>,
@@ -709,13 +895,12 @@ fn check_connection_order_and_acks(history: &History, found: &mut Found) -> u64 
             EventKind::Acked { message_id } => {
                 connections.entry((&event.user, event.conn)).or_default().acked.insert(message_id);
             }
-            EventKind::Received { chat_id, message_id, seq, .. } => {
+            EventKind::Received { chat_id, message_id, seq, frame_id, .. } => {
                 let state = connections.entry((&event.user, event.conn)).or_default();
                 if state.acked.contains(message_id.as_str()) {
                     found.push(
                         Check::RedeliveredSameConnection,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(chat_id),
                         Some(*seq),
@@ -724,17 +909,31 @@ fn check_connection_order_and_acks(history: &History, found: &mut Found) -> u64 
                     );
                     continue;
                 }
-                if !state.received.insert(message_id) {
-                    resends += 1;
+                if let Some(&first_frame) = state.received.get(message_id.as_str()) {
+                    match (first_frame, *frame_id) {
+                        (Some(first), Some(now)) if first != now => found.push(
+                            Check::RedeliveredSameConnection,
+                            At::event(event),
+                            Some(message_id),
+                            Some(chat_id),
+                            Some(*seq),
+                            event.at_ms,
+                            format!(
+                                "received again on conn {} as frame {now}, first as frame {first} (not a resend: a second delivery)",
+                                event.conn
+                            ),
+                        ),
+                        _ => resends += 1,
+                    }
                     continue;
                 }
+                state.received.insert(message_id, *frame_id);
                 if let Some(&(previous_seq, previous_message)) = state.latest_first.get(chat_id.as_str())
                     && *seq <= previous_seq
                 {
                     found.push(
                         Check::OutOfOrder,
-                        &event.user,
-                        event.conn,
+                        At::event(event),
                         Some(message_id),
                         Some(chat_id),
                         Some(*seq),
@@ -755,22 +954,72 @@ fn check_connection_order_and_acks(history: &History, found: &mut Found) -> u64 
     resends
 }
 
-/// `redelivered_other_connection` (check 6): a message acked on one connection is not delivered to a connection of
-/// the same user opened well after the ack, if the acking connection lived
-/// long enough for the server to have processed the ack.
-fn check_redelivered_other_connection(history: &History, rules: &Rules, found: &mut Found) {
-    // (user, message) → (conn, time) of each connection's first ack, in time order.
-    let mut acks: HashMap<(&str, &str), Vec<(u64, u64)>> = HashMap::new();
+/// (connection, time in ms).
+type ConnTime = (u64, u64);
+
+/// A device's chat: (user, device, chat).
+type DeviceChat<'a> = (&'a str, &'a str, &'a str);
+
+/// Where a connection's catch-up showed its device's cursor: (`sync:done` time, connection, seq).
+type CursorShown = (u64, u64, i64);
+
+/// `redelivered_other_connection`: a device's cursor in a chat is how far it
+/// acknowledged without a hole (its own messages are no hole: it passes over
+/// them), it only moves forward, and a connection's catch-up sends what is
+/// after it. A connection of the device opened once the cursor is known to be
+/// past a message must not get that message again. Known in two ways:
+///
+/// - by the acks: every message of the chat from seq 1 up to it acked by the
+///   device on some connection that then stayed up for the grace (or sent by
+///   the device), the grace having passed since the latest of those acks;
+/// - by a catch-up: a connection of the device that got its `sync:done` and
+///   never received a message of the chat up to seq N, all of which existed
+///   when it opened (answered or received by someone before), shows the
+///   cursor at N or beyond from that `sync:done` on.
+///
+/// A receipt that is not such a violation but repeats an ack of the device
+/// elsewhere is counted (at-least-once behind the cursor). Returns that count.
+fn check_redelivered_other_connection(history: &History, chats: &Chats, rules: &Rules, found: &mut Found) -> u64 {
+    // (user, device, message) → (conn, time) of each connection's first ack, in time order.
+    let mut acks: HashMap<(&str, &str, &str), Vec<ConnTime>> = HashMap::new();
     for event in &history.timeline {
         if let EventKind::Acked { message_id } = &event.kind {
-            let list = acks.entry((&event.user, message_id)).or_default();
+            let list = acks.entry((&event.user, &event.device, message_id)).or_default();
             if !list.iter().any(|&(conn, _)| conn == event.conn) {
                 list.push((event.conn, event.at_ms));
             }
         }
     }
+    // When the server surely knows that the device has message `message_id`:
+    // `None` if never (as far as the history tells).
+    let known_at = |user: &str, device: &str, message_id: &str| -> Option<u64> {
+        if let Some(answer) = history.answers.get(message_id)
+            && answer.user == user
+            && answer.device == device
+        {
+            return Some(answer.at_ms);
+        }
+        acks.get(&(user, device, message_id))?
+            .iter()
+            .filter_map(|&(ack_conn, acked_at)| {
+                let settled_at = acked_at.saturating_add(rules.redelivery_grace_ms);
+                let stayed = history
+                    .lifetime(user, ack_conn)
+                    .disconnected_at
+                    .is_none_or(|disconnected_at| disconnected_at >= settled_at);
+                stayed.then_some(settled_at)
+            })
+            .min()
+    };
+    // (user, device, chat) → for seq 1, 2, …: when the cursor is surely past
+    // it (the latest of the known times up to there); ends at the first seq
+    // that is never known to be had (or no message of the history is at).
+    let mut cursors: HashMap<(&str, &str, &str), Vec<u64>> = HashMap::new();
+    let shown = cursors_shown_by_catch_ups(history, chats);
+
+    let mut behind_cursor = 0;
     // Only a connection's first receipt of a message is judged: later ones
-    // are resends of the same delivery (or check 5's business).
+    // are resends of the same delivery (or `redelivered_same_connection`).
     let mut judged: HashSet<(&str, u64, &str)> = HashSet::new();
     for event in &history.timeline {
         let EventKind::Received { chat_id, message_id, seq, .. } = &event.kind else { continue };
@@ -778,32 +1027,113 @@ fn check_redelivered_other_connection(history: &History, rules: &Rules, found: &
             continue;
         }
         let Some(connected_at) = history.lifetime(&event.user, event.conn).connected_at else { continue };
-        let Some(earlier_acks) = acks.get(&(event.user.as_str(), message_id.as_str())) else { continue };
-        let processed_ack = earlier_acks.iter().find(|&&(ack_conn, acked_at)| {
-            let settled_at = acked_at.saturating_add(rules.redelivery_grace_ms);
-            let stayed = history
-                .lifetime(&event.user, ack_conn)
-                .disconnected_at
-                .is_none_or(|disconnected_at| disconnected_at >= settled_at);
-            ack_conn != event.conn && stayed && connected_at >= settled_at
-        });
-        if let Some(&(ack_conn, acked_at)) = processed_ack {
+        // The device's own message: `echoed_to_sending_device`'s business.
+        if history.answers.get(message_id.as_str()).is_some_and(|a| a.user == event.user && a.device == event.device) {
+            continue;
+        }
+        let key = (event.user.as_str(), event.device.as_str(), chat_id.as_str());
+        let known = cursors.entry(key).or_default();
+        // Extend the prefix as far as `seq` if it can be.
+        while (known.len() as i64) < *seq {
+            let next_seq = known.len() as i64 + 1;
+            let Some(&at_next) = history.at_seq.get(&(chat_id.as_str(), next_seq)) else { break };
+            let Some(had_at) = known_at(&event.user, &event.device, at_next) else { break };
+            let past = known.last().map_or(had_at, |&before| before.max(had_at));
+            known.push(past);
+        }
+        let past_at = usize::try_from(*seq).ok().and_then(|seq| seq.checked_sub(1)).and_then(|index| known.get(index).copied());
+        if let Some(past_at) = past_at
+            && connected_at >= past_at
+        {
             found.push(
                 Check::RedeliveredOtherConnection,
-                &event.user,
-                event.conn,
+                At::event(event),
                 Some(message_id),
                 Some(chat_id),
                 Some(*seq),
                 event.at_ms,
                 format!(
-                    "conn {ack_conn} acked it at {acked_at} ms and stayed connected for the {} ms grace; \
-                     conn {} opened at {connected_at} ms and got it again",
-                    rules.redelivery_grace_ms, event.conn
+                    "{} had acked every message of the chat up to seq {seq} (the last ack processed by {past_at} ms, \
+                     {} ms grace included); conn {} opened at {connected_at} ms and got it again",
+                    event.device, rules.redelivery_grace_ms, event.conn
                 ),
             );
+        } else if let Some(&(synced_at, shown_conn, shown_seq)) = shown
+            .get(&key)
+            .and_then(|list| list.iter().filter(|&&(synced_at, _, _)| synced_at <= connected_at).max_by_key(|&&(_, _, seq)| seq))
+            .filter(|&&(_, _, shown_seq)| *seq <= shown_seq)
+        {
+            found.push(
+                Check::RedeliveredOtherConnection,
+                At::event(event),
+                Some(message_id),
+                Some(chat_id),
+                Some(*seq),
+                event.at_ms,
+                format!(
+                    "the catch-up of {}'s conn {shown_conn} (sync:done at {synced_at} ms) showed its cursor in the chat at seq \
+                     {shown_seq} or beyond; conn {} opened at {connected_at} ms and got seq {seq} again",
+                    event.device, event.conn
+                ),
+            );
+        } else if acks
+            .get(&(event.user.as_str(), event.device.as_str(), message_id.as_str()))
+            .is_some_and(|list| list.iter().any(|&(conn, acked_at)| conn != event.conn && acked_at <= event.at_ms))
+        {
+            behind_cursor += 1;
         }
     }
+    behind_cursor
+}
+
+/// (user, device, chat) → (sync:done time, conn, seq): each connection of a
+/// device that got its `sync:done` shows the device's cursor in each of its
+/// user's chats at the seq before the lowest it received there, or at the
+/// highest that existed when it opened if that is lower (a catch-up sends
+/// everything after the cursor). See `check_redelivered_other_connection`.
+fn cursors_shown_by_catch_ups<'a>(history: &History<'a>, chats: &'a Chats) -> HashMap<DeviceChat<'a>, Vec<CursorShown>> {
+    // chat → (time, highest seq seen by then), one entry per new highest.
+    let mut existed: HashMap<&str, Vec<(u64, i64)>> = HashMap::new();
+    // (conn, chat) → the lowest seq received there.
+    let mut lowest: HashMap<(u64, &str), i64> = HashMap::new();
+    for event in &history.timeline {
+        let (chat_id, seq) = match &event.kind {
+            EventKind::SendAnswered { chat_id, seq, .. } => (chat_id.as_str(), *seq),
+            EventKind::Received { chat_id, seq, .. } => {
+                let low = lowest.entry((event.conn, chat_id.as_str())).or_insert(*seq);
+                *low = (*low).min(*seq);
+                (chat_id.as_str(), *seq)
+            }
+            _ => continue,
+        };
+        let list = existed.entry(chat_id).or_default();
+        if list.last().is_none_or(|&(_, highest)| seq > highest) {
+            list.push((event.at_ms, seq));
+        }
+    }
+    // The highest seq of `chat_id` seen before `at_ms` (seqs become visible in order).
+    let existed_before = |chat_id: &str, at_ms: u64| -> i64 {
+        let Some(list) = existed.get(chat_id) else { return 0 };
+        let index = list.partition_point(|&(seen_at, _)| seen_at < at_ms);
+        index.checked_sub(1).map_or(0, |index| list[index].1)
+    };
+    let mut shown: HashMap<DeviceChat, Vec<CursorShown>> = HashMap::new();
+    for (&(user, device), info) in &history.devices {
+        for (chat_id, _) in chats.iter().filter(|(_, members)| members.iter().any(|member| member == user)) {
+            for &conn in &info.conns {
+                let lifetime = history.lifetime(user, conn);
+                let (Some(connected_at), Some(synced_at)) = (lifetime.connected_at, lifetime.synced_at) else { continue };
+                let mut at = existed_before(chat_id, connected_at);
+                if let Some(&low) = lowest.get(&(conn, chat_id.as_str())) {
+                    at = at.min(low - 1);
+                }
+                if at > 0 {
+                    shown.entry((user, device, chat_id.as_str())).or_default().push((synced_at, conn, at));
+                }
+            }
+        }
+    }
+    shown
 }
 
 /// Rank of a status for monotonicity; `expired` is handled apart (terminal).
@@ -816,21 +1146,47 @@ fn status_rank(status: &str) -> Option<u8> {
     }
 }
 
-/// `status_regression` (check 7): on one sender connection, a recipient's status of a message never goes
+/// `status_regression`: on one sender connection, a recipient's status of a message never goes
 /// back: sent < delivered < read, and `expired` only ever follows `sent` and
-/// is followed by nothing else.
+/// is followed by nothing else; a member's `receipt` frames in a chat never
+/// lower either watermark. (Receipts read from `GET /api/sync` are not
+/// judged: a read may be older than a frame that overtook it.)
 fn check_status_regression(history: &History, found: &mut Found) {
     // (user, conn, message, recipient) → the latest known status.
     let mut latest: HashMap<(&str, u64, &str, &str), &str> = HashMap::new();
+    // (user, conn, chat, member) → the latest pushed receipt's (delivered_seq, read_seq).
+    let mut watermarks: HashMap<(&str, u64, &str, &str), (i64, i64)> = HashMap::new();
     for event in &history.timeline {
+        if let EventKind::Receipt { chat_id, user_id, delivered_seq, read_seq, pushed: true } = &event.kind {
+            let key = (event.user.as_str(), event.conn, chat_id.as_str(), user_id.as_str());
+            let now = (*delivered_seq, *read_seq);
+            if let Some(before) = watermarks.insert(key, now)
+                && (now.0 < before.0 || now.1 < before.1)
+            {
+                found.push(
+                    Check::StatusRegression,
+                    At::event(event),
+                    None,
+                    Some(chat_id),
+                    None,
+                    event.at_ms,
+                    format!(
+                        "receipt for {user_id} went from delivered {} / read {} to delivered {} / read {} on conn {}",
+                        before.0, before.1, now.0, now.1, event.conn
+                    ),
+                );
+                // Judge the next one against the highest seen.
+                watermarks.insert(key, (before.0.max(now.0), before.1.max(now.1)));
+            }
+            continue;
+        }
         let EventKind::Status { message_id, recipient, status } = &event.kind else { continue };
         let chat_id = history.answers.get(message_id.as_str()).map(|answer| answer.chat_id);
         let seq = history.answers.get(message_id.as_str()).map(|answer| answer.seq);
         if status != "expired" && status_rank(status).is_none() {
             found.push(
                 Check::StatusRegression,
-                &event.user,
-                event.conn,
+                At { user: &event.user, device: Some(&event.device), conn: event.conn },
                 Some(message_id),
                 chat_id,
                 seq,
@@ -855,8 +1211,7 @@ fn check_status_regression(history: &History, found: &mut Found) {
         if regression {
             found.push(
                 Check::StatusRegression,
-                &event.user,
-                event.conn,
+                At { user: &event.user, device: Some(&event.device), conn: event.conn },
                 Some(message_id),
                 chat_id,
                 seq,
@@ -867,16 +1222,25 @@ fn check_status_regression(history: &History, found: &mut Found) {
     }
 }
 
-/// `missing_delivered_status` (check 8): whatever a recipient acked ends ✓✓ (delivered or read) at its sender.
+/// `missing_delivered_status`: whatever a recipient acked ends ✓✓ (delivered or read) at its sender:
+/// a `message:status` for it, or a receipt of the recipient in its chat (pushed or read from
+/// `GET /api/sync`) that reaches its seq, seen by any device of the sender.
 fn check_missing_delivered_status(history: &History, found: &mut Found) {
-    // (message, recipient) → the first ack's (conn, time).
-    let mut acked: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    // (message, recipient) → the first ack's (device, conn, time): statuses
+    // are per user, so any device's ack makes the recipient's copy delivered.
+    let mut acked: BTreeMap<(&str, &str), (&str, u64, u64)> = BTreeMap::new();
     // (sender user, message, recipient) with a delivered or read status.
     let mut ticked: HashSet<(&str, &str, &str)> = HashSet::new();
+    // (user told, chat, member) → the highest watermark of the member they were told.
+    let mut receipts: HashMap<(&str, &str, &str), i64> = HashMap::new();
     for event in &history.timeline {
         match &event.kind {
+            EventKind::Receipt { chat_id, user_id, delivered_seq, read_seq, .. } => {
+                let highest = receipts.entry((&event.user, chat_id, user_id)).or_insert(i64::MIN);
+                *highest = (*highest).max(*delivered_seq).max(*read_seq);
+            }
             EventKind::Acked { message_id } => {
-                acked.entry((message_id, &event.user)).or_insert((event.conn, event.at_ms));
+                acked.entry((message_id, &event.user)).or_insert((&event.device, event.conn, event.at_ms));
             }
             EventKind::Status { message_id, recipient, status } if status == "delivered" || status == "read" => {
                 ticked.insert((&event.user, message_id, recipient));
@@ -884,25 +1248,27 @@ fn check_missing_delivered_status(history: &History, found: &mut Found) {
             _ => {}
         }
     }
-    for (&(message_id, recipient), &(conn, acked_at)) in &acked {
+    for (&(message_id, recipient), &(device, conn, acked_at)) in &acked {
         // Without the answer the sender is unknown (its reply was lost), and
         // a sender's own other device gets no status about itself.
         let Some(answer) = history.answers.get(message_id) else { continue };
         if answer.user == recipient || ticked.contains(&(answer.user, message_id, recipient)) {
             continue;
         }
+        if receipts.get(&(answer.user, answer.chat_id, recipient)).is_some_and(|&seq| seq >= answer.seq) {
+            continue;
+        }
         found.push(
             Check::MissingDeliveredStatus,
-            recipient,
-            conn,
+            At { user: recipient, device: Some(device), conn },
             Some(message_id),
             Some(answer.chat_id),
             Some(answer.seq),
             acked_at,
             format!(
-                "{recipient} acked it on conn {conn} at {acked_at} ms, but the sender {} never saw delivered or read for them \
-                 (client_msg_id {})",
-                answer.user, answer.client_msg_id
+                "{recipient} acked it on {device} conn {conn} at {acked_at} ms, but the sender {} never saw delivered or read for them, \
+                 nor a receipt of theirs that reaches seq {} (client_msg_id {})",
+                answer.user, answer.seq, answer.client_msg_id
             ),
         );
     }
@@ -912,8 +1278,13 @@ fn check_missing_delivered_status(history: &History, found: &mut Found) {
 mod tests {
     use super::*;
 
+    /// An event on the user's phone (`alice-phone`), the only device most tests need.
     fn event(at_ms: u64, user: &str, conn: u64, kind: EventKind) -> Event {
-        Event { at_ms, user: user.to_string(), conn, kind }
+        event_on(at_ms, user, &format!("{user}-phone"), conn, kind)
+    }
+
+    fn event_on(at_ms: u64, user: &str, device: &str, conn: u64, kind: EventKind) -> Event {
+        Event { at_ms, user: user.to_string(), device: device.to_string(), conn, kind }
     }
 
     fn connected(node: usize) -> EventKind {
@@ -938,7 +1309,21 @@ mod tests {
     }
 
     fn received(chat: &str, message: &str, sender: &str, seq: i64) -> EventKind {
-        EventKind::Received { chat_id: chat.into(), message_id: message.into(), sender_id: sender.into(), seq }
+        EventKind::Received { chat_id: chat.into(), message_id: message.into(), sender_id: sender.into(), seq, frame_id: None }
+    }
+
+    fn received_as(frame: u64, chat: &str, message: &str, sender: &str, seq: i64) -> EventKind {
+        EventKind::Received {
+            chat_id: chat.into(),
+            message_id: message.into(),
+            sender_id: sender.into(),
+            seq,
+            frame_id: Some(frame),
+        }
+    }
+
+    fn synced() -> EventKind {
+        EventKind::SyncDone { count: 0 }
     }
 
     fn acked(message: &str) -> EventKind {
@@ -958,12 +1343,16 @@ mod tests {
 
     /// Alice (conn 1) sends m1 and m2 to the group c1 (m2 after a timeout and a
     /// retry); bob (conn 2) and carol (conn 3) get and ack both, bob reads
-    /// them; bob sends m3 to alice in d1. Every promise kept.
+    /// them; bob sends m3 to alice in d1. Every promise kept. One device each
+    /// (their phones); the connections are still open at the end.
     fn clean_history() -> Vec<Event> {
         vec![
             event(0, "alice", 1, connected(0)),
             event(0, "bob", 2, connected(1)),
             event(0, "carol", 3, connected(0)),
+            event(1, "alice", 1, synced()),
+            event(1, "bob", 2, synced()),
+            event(1, "carol", 3, synced()),
             event(10, "alice", 1, attempt("c1", "a-1")),
             event(20, "alice", 1, answered("c1", "a-1", "m1", 1)),
             event(25, "bob", 2, received("c1", "m1", "alice", 1)),
@@ -990,10 +1379,25 @@ mod tests {
             event(1220, "alice", 1, received("d1", "m3", "bob", 1)),
             event(1221, "alice", 1, acked("m3")),
             event(1230, "bob", 2, status("m3", "alice", "delivered")),
-            event(9000, "alice", 1, EventKind::Disconnected),
-            event(9000, "bob", 2, EventKind::Disconnected),
-            event(9000, "carol", 3, EventKind::Disconnected),
         ]
+    }
+
+    /// The clean history, and bob's laptop (conn 6, created with the others):
+    /// it gets and acks alice's m1 and m2 in c1 and bob's own m3 in d1, sent
+    /// from his phone.
+    fn two_device_history() -> Vec<Event> {
+        let mut events = clean_history();
+        events.extend([
+            event_on(0, "bob", "bob-laptop", 6, connected(0)),
+            event_on(1, "bob", "bob-laptop", 6, synced()),
+            event_on(32, "bob", "bob-laptop", 6, received_as(1, "c1", "m1", "alice", 1)),
+            event_on(33, "bob", "bob-laptop", 6, acked("m1")),
+            event_on(1074, "bob", "bob-laptop", 6, received_as(2, "c1", "m2", "alice", 2)),
+            event_on(1075, "bob", "bob-laptop", 6, acked("m2")),
+            event_on(1222, "bob", "bob-laptop", 6, received_as(3, "d1", "m3", "bob", 1)),
+            event_on(1223, "bob", "bob-laptop", 6, acked("m3")),
+        ]);
+        events
     }
 
     fn judge(events: &[Event]) -> Verdict {
@@ -1007,11 +1411,12 @@ mod tests {
         assert!(!verdict.passed());
     }
 
+    /// The events but those of `who` (a user: all their devices; or a device) of each kind.
     fn without(mut events: Vec<Event>, unwanted: &[(&str, EventKind)]) -> Vec<Event> {
-        for (user, kind) in unwanted {
+        for (who, kind) in unwanted {
             let before = events.len();
-            events.retain(|event| !(event.user == *user && event.kind == *kind));
-            assert!(events.len() < before, "{user} {kind:?} is not in the history");
+            events.retain(|event| !((event.user == *who || event.device == *who) && event.kind == *kind));
+            assert!(events.len() < before, "{who} {kind:?} is not in the history");
         }
         events
     }
@@ -1021,7 +1426,7 @@ mod tests {
         let verdict = judge(&clean_history());
         assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
         assert!(verdict.is_settled());
-        assert_eq!(verdict.violations_by_check.len(), 8);
+        assert_eq!(verdict.violations_by_check.len(), 9);
         assert!(verdict.violations_by_check.values().all(|&n| n == 0));
         assert_eq!(
             verdict.counts,
@@ -1032,10 +1437,15 @@ mod tests {
                 received: 5,
                 deliveries: 5,
                 resends: 0,
+                redeliveries_behind_cursor: 0,
                 acks: 5,
                 statuses: 7,
+                receipts_pushed: 0,
+                receipts_read: 0,
                 reads_sent: 1,
                 connections: 3,
+                devices: 3,
+                devices_caught_up: 3,
                 send_failures: BTreeMap::from([("timeout".to_string(), 1)]),
             }
         );
@@ -1123,9 +1533,9 @@ mod tests {
         let mut events = clean_history();
         // Bob's second device syncs m1 after conn 2 already saw m2.
         events.extend([
-            event(2000, "bob", 4, connected(1)),
-            event(2010, "bob", 4, received("c1", "m1", "alice", 1)),
-            event(2011, "bob", 4, acked("m1")),
+            event_on(2000, "bob", "bob-laptop", 4, connected(1)),
+            event_on(2010, "bob", "bob-laptop", 4, received("c1", "m1", "alice", 1)),
+            event_on(2011, "bob", "bob-laptop", 4, acked("m1")),
         ]);
         let verdict = judge(&events);
         assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
@@ -1158,9 +1568,9 @@ mod tests {
         assert_eq!(verdict.counts.resends, 0);
     }
 
-    /// Alice sends m1 to bob in d1; bob's conn 2 acks it at 26 ms and closes at
-    /// `acking_conn_closes_at`; bob's conn 4 opens at `second_conn_opens_at`
-    /// and gets m1 again.
+    /// Alice sends m1 to bob in d1; bob's phone acks it on conn 2 at 26 ms,
+    /// which closes at `acking_conn_closes_at`; the phone's conn 4 opens at
+    /// `second_conn_opens_at` and gets m1 again.
     fn second_connection_history(acking_conn_closes_at: u64, second_conn_opens_at: u64) -> Vec<Event> {
         vec![
             event(0, "alice", 1, connected(0)),
@@ -1213,6 +1623,208 @@ mod tests {
         let events = second_connection_history(9000, 1000);
         let verdict = check(&events, &chats(), &Rules { redelivery_grace_ms: 500 });
         assert_only(&verdict, Check::RedeliveredOtherConnection, 1);
+    }
+
+    // --- Devices -------------------------------------------------------
+
+    #[test]
+    fn two_devices_each_with_everything_and_the_users_own_message_on_the_other_device_pass() {
+        let verdict = judge(&two_device_history());
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert!(verdict.is_settled());
+        assert_eq!((verdict.counts.devices, verdict.counts.deliveries), (4, 8));
+    }
+
+    #[test]
+    fn message_missing_on_one_device_while_the_other_has_it_is_lost() {
+        let events = without(two_device_history(), &[("bob-laptop", received_as(2, "c1", "m2", "alice", 2)), ("bob-laptop", acked("m2"))]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::Lost, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!((violation.user.as_str(), violation.device.as_deref()), ("bob", Some("bob-laptop")));
+        assert_eq!(violation.message_id.as_deref(), Some("m2"));
+        assert!(!verdict.is_settled());
+    }
+
+    #[test]
+    fn own_message_missing_on_the_users_other_device_is_lost() {
+        let events = without(two_device_history(), &[("bob-laptop", received_as(3, "d1", "m3", "bob", 1)), ("bob-laptop", acked("m3"))]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::Lost, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!(violation.device.as_deref(), Some("bob-laptop"));
+        assert!(violation.detail.contains("the sender's other device"), "{}", violation.detail);
+    }
+
+    #[test]
+    fn own_message_echoed_to_the_sending_device_is_a_violation() {
+        let mut events = two_device_history();
+        // m3 went out from bob's phone (conn 2); a later phone connection gets it back.
+        events.extend([
+            event(2000, "bob", 7, connected(0)),
+            event(2010, "bob", 7, received_as(1, "d1", "m3", "bob", 1)),
+            event(2011, "bob", 7, acked("m3")),
+        ]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::EchoedToSendingDevice, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!((violation.device.as_deref(), violation.conn), (Some("bob-phone"), 7));
+        assert_eq!(violation.message_id.as_deref(), Some("m3"));
+    }
+
+    #[test]
+    fn device_created_after_a_send_is_not_owed_it() {
+        // Bob's laptop connects for the first time after every send: it
+        // starts at his delivered watermark and may get nothing of before.
+        let mut events = clean_history();
+        events.extend([event_on(1500, "bob", "bob-laptop", 6, connected(0)), event_on(1501, "bob", "bob-laptop", 6, synced())]);
+        let verdict = judge(&events);
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert!(verdict.is_settled());
+    }
+
+    #[test]
+    fn member_without_any_device_is_owed_every_message_as_before() {
+        let events: Vec<Event> = clean_history().into_iter().filter(|event| event.user != "carol").collect();
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::Lost, 2);
+        assert!(verdict.violations.iter().all(|v| v.user == "carol" && v.device.is_none()));
+    }
+
+    #[test]
+    fn device_without_an_open_connection_through_its_catch_up_is_not_settled() {
+        let mut events = two_device_history();
+        events.push(event_on(5000, "bob", "bob-laptop", 6, EventKind::Disconnected));
+        let closed = judge(&events);
+        assert!(closed.passed() && !closed.is_settled());
+        assert_eq!(closed.counts.devices_caught_up, 3);
+        events.push(event_on(6000, "bob", "bob-laptop", 7, connected(1)));
+        assert!(!judge(&events).is_settled(), "connected, but not through its catch-up");
+        events.push(event_on(6001, "bob", "bob-laptop", 7, synced()));
+        assert!(judge(&events).is_settled());
+        // A second connection of the device that came and went changes nothing.
+        events.push(event_on(7000, "bob", "bob-laptop", 8, connected(0)));
+        events.push(event_on(7500, "bob", "bob-laptop", 8, EventKind::Disconnected));
+        assert!(judge(&events).is_settled());
+    }
+
+    #[test]
+    fn message_delivered_twice_on_one_connection_under_two_frames_is_a_redelivery() {
+        let mut events = without(two_device_history(), &[("bob-laptop", acked("m1"))]);
+        // Not acked yet, but pushed again as a new frame: a second delivery, not a resend.
+        events.push(event_on(40, "bob", "bob-laptop", 6, received_as(4, "c1", "m1", "alice", 1)));
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::RedeliveredSameConnection, 1);
+        assert_eq!(verdict.violations[0].device.as_deref(), Some("bob-laptop"));
+        assert!(verdict.violations[0].detail.contains("as frame 4, first as frame 1"));
+    }
+
+    #[test]
+    fn resend_of_the_same_frame_is_counted_not_a_violation() {
+        let mut events = without(two_device_history(), &[("bob-laptop", acked("m1"))]);
+        events.push(event_on(40, "bob", "bob-laptop", 6, received_as(1, "c1", "m1", "alice", 1)));
+        events.push(event_on(41, "bob", "bob-laptop", 6, acked("m1")));
+        let verdict = judge(&events);
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert_eq!(verdict.counts.resends, 1);
+    }
+
+    /// The two-device history; the laptop's conn 6 closes at 5000 ms and conn 7
+    /// opens at 6000 ms and gets `again` (c1 messages) once more.
+    fn laptop_reconnects_and_gets_again(events: Vec<Event>, again: &[(&str, i64)]) -> Vec<Event> {
+        let mut events = events;
+        events.push(event_on(5000, "bob", "bob-laptop", 6, EventKind::Disconnected));
+        events.push(event_on(6000, "bob", "bob-laptop", 7, connected(1)));
+        for (i, &(message, seq)) in again.iter().enumerate() {
+            let at = 6010 + 2 * i as u64;
+            events.push(event_on(at, "bob", "bob-laptop", 7, received_as(1 + i as u64, "c1", message, "alice", seq)));
+            events.push(event_on(at + 1, "bob", "bob-laptop", 7, acked(message)));
+        }
+        events.push(event_on(6100, "bob", "bob-laptop", 7, synced()));
+        events
+    }
+
+    #[test]
+    fn message_the_device_acked_with_everything_before_it_must_not_come_to_its_next_connection() {
+        let verdict = judge(&laptop_reconnects_and_gets_again(two_device_history(), &[("m2", 2)]));
+        assert_only(&verdict, Check::RedeliveredOtherConnection, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!((violation.device.as_deref(), violation.conn, violation.at_ms), (Some("bob-laptop"), 7, 6010));
+        assert!(violation.detail.contains("up to seq 2"), "{}", violation.detail);
+    }
+
+    #[test]
+    fn message_acked_behind_a_hole_may_come_again_on_the_next_connection() {
+        // The laptop never acked m1: its cursor stays before it, so m1 and m2
+        // both come again (m2 at-least-once, counted).
+        let events = without(two_device_history(), &[("bob-laptop", acked("m1"))]);
+        let verdict = judge(&laptop_reconnects_and_gets_again(events, &[("m1", 1), ("m2", 2)]));
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert_eq!(verdict.counts.redeliveries_behind_cursor, 1);
+    }
+
+    #[test]
+    fn one_devices_ack_does_not_settle_the_message_for_the_other_device() {
+        // The phone acked m1 at 26 ms; the laptop first gets it on a connection opened much later.
+        let events = without(
+            two_device_history(),
+            &[("bob-laptop", received_as(1, "c1", "m1", "alice", 1)), ("bob-laptop", acked("m1"))],
+        );
+        let verdict = judge(&laptop_reconnects_and_gets_again(events, &[("m1", 1)]));
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert_eq!(verdict.counts.redeliveries_behind_cursor, 0);
+    }
+
+    #[test]
+    fn message_below_where_a_catch_up_showed_the_cursor_must_not_come_to_a_later_connection() {
+        // The laptop's conn 7 catches up from seq 1 of c1 (it gets m2, not m1):
+        // its cursor was past m1. Conn 8 then gets m1 (a violation) and m2 (fine).
+        let mut events = two_device_history();
+        events.extend([
+            event_on(1200, "bob", "bob-laptop", 7, connected(0)),
+            event_on(1210, "bob", "bob-laptop", 7, received_as(1, "c1", "m2", "alice", 2)),
+            event_on(1211, "bob", "bob-laptop", 7, acked("m2")),
+            event_on(1212, "bob", "bob-laptop", 7, synced()),
+            event_on(1300, "bob", "bob-laptop", 7, EventKind::Disconnected),
+            event_on(1400, "bob", "bob-laptop", 8, connected(1)),
+            event_on(1410, "bob", "bob-laptop", 8, received_as(1, "c1", "m1", "alice", 1)),
+            event_on(1411, "bob", "bob-laptop", 8, acked("m1")),
+            event_on(1412, "bob", "bob-laptop", 8, received_as(2, "c1", "m2", "alice", 2)),
+            event_on(1413, "bob", "bob-laptop", 8, acked("m2")),
+            event_on(1414, "bob", "bob-laptop", 8, synced()),
+        ]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::RedeliveredOtherConnection, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!((violation.message_id.as_deref(), violation.conn), (Some("m1"), 8));
+        assert!(violation.detail.contains("conn 7 (sync:done at 1212 ms)"), "{}", violation.detail);
+
+        // Before conn 7's sync:done nothing was shown yet.
+        let early: Vec<Event> =
+            events.into_iter().map(|mut e| if e.conn == 8 && e.kind == connected(1) { e.at_ms = 1205; e } else { e }).collect();
+        assert!(judge(&early).passed());
+    }
+
+    #[test]
+    fn own_messages_are_no_hole_in_the_sending_devices_cursor() {
+        // Alice answers bob in d1 (m5, seq 2, after bob's own m3 at seq 1); bob's
+        // phone acks it, reconnects well after, and gets it again.
+        let mut events = clean_history();
+        events.extend([
+            event(1300, "alice", 1, attempt("d1", "a-3")),
+            event(1310, "alice", 1, answered("d1", "a-3", "m5", 2)),
+            event(1320, "bob", 2, received("d1", "m5", "alice", 2)),
+            event(1321, "bob", 2, acked("m5")),
+            event(1330, "alice", 1, status("m5", "bob", "delivered")),
+            event(5000, "bob", 2, EventKind::Disconnected),
+            event(6000, "bob", 7, connected(0)),
+            event(6010, "bob", 7, received("d1", "m5", "alice", 2)),
+            event(6011, "bob", 7, acked("m5")),
+            event(6020, "bob", 7, synced()),
+        ]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::RedeliveredOtherConnection, 1);
+        assert_eq!(verdict.violations[0].message_id.as_deref(), Some("m5"));
     }
 
     #[test]
@@ -1272,6 +1884,51 @@ mod tests {
         assert_eq!(violation.message_id.as_deref(), Some("m3"));
         assert_eq!(violation.at_ms, 1221, "at the ack's time");
         assert!(!verdict.is_settled());
+    }
+
+    fn receipt(chat: &str, member: &str, delivered_seq: i64, read_seq: i64, pushed: bool) -> EventKind {
+        EventKind::Receipt { chat_id: chat.into(), user_id: member.into(), delivered_seq, read_seq, pushed }
+    }
+
+    #[test]
+    fn a_receipt_reaching_the_messages_seq_counts_as_delivered() {
+        // A group's sender learns ✓✓ from receipts: carol's, pushed; bob's, read from /api/sync.
+        let events = without(
+            clean_history(),
+            &[
+                ("alice", status("m2", "carol", "delivered")),
+                ("alice", status("m2", "bob", "delivered")),
+                ("alice", status("m2", "bob", "read")),
+            ],
+        );
+        assert_only(&judge(&events), Check::MissingDeliveredStatus, 2);
+        let mut told = events.clone();
+        told.push(event(1090, "alice", 1, receipt("c1", "carol", 2, 0, true)));
+        told.push(event(1095, "alice", 1, receipt("c1", "bob", 2, 2, false)));
+        let verdict = judge(&told);
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert_eq!((verdict.counts.receipts_pushed, verdict.counts.receipts_read), (1, 1));
+
+        let mut short = events;
+        short.push(event(1090, "alice", 1, receipt("c1", "carol", 1, 0, true)));
+        short.push(event(1095, "alice", 1, receipt("c1", "bob", 1, 1, false)));
+        assert_only(&judge(&short), Check::MissingDeliveredStatus, 2);
+    }
+
+    #[test]
+    fn a_receipt_lower_than_the_last_on_the_same_connection_is_a_status_regression() {
+        let mut events = clean_history();
+        events.extend([
+            event(1090, "alice", 1, receipt("c1", "carol", 2, 1, true)),
+            event(1091, "alice", 1, receipt("c1", "carol", 2, 0, true)),
+            // Read from /api/sync, or on another connection: not judged.
+            event(1092, "alice", 1, receipt("c1", "carol", 1, 0, false)),
+            event(1093, "alice", 5, connected(0)),
+            event(1094, "alice", 5, receipt("c1", "carol", 1, 0, true)),
+        ]);
+        let verdict = judge(&events);
+        assert_only(&verdict, Check::StatusRegression, 1);
+        assert_eq!(verdict.violations[0].at_ms, 1091);
     }
 
     #[test]
@@ -1366,12 +2023,13 @@ mod tests {
         assert_eq!(row(&clean, "faults: kill_api").as_deref(), Some("2"));
         assert_eq!(row(&clean, "faults: stop_broker").as_deref(), Some("1"));
         assert_eq!(row(&clean, "client-side errors: timeout").as_deref(), Some("1"));
-        assert_eq!(clean.lines().last(), Some("8 passed, 0 failed"));
+        assert_eq!(row(&clean, "devices").as_deref(), Some("3"));
+        assert_eq!(clean.lines().last(), Some("9 passed, 0 failed"));
 
         let lossy = without(clean_history(), &[("carol", received("c1", "m2", "alice", 2)), ("carol", acked("m2"))]);
         let report = judge(&lossy).report(&[]);
         assert_eq!(row(&report, "violations: lost").as_deref(), Some("1"));
-        assert_eq!(report.lines().last(), Some("7 passed, 1 failed"));
+        assert_eq!(report.lines().last(), Some("8 passed, 1 failed"));
     }
 
     #[test]
@@ -1384,7 +2042,7 @@ mod tests {
         let verdict = judge(&events);
         let context = verdict.first_violation_context(&events, &faults).expect("a violation");
         assert!(context.starts_with("lost at 1060 ms"), "{context}");
-        assert!(context.contains("message m2  seq 2  chat c1  user carol"), "{context}");
+        assert!(context.contains("message m2  seq 2  chat c1  user carol  device carol-phone"), "{context}");
         // The tries that made m2 (by client_msg_id), its answer, receipts, acks, statuses.
         assert!(context.contains("send failed: client_msg_id a-2: timeout"), "{context}");
         assert!(context.contains("send answered: m2 seq 2"), "{context}");
@@ -1407,6 +2065,6 @@ mod tests {
         let verdict = judge(&events);
         let context = verdict.first_violation_context(&events, &[]).expect("a violation");
         assert!(context.contains("30 of "), "{context}");
-        assert!(context.contains("    5000 ms  alice conn 1  received m3"), "the violating receipt is shown: {context}");
+        assert!(context.contains("    5000 ms  alice-phone conn 1  received m3"), "the violating receipt is shown: {context}");
     }
 }

@@ -1,9 +1,14 @@
 //! Simulated users that behave like real chat clients, and record what they
-//! see. A user reconnects (with jittered backoff, to any API node) whenever
-//! its connection ends; resends an unanswered `message:send` with the same
-//! `clientMsgId` until it is answered; acknowledges every `message:receive`
-//! — most at once, some late, some never on a connection it then drops — and
-//! every `message:status`; and sends read receipts now and then.
+//! see. Every user has several devices (`/ws?deviceId=u3-phone`, …), each a
+//! client of its own: it connects before anything is sent (so no device is
+//! created in the middle of the history, where it would start at the user's
+//! delivered watermark), then reconnects (with jittered backoff, to any API
+//! node) whenever its connection ends; resends an unanswered `message:send`
+//! with the same `clientMsgId` until it is answered; acknowledges every
+//! `message:receive` — most at once, some late, some never on a connection it
+//! then drops — and every `message:status`; sends read receipts now and
+//! then; and, as often, reads the members' receipts (`GET /api/sync`), which
+//! is where a group's sender sees ✓✓ that no `receipt` frame brought.
 
 use std::{
     collections::{BinaryHeap, HashMap},
@@ -57,8 +62,8 @@ impl Recorder {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn record(&self, user: &str, conn: u64, kind: EventKind) {
-        let event = Event { at_ms: self.now_ms(), user: user.to_owned(), conn, kind };
+    fn record(&self, who: &Who, conn: u64, kind: EventKind) {
+        let event = Event { at_ms: self.now_ms(), user: who.user.clone(), device: who.device.clone(), conn, kind };
         if let Ok(mut events) = self.events.lock() {
             events.push(event);
         }
@@ -79,12 +84,24 @@ impl Default for Recorder {
     }
 }
 
-/// What every client shares: the API nodes, the users and their chats, the run's phase.
+/// Who records: a user's device.
+#[derive(Clone)]
+struct Who {
+    user: String,
+    device: String,
+}
+
+/// What every client shares: the API nodes, the users, their devices and
+/// chats, the run's phase.
 pub struct World {
     pub recorder: Arc<Recorder>,
     pub nodes: Vec<String>,
     pub users: Vec<String>,
     pub tokens: Vec<String>,
+    /// The `deviceId`s of each user (`u3-phone`, `u3-laptop`).
+    pub devices: Vec<Vec<String>>,
+    /// For REST calls (`GET /api/sync`).
+    pub http: reqwest::Client,
     /// The chats each user is a member of.
     pub chats_of: Vec<Vec<String>>,
     pub phase: watch::Receiver<Phase>,
@@ -94,9 +111,18 @@ pub struct World {
     pub send_gap_ms: u64,
 }
 
-/// One user's state that outlives its connections.
-struct UserState {
+impl World {
+    fn who(&self, user: usize, device: usize) -> Who {
+        Who { user: self.users[user].clone(), device: self.devices[user][device].clone() }
+    }
+}
+
+/// One device's state that outlives its connections.
+struct DeviceState {
+    /// The user's index.
     index: usize,
+    /// The device's index among the user's.
+    device: usize,
     rng: StdRng,
     /// The send not yet answered: retried with the same `clientMsgId`.
     unanswered: Option<(String, String)>,
@@ -130,11 +156,46 @@ async fn until_online(online: &mut watch::Receiver<bool>, wanted: bool) {
     }
 }
 
-/// Runs user `index` until the run stops: connect, talk, reconnect.
-pub async fn run_user(world: Arc<World>, index: usize, seed: u64, mut online: watch::Receiver<bool>) {
-    let mut state = UserState {
+/// Creates device `device` of user `index` on the server: one connection
+/// until `sync:done` (or 5 s), recorded like any other, then closed. The run
+/// does this for every device before any message is sent.
+pub async fn register_device(world: &World, index: usize, device: usize) -> anyhow::Result<()> {
+    let who = world.who(index, device);
+    let node = (index + device) % world.nodes.len();
+    let conn = world.recorder.new_conn();
+    let Some(mut socket) = connect(world, index, device, node).await else {
+        anyhow::bail!("device {} of {} could not connect to api-{node}", who.device, who.user);
+    };
+    world.recorder.record(&who, conn, EventKind::Connected { node });
+    let synced = tokio::time::timeout(CONNECT_PATIENCE, async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else { continue };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+            if frame["event"] == "sync:done" {
+                return Some(frame["data"]["count"].as_u64().unwrap_or(0));
+            }
+        }
+        None
+    })
+    .await;
+    if let Ok(Some(count)) = synced {
+        world.recorder.record(&who, conn, EventKind::SyncDone { count });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+    world.recorder.record(&who, conn, EventKind::Disconnected);
+    match synced {
+        Ok(Some(_)) => Ok(()),
+        _ => anyhow::bail!("device {} of {} got no sync:done within {CONNECT_PATIENCE:?}", who.device, who.user),
+    }
+}
+
+/// Runs device `device` of user `index` until the run stops: connect, talk, reconnect.
+pub async fn run_device(world: Arc<World>, index: usize, device: usize, seed: u64, mut online: watch::Receiver<bool>) {
+    let number = (index * world.devices[index].len() + device) as u64;
+    let mut state = DeviceState {
         index,
-        rng: StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(index as u64)),
+        device,
+        rng: StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(number)),
         unanswered: None,
         sent_count: 0,
         max_seq: HashMap::new(),
@@ -154,7 +215,7 @@ pub async fn run_user(world: Arc<World>, index: usize, seed: u64, mut online: wa
         }
         let node = state.rng.random_range(0..world.nodes.len());
         let conn = world.recorder.new_conn();
-        match connect(&world, index, node).await {
+        match connect(&world, index, device, node).await {
             Some(socket) => {
                 failures = 0;
                 let role = Role::Primary { online: online.clone() };
@@ -172,11 +233,13 @@ pub async fn run_user(world: Arc<World>, index: usize, seed: u64, mut online: wa
     }
 }
 
-/// A second connection of user `index` for `lifetime`: it acknowledges what it
-/// gets, like a second device or tab would, and sends nothing.
-pub async fn run_second_connection(world: Arc<World>, index: usize, seed: u64, lifetime: Duration) {
-    let mut state = UserState {
+/// A second connection of device `device` of user `index` for `lifetime`
+/// (the same `deviceId`, like a second tab of one browser profile): it
+/// acknowledges what it gets and sends nothing.
+pub async fn run_second_connection(world: Arc<World>, index: usize, device: usize, seed: u64, lifetime: Duration) {
+    let mut state = DeviceState {
         index,
+        device,
         rng: StdRng::seed_from_u64(seed),
         unanswered: None,
         sent_count: 0,
@@ -187,15 +250,15 @@ pub async fn run_second_connection(world: Arc<World>, index: usize, seed: u64, l
     while Instant::now() < until && now_in(&world.phase) != Phase::Stopping {
         let node = state.rng.random_range(0..world.nodes.len());
         let conn = world.recorder.new_conn();
-        if let Some(socket) = connect(&world, index, node).await {
+        if let Some(socket) = connect(&world, index, device, node).await {
             run_connection(&world, &mut state, socket, conn, node, Role::Second { until }).await;
         }
         tokio::time::sleep(Duration::from_millis(state.rng.random_range(50..500))).await;
     }
 }
 
-async fn connect(world: &World, index: usize, node: usize) -> Option<Socket> {
-    let url = format!("ws://{}/ws?token={}", world.nodes[node], world.tokens[index]);
+async fn connect(world: &World, index: usize, device: usize, node: usize) -> Option<Socket> {
+    let url = format!("ws://{}/ws?token={}&deviceId={}", world.nodes[node], world.tokens[index], world.devices[index][device]);
     let attempt = async {
         let (mut socket, _) = connect_async_with_config(url, None, true).await.ok()?;
         // The first frame says the session exists.
@@ -230,8 +293,8 @@ enum End {
     Graceful,
 }
 
-async fn run_connection(world: &World, state: &mut UserState, mut socket: Socket, conn: u64, node: usize, mut role: Role) {
-    let user = world.users[state.index].clone();
+async fn run_connection(world: &World, state: &mut DeviceState, mut socket: Socket, conn: u64, node: usize, mut role: Role) {
+    let user = world.who(state.index, state.device);
     let recorder = &world.recorder;
     recorder.record(&user, conn, EventKind::Connected { node });
     let mut phase = world.phase.clone();
@@ -318,7 +381,8 @@ async fn run_connection(world: &World, state: &mut UserState, mut socket: Socket
                             let chats = &world.chats_of[state.index];
                             let chat_id = chats[state.rng.random_range(0..chats.len())].clone();
                             state.sent_count += 1;
-                            Some((chat_id, format!("{user}-{}", state.sent_count)))
+                            // Unique per user: the device id names the user.
+                            Some((chat_id, format!("{}-{}", user.device, state.sent_count)))
                         }
                         None => None,
                     };
@@ -341,6 +405,7 @@ async fn run_connection(world: &World, state: &mut UserState, mut socket: Socket
                 }
                 if primary && next_read <= now {
                     next_read = now + Duration::from_millis(state.rng.random_range(2_000..6_000));
+                    read_receipts(world, &user, state.index, node, conn);
                     let unread: Vec<(String, i64)> = state
                         .max_seq
                         .iter()
@@ -377,10 +442,10 @@ async fn run_connection(world: &World, state: &mut UserState, mut socket: Socket
 #[allow(clippy::too_many_arguments)]
 async fn on_frame(
     world: &World,
-    state: &mut UserState,
+    state: &mut DeviceState,
     socket: &mut Socket,
     conn: u64,
-    user: &str,
+    user: &Who,
     frame: Value,
     in_flight: &mut Option<InFlight>,
     late_acks: &mut BinaryHeap<Reverse<(Instant, u64, String)>>,
@@ -418,7 +483,13 @@ async fn on_frame(
             recorder.record(
                 user,
                 conn,
-                EventKind::Received { chat_id: chat_id.clone(), message_id: message_id.clone(), sender_id: text(&data["senderId"]), seq },
+                EventKind::Received {
+                    chat_id: chat_id.clone(),
+                    message_id: message_id.clone(),
+                    sender_id: text(&data["senderId"]),
+                    seq,
+                    frame_id: id,
+                },
             );
             let highest = state.max_seq.entry(chat_id).or_insert(seq);
             *highest = (*highest).max(seq);
@@ -441,6 +512,12 @@ async fn on_frame(
                 }
             }
         }
+        "receipt" => {
+            recorder.record(user, conn, receipt_event(data, true));
+        }
+        "sync:done" => {
+            recorder.record(user, conn, EventKind::SyncDone { count: data["count"].as_u64().unwrap_or(0) });
+        }
         "message:status" => {
             recorder.record(
                 user,
@@ -454,6 +531,38 @@ async fn on_frame(
         _ => {}
     }
     Ok(())
+}
+
+fn receipt_event(data: &Value, pushed: bool) -> EventKind {
+    EventKind::Receipt {
+        chat_id: data["chatId"].as_str().unwrap_or_default().to_owned(),
+        user_id: data["userId"].as_str().unwrap_or_default().to_owned(),
+        delivered_seq: data["deliveredSeq"].as_i64().unwrap_or(-1),
+        read_seq: data["readSeq"].as_i64().unwrap_or(-1),
+        pushed,
+    }
+}
+
+/// Reads every member's receipts of the user's chats from `GET /api/sync` on
+/// API node `node`, in the background, and records them on `conn`.
+fn read_receipts(world: &World, who: &Who, index: usize, node: usize, conn: u64) {
+    let request = world
+        .http
+        .get(format!("http://{}/api/sync?limit=1", world.nodes[node]))
+        .bearer_auth(&world.tokens[index])
+        .timeout(Duration::from_secs(3));
+    let recorder = world.recorder.clone();
+    let who = who.clone();
+    tokio::spawn(async move {
+        let Ok(response) = request.send().await else { return };
+        if !response.status().is_success() {
+            return;
+        }
+        let Ok(body) = response.json::<Value>().await else { return };
+        for receipt in body["receipts"].as_array().into_iter().flatten() {
+            recorder.record(&who, conn, receipt_event(receipt, false));
+        }
+    });
 }
 
 async fn send_ack(socket: &mut Socket, frame_id: u64) -> Result<(), ()> {

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// during a run, so "a member when it was sent" is "a member".
 pub type Chats = BTreeMap<String, Vec<String>>;
 
+/// The device of events recorded before devices were (histories of older runs).
+pub const DEFAULT_DEVICE: &str = "default";
+
+fn default_device() -> String {
+    DEFAULT_DEVICE.to_owned()
+}
+
 /// One thing a client saw or did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -17,6 +24,11 @@ pub struct Event {
     pub at_ms: u64,
     /// The user whose client recorded it.
     pub user: String,
+    /// The user's device it happened on (the `deviceId` it connects with). A
+    /// device's identity is (user, device); a device exists from its first
+    /// connection on, and each connection belongs to one device.
+    #[serde(default = "default_device")]
+    pub device: String,
     /// The connection it happened on, numbered across the whole run
     /// (a reconnect is a new connection). 0 for events outside any connection.
     pub conn: u64,
@@ -38,14 +50,30 @@ pub enum EventKind {
     /// A send try that failed on the client's side (error reply, timeout, closed
     /// connection); it is retried with the same `client_msg_id`.
     SendFailed { client_msg_id: String, reason: String },
-    /// `message:receive`.
-    Received { chat_id: String, message_id: String, sender_id: String, seq: i64 },
+    /// `message:receive`, as server frame `frame_id` of the connection (a
+    /// resend of an unacknowledged frame keeps its id; `None` in older histories).
+    Received {
+        chat_id: String,
+        message_id: String,
+        sender_id: String,
+        seq: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame_id: Option<u64>,
+    },
     /// The client acknowledged a `message:receive` of `message_id` on this connection.
     Acked { message_id: String },
     /// `message:status` at the sender: `recipient`'s copy of `message_id` is now `status`.
     Status { message_id: String, recipient: String, status: String },
     /// `message:read {chatId, upToSeq}` sent.
     ReadSent { chat_id: String, up_to_seq: i64 },
+    /// `sync:done {count}`: the connection's connect-time catch-up is over.
+    SyncDone { count: u64 },
+    /// A member's watermarks in a chat, as the recording user was told: every
+    /// message of `chat_id` up to `delivered_seq` has reached one of
+    /// `user_id`'s devices (or is theirs), up to `read_seq` they have read.
+    /// `pushed`: a `receipt` frame on this connection; otherwise read from
+    /// `GET /api/sync` while this connection was open.
+    Receipt { chat_id: String, user_id: String, delivered_seq: i64, read_seq: i64, pushed: bool },
 }
 
 /// A fault the scheduler applied, for the report and for a violation's context.

@@ -1,8 +1,9 @@
 //! `courier-chaos`: a seeded, reproducible chaos run. It boots a private
 //! deployment (its own PostgreSQL and RabbitMQ, two API nodes, two workers),
-//! runs simulated users for `--seconds` while the schedule of `--seed` kills
-//! and restarts things under them, lets everything heal and settle, and then
-//! judges the run from the clients' recorded histories alone (checker.rs).
+//! runs simulated users (two devices each) for `--seconds` while the schedule
+//! of `--seed` kills and restarts things under them, lets everything heal and
+//! settle, and then judges the run from the clients' recorded histories alone
+//! (checker.rs).
 //! A failing run keeps its folder: histories, schedule, faults, server logs.
 
 use std::{
@@ -19,7 +20,7 @@ use courier_chaos::{
     client::{self, Phase, Recorder, World},
     deployment::{self, Broker, Deployment},
     history::{AppliedFault, Chats},
-    schedule::{self, Fault, Planned, Shape},
+    schedule::{self, DEVICE_NAMES, Fault, Planned, Shape},
 };
 use courier_tests::{PrivateRabbitCluster, Rest};
 use tokio::sync::{Mutex, watch};
@@ -33,11 +34,11 @@ struct Args {
     /// How long the clients talk while faults are injected.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Simulated users (each in two direct chats and one group).
+    /// Simulated users (each in two direct chats and one group, each with two devices).
     #[arg(long, default_value_t = 8)]
     users: usize,
-    /// Longest pause of a user between two sends (uniform from 0), in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    /// Longest pause of a device between two sends (uniform from 0), in milliseconds.
+    #[arg(long, default_value_t = 500)]
     send_gap_ms: u64,
     /// Mean time between two faults, in milliseconds.
     #[arg(long, default_value_t = 3_000)]
@@ -58,6 +59,10 @@ struct Args {
     /// Print the schedule of `--seed` and `--seconds` and exit.
     #[arg(long)]
     plan_only: bool,
+    /// Judge the kept run folder FOLDER again (its chats.json, history.jsonl
+    /// and faults.json) with this build's checker, and exit; nothing is booted.
+    #[arg(long, value_name = "FOLDER")]
+    rejudge: Option<PathBuf>,
 }
 
 const APIS: usize = 2;
@@ -66,9 +71,16 @@ const WORKERS: usize = 2;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(folder) = &args.rejudge {
+        let passed = rejudge(folder)?;
+        if !passed {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let seed = args.seed.unwrap_or_else(|| uuid::Uuid::now_v7().as_u128() as u64 % 1_000_000);
     let broker_nodes = if args.cluster { 3 } else { 0 };
-    let shape = Shape { apis: APIS, workers: WORKERS, users: args.users, broker_nodes, mean_gap_ms: args.mean_gap_ms };
+    let shape = Shape { apis: APIS, workers: WORKERS, users: args.users, devices: DEVICE_NAMES.len(), broker_nodes, mean_gap_ms: args.mean_gap_ms };
     let plan = schedule::plan(seed, args.seconds, shape);
     let cluster_flag = if args.cluster { " --cluster" } else { "" };
     println!("courier-chaos --seed {seed} --seconds {} --users {} --mean-gap-ms {}{cluster_flag}", args.seconds, args.users, args.mean_gap_ms);
@@ -121,16 +133,37 @@ async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path)
         recorder: recorder.clone(),
         nodes: (0..APIS).map(|i| deployment.api_addr(i).to_owned()).collect(),
         tokens: users.iter().map(|user| deployment.env.token(user)).collect(),
+        devices: (0..users.len()).map(|user| (0..DEVICE_NAMES.len()).map(|device| schedule::device_id(user, device)).collect()).collect(),
         users: users.clone(),
+        http: reqwest::Client::new(),
         chats_of,
         phase,
         storms,
         send_gap_ms: args.send_gap_ms,
     });
-    let online: Vec<watch::Sender<bool>> = users.iter().map(|_| watch::channel(true).0).collect();
+    // Every device connects once before anything is sent: a device seen for
+    // the first time starts at its user's delivered watermark, which the
+    // checker would otherwise have to guess.
+    for user in 0..users.len() {
+        for device in 0..DEVICE_NAMES.len() {
+            let mut tries = 0;
+            while let Err(error) = client::register_device(&world, user, device).await {
+                tries += 1;
+                if tries == 3 {
+                    return Err(error.context("creating the devices before the run"));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    // One online switch per device.
+    let online: Vec<Vec<watch::Sender<bool>>> =
+        users.iter().map(|_| DEVICE_NAMES.iter().map(|_| watch::channel(true).0).collect()).collect();
     let mut clients = tokio::task::JoinSet::new();
-    for (index, switch) in online.iter().enumerate() {
-        clients.spawn(client::run_user(world.clone(), index, seed, switch.subscribe()));
+    for (index, switches) in online.iter().enumerate() {
+        for (device, switch) in switches.iter().enumerate() {
+            clients.spawn(client::run_device(world.clone(), index, device, seed, switch.subscribe()));
+        }
     }
 
     // The faults, each applied on its own task at its time (they may overlap).
@@ -159,7 +192,7 @@ async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path)
             server.ensure_up()?;
         }
     }
-    for switch in &online {
+    for switch in online.iter().flatten() {
         let _ = switch.send(true);
     }
     let rules = Rules::default();
@@ -184,8 +217,28 @@ async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path)
     Ok(verdict.passed())
 }
 
+/// Judges a kept run folder again; `Ok(passed)`.
+fn rejudge(folder: &std::path::Path) -> anyhow::Result<bool> {
+    let read = |name: &str| std::fs::read_to_string(folder.join(name)).with_context(|| format!("{}", folder.join(name).display()));
+    let chats: Chats = serde_json::from_str(&read("chats.json")?)?;
+    let faults: Vec<AppliedFault> = serde_json::from_str(&read("faults.json")?)?;
+    let events = read("history.jsonl")?
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<courier_chaos::history::Event>, _>>()?;
+    let verdict = checker::check(&events, &chats, &Rules::default());
+    println!("{}", verdict.report(&faults));
+    if let Some(context) = verdict.first_violation_context(&events, &faults) {
+        println!("first violation:\n{context}");
+    }
+    Ok(verdict.passed())
+}
+
 /// Everything that can still arrive has: every answered send is received by
-/// every member, every ack's ✓✓ reached its sender, no send is left unanswered.
+/// every device of every member (but the one that sent it), every ack's ✓✓
+/// reached its sender, no send is left unanswered, and every device is
+/// connected and through its catch-up (`sync:done`).
 fn settled(verdict: &Verdict) -> bool {
     verdict.is_settled()
 }
@@ -235,7 +288,8 @@ fn save(folder: &std::path::Path, events: &[courier_chaos::history::Event], appl
 struct Injector {
     deployment: Arc<Mutex<Deployment>>,
     world: Arc<World>,
-    online: Vec<watch::Sender<bool>>,
+    /// Per user, per device.
+    online: Vec<Vec<watch::Sender<bool>>>,
     storms: watch::Sender<u64>,
     applied: Arc<std::sync::Mutex<Vec<AppliedFault>>>,
     busy: Arc<std::sync::Mutex<BTreeMap<String, ()>>>,
@@ -272,8 +326,8 @@ impl Injector {
             Fault::KillBrokerLeader { .. } | Fault::StopBrokerNode { .. } => "rabbitmq-node".into(),
             Fault::RestartPostgres => "postgres".into(),
             Fault::ReconnectStorm => "storm".into(),
-            Fault::ClientOffline { user, .. } => format!("u{user}"),
-            Fault::SecondConnection { user, .. } => format!("u{user}-second"),
+            Fault::ClientOffline { user, device, .. } => schedule::device_id(*user, *device),
+            Fault::SecondConnection { user, device, .. } => format!("{}-second", schedule::device_id(*user, *device)),
         };
         let Some(_claim) = self.claim(&target) else {
             eprintln!("{:>7} ms  skipped (target busy): {fault}", self.world.recorder.now_ms());
@@ -337,14 +391,14 @@ impl Injector {
             Fault::ReconnectStorm => {
                 self.storms.send_modify(|generation| *generation += 1);
             }
-            Fault::ClientOffline { user, for_ms } => {
-                let _ = self.online[user].send(false);
+            Fault::ClientOffline { user, device, for_ms } => {
+                let _ = self.online[user][device].send(false);
                 tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                let _ = self.online[user].send(true);
+                let _ = self.online[user][device].send(true);
             }
-            Fault::SecondConnection { user, for_ms } => {
-                let seed = self.seed ^ (user as u64) << 32 ^ self.world.recorder.now_ms();
-                client::run_second_connection(self.world.clone(), user, seed, Duration::from_millis(for_ms)).await;
+            Fault::SecondConnection { user, device, for_ms } => {
+                let seed = self.seed ^ ((user * DEVICE_NAMES.len() + device) as u64) << 32 ^ self.world.recorder.now_ms();
+                client::run_second_connection(self.world.clone(), user, device, seed, Duration::from_millis(for_ms)).await;
             }
         }
     }

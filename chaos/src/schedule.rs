@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 /// Faults start after this much calm, so every client has connected once.
 pub const WARM_UP_MS: u64 = 4_000;
 
+/// The devices every simulated user has, by index (`--users` users × these).
+pub const DEVICE_NAMES: [&str; 2] = ["phone", "laptop"];
+
+/// The `deviceId` of device `device` of user `u{user}`: `u3-phone`.
+pub fn device_id(user: usize, device: usize) -> String {
+    format!("u{user}-{}", DEVICE_NAMES[device % DEVICE_NAMES.len()])
+}
+
 /// One fault to apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -31,10 +39,12 @@ pub enum Fault {
     RestartPostgres,
     /// Every client drops its connection at once and reconnects.
     ReconnectStorm,
-    /// User `user` goes offline for `for_ms`.
-    ClientOffline { user: usize, for_ms: u64 },
-    /// User `user` opens a second connection for `for_ms`.
-    SecondConnection { user: usize, for_ms: u64 },
+    /// Device `device` of user `user` goes offline for `for_ms` (the user's
+    /// other device stays as it is).
+    ClientOffline { user: usize, device: usize, for_ms: u64 },
+    /// Device `device` of user `user` opens a second connection (the same
+    /// `deviceId`) for `for_ms`.
+    SecondConnection { user: usize, device: usize, for_ms: u64 },
 }
 
 impl Fault {
@@ -66,8 +76,10 @@ impl fmt::Display for Fault {
             Fault::StopBrokerNode { node, for_ms } => write!(f, "stop RabbitMQ node {node} for {for_ms} ms"),
             Fault::RestartPostgres => write!(f, "restart PostgreSQL (immediate stop)"),
             Fault::ReconnectStorm => write!(f, "reconnect storm: every client drops at once"),
-            Fault::ClientOffline { user, for_ms } => write!(f, "u{user} offline for {for_ms} ms"),
-            Fault::SecondConnection { user, for_ms } => write!(f, "u{user} opens a second connection for {for_ms} ms"),
+            Fault::ClientOffline { user, device, for_ms } => write!(f, "{} offline for {for_ms} ms", device_id(*user, *device)),
+            Fault::SecondConnection { user, device, for_ms } => {
+                write!(f, "{} opens a second connection for {for_ms} ms", device_id(*user, *device))
+            }
         }
     }
 }
@@ -85,6 +97,8 @@ pub struct Shape {
     pub apis: usize,
     pub workers: usize,
     pub users: usize,
+    /// Devices per user (at most `DEVICE_NAMES.len()`).
+    pub devices: usize,
     /// RabbitMQ cluster nodes; 0 for a single broker.
     pub broker_nodes: usize,
     /// Mean time between two faults.
@@ -121,16 +135,30 @@ fn draw(rng: &mut StdRng, shape: Shape) -> Fault {
         36..40 => Fault::StopBrokerNode { node: rng.random_range(0..shape.broker_nodes), for_ms: rng.random_range(10_000..=30_000) },
         40..46 => Fault::RestartPostgres,
         46..54 => Fault::ReconnectStorm,
-        54..82 => Fault::ClientOffline { user: rng.random_range(0..shape.users), for_ms: rng.random_range(0..=15_000) },
-        _ => Fault::SecondConnection { user: rng.random_range(0..shape.users), for_ms: rng.random_range(2_000..=15_000) },
+        54..82 => {
+            let (user, device) = draw_device(rng, shape);
+            Fault::ClientOffline { user, device, for_ms: rng.random_range(0..=15_000) }
+        }
+        _ => {
+            let (user, device) = draw_device(rng, shape);
+            Fault::SecondConnection { user, device, for_ms: rng.random_range(2_000..=15_000) }
+        }
     }
+}
+
+/// A user and one of their devices, in one draw (so a seed's fault kinds and
+/// times are those it drew when users had one device).
+fn draw_device(rng: &mut StdRng, shape: Shape) -> (usize, usize) {
+    let devices = shape.devices.max(1);
+    let drawn = rng.random_range(0..shape.users * devices);
+    (drawn / devices, drawn % devices)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SHAPE: Shape = Shape { apis: 2, workers: 2, users: 8, broker_nodes: 0, mean_gap_ms: 3_000 };
+    const SHAPE: Shape = Shape { apis: 2, workers: 2, users: 8, devices: 2, broker_nodes: 0, mean_gap_ms: 3_000 };
 
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
@@ -151,6 +179,18 @@ mod tests {
         let kinds: std::collections::BTreeSet<&str> = plan(3, 600, SHAPE).iter().map(|p| p.fault.name()).collect();
         assert_eq!(kinds.len(), 8, "{kinds:?}");
         assert!(!kinds.contains("kill_broker_leader"));
+    }
+
+    #[test]
+    fn client_faults_hit_every_device_of_every_user() {
+        let targets: std::collections::BTreeSet<(usize, usize)> = plan(3, 600, SHAPE)
+            .iter()
+            .filter_map(|p| match p.fault {
+                Fault::ClientOffline { user, device, .. } | Fault::SecondConnection { user, device, .. } => Some((user, device)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets.len(), SHAPE.users * SHAPE.devices, "{targets:?}");
     }
 
     #[test]

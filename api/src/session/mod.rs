@@ -44,7 +44,7 @@ use self::{
     cursor::Cursors,
     drain::{CatchUp, Live, ToWorker},
     gate::{Decision, GapRead, OrderGate},
-    ticks::Ticks,
+    ticks::{ReceiptMarks, Ticks},
 };
 use crate::{
     drain_control,
@@ -67,6 +67,7 @@ pub struct Session {
     gate: OrderGate,
     catch_up: CatchUp,
     ticks: Ticks,
+    receipts: ReceiptMarks,
 }
 
 impl Session {
@@ -87,6 +88,7 @@ impl Session {
             catch_up,
             cursors,
             ticks: Ticks::default(),
+            receipts: ReceiptMarks::default(),
         }
     }
 
@@ -232,6 +234,7 @@ impl Session {
                 transport.send_event(id, Outgoing::Presence(&notice)).await
             }
             SessionInput::Receipt(receipt) => {
+                let Some(receipt) = self.receipts.admit(receipt) else { return Ok(()) };
                 // Not awaited: the next receipt supersedes it, and /api/sync has the current ones.
                 let id = self.acks.next_frame_id();
                 let data = serde_json::json!(receipt);

@@ -7,9 +7,9 @@
 //! `read` and then `delivered`. This keeps the final ticks shown lately and
 //! drops a `delivered` that would follow one of them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use courier_shared::protocol::{DeliveryStatus, StatusUpdate};
+use courier_shared::protocol::{DeliveryStatus, Receipt, StatusUpdate};
 use uuid::Uuid;
 
 /// How many final ticks are remembered. A late `delivered` trails its `read`
@@ -43,6 +43,66 @@ impl Ticks {
             }
             DeliveryStatus::Delivered | DeliveryStatus::Sent => !self.shown_final.contains(&key),
         }
+    }
+}
+
+/// The receipts a connection has shown, per (chat, member): watermarks only
+/// move forward on a connection. Two workers route the status queue
+/// concurrently, and a worker folds only its own batch, so an older receipt
+/// can arrive after a newer one: courier-chaos (seeds 6 and 33, with devices)
+/// saw `deliveredSeq` 35 then 34. A receipt is shown with each watermark at
+/// the highest this connection has shown, and not at all if neither moves.
+#[derive(Default)]
+pub struct ReceiptMarks {
+    shown: HashMap<(Uuid, String), (i64, i64)>,
+}
+
+impl ReceiptMarks {
+    /// The receipt to show for `receipt`, or `None` if it moves nothing forward.
+    pub fn admit(&mut self, mut receipt: Receipt) -> Option<Receipt> {
+        let key = (receipt.chat_id, receipt.user_id.clone());
+        let shown = self.shown.entry(key).or_insert((i64::MIN, i64::MIN));
+        if receipt.delivered_seq <= shown.0 && receipt.read_seq <= shown.1 {
+            return None;
+        }
+        receipt.delivered_seq = receipt.delivered_seq.max(shown.0);
+        receipt.read_seq = receipt.read_seq.max(shown.1);
+        *shown = (receipt.delivered_seq, receipt.read_seq);
+        Some(receipt)
+    }
+}
+
+#[cfg(test)]
+mod receipt_tests {
+    use super::*;
+
+    fn receipt(user: &str, delivered_seq: i64, read_seq: i64) -> Receipt {
+        Receipt { chat_id: Uuid::from_u128(9), user_id: user.into(), delivered_seq, read_seq }
+    }
+
+    #[test]
+    fn receipts_only_move_forward() {
+        let mut marks = ReceiptMarks::default();
+        assert_eq!(marks.admit(receipt("bob", 32, 0)), Some(receipt("bob", 32, 0)));
+        assert_eq!(marks.admit(receipt("bob", 35, 0)), Some(receipt("bob", 35, 0)));
+        assert_eq!(marks.admit(receipt("bob", 34, 0)), None, "an older receipt arriving late is not shown");
+        assert_eq!(marks.admit(receipt("bob", 35, 0)), None, "nor a repeat");
+    }
+
+    #[test]
+    fn a_receipt_that_moves_one_watermark_keeps_the_other_at_its_highest() {
+        let mut marks = ReceiptMarks::default();
+        marks.admit(receipt("bob", 10, 2));
+        assert_eq!(marks.admit(receipt("bob", 8, 5)), Some(receipt("bob", 10, 5)));
+    }
+
+    #[test]
+    fn members_and_chats_are_apart() {
+        let mut marks = ReceiptMarks::default();
+        marks.admit(receipt("bob", 10, 10));
+        assert_eq!(marks.admit(receipt("carol", 1, 0)), Some(receipt("carol", 1, 0)));
+        let other_chat = Receipt { chat_id: Uuid::from_u128(10), ..receipt("bob", 1, 0) };
+        assert_eq!(marks.admit(other_chat.clone()), Some(other_chat));
     }
 }
 
