@@ -23,6 +23,8 @@ pub enum Seen {
     Receive { conn: usize, message_id: String, chat_id: String, seq: i64, content: String, at: Instant },
     /// `message:status` with status `delivered`, at the sender.
     Delivered { at: Instant },
+    /// `receipt`: a member's delivered watermark in a chat (a group's sender gets these).
+    Receipt { chat_id: String, user_id: String, delivered_seq: i64, at: Instant },
     SyncDone,
     Closed,
 }
@@ -135,6 +137,15 @@ fn on_frame(conn: usize, frame: Value, at: Instant, pending: &Pending, acks: &mp
         }
         "sync:done" => {
             let _ = seen.send(Seen::SyncDone);
+        }
+        "receipt" => {
+            let data = &frame["data"];
+            let _ = seen.send(Seen::Receipt {
+                chat_id: data["chatId"].as_str().unwrap_or_default().to_owned(),
+                user_id: data["userId"].as_str().unwrap_or_default().to_owned(),
+                delivered_seq: data["deliveredSeq"].as_i64().unwrap_or(0),
+                at,
+            });
         }
         _ => {}
     }

@@ -42,6 +42,8 @@ pub struct Sender {
 pub struct Counters {
     pub receives: AtomicU64,
     pub delivered: AtomicU64,
+    /// The highest `deliveredSeq` any connection saw in a `receipt`, per (chat, member).
+    pub receipts: std::sync::Mutex<HashMap<(String, String), i64>>,
     pub sync_done: AtomicU64,
     pub closed: AtomicU64,
 }
@@ -57,6 +59,8 @@ pub struct Tally {
     pub first_receive: Option<Instant>,
     pub last_receive: Option<Instant>,
     pub last_delivered: Option<Instant>,
+    /// When a `receipt` last moved a member's delivered watermark.
+    pub last_receipt: Option<Instant>,
     /// Send call → `message:receive`, microseconds.
     pub latencies_us: Vec<u64>,
 }
@@ -181,6 +185,14 @@ fn record(
             tally.delivered += 1;
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             tally.last_delivered = Some(at);
+        }
+        Seen::Receipt { chat_id, user_id, delivered_seq, at } => {
+            let mut highs = counters.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let high = highs.entry((chat_id, user_id)).or_insert(0);
+            if delivered_seq > *high {
+                *high = delivered_seq;
+                tally.last_receipt = Some(at);
+            }
         }
         Seen::SyncDone => {
             counters.sync_done.fetch_add(1, Ordering::Relaxed);

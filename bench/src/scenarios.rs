@@ -87,6 +87,26 @@ async fn populate(cluster: &Cluster, kind: ChatKind) -> anyhow::Result<(Vec<Stri
     Ok((users, senders))
 }
 
+/// The members of each group who do not send, as (chat id, user): whose
+/// receipts reaching the group's last seq end a group run.
+fn group_receivers(kind: ChatKind, users: &[String], senders: &[Sender]) -> Vec<(String, String)> {
+    let ChatKind::Group { members, senders: sending, .. } = kind else { return Vec::new() };
+    // Groups are populated in order: `members` users each, the first `sending` of whom send.
+    let chats: Vec<&str> = senders.iter().step_by(sending.max(1)).map(|s| s.chat_id.as_str()).collect();
+    users
+        .chunks(members)
+        .zip(chats)
+        .flat_map(|(names, chat)| names.iter().skip(sending).map(move |name| (chat.to_owned(), name.clone())))
+        .collect()
+}
+
+fn senders_per_chat(kind: ChatKind) -> usize {
+    match kind {
+        ChatKind::Direct { .. } => 1,
+        ChatKind::Group { members, senders, .. } => senders.min(members),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Throughput {
     pub kind: ChatKind,
@@ -128,10 +148,27 @@ pub async fn throughput_with(
         let meter = Meter::start(&cluster);
         let started = Instant::now();
         load::send_closed_loop(&crowd, &senders, per_sender, window).await?;
-        crowd.wait_until("every delivered status", SETTLE, |c| c.delivered.load(std::sync::atomic::Ordering::Relaxed) >= deliveries).await?;
+        // A direct chat's sender gets `message:status` per message; a group's,
+        // a `receipt` per member whose watermark moved: the run is over when
+        // every member who does not send has everything.
+        let receivers = group_receivers(kind, &crowd.users, &senders);
+        let final_seq = per_sender as i64 * senders_per_chat(kind) as i64;
+        crowd
+            .wait_until("every delivered status", SETTLE, |c| match kind {
+                ChatKind::Direct { .. } => c.delivered.load(std::sync::atomic::Ordering::Relaxed) >= deliveries,
+                ChatKind::Group { .. } => {
+                    let highs = c.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    receivers.iter().all(|member| highs.get(member).is_some_and(|&seq| seq >= final_seq))
+                }
+            })
+            .await?;
         let resources = meter.stop(&cluster);
         let tally = crowd.finish().await;
-        let last = tally.last_delivered.context("no delivery")?;
+        let last = match kind {
+            ChatKind::Direct { .. } => tally.last_delivered,
+            ChatKind::Group { .. } => tally.last_receipt,
+        }
+        .context("no delivery")?;
         let seconds = last.duration_since(started).as_secs_f64();
         anyhow::Ok(Throughput {
             kind,
