@@ -62,13 +62,14 @@ async fn run(
 ) -> Result<(), BoxError> {
     let started = std::time::Instant::now();
     let (user_id, device_id) = (&event.user_id, &event.device_id);
-    let (pending, baselines) = log::device_snapshot(&ctx.db, user_id, device_id).await?;
+    let backlog = log::device_snapshot(&ctx.db, user_id, device_id).await?;
+    let pending = backlog.pending();
     tracing::info!(%user_id, %device_id, pending, "user came online: delivering what this device has not acknowledged");
     send(ctx, event, NodeItem::DrainBegin {
         connection_id: event.connection_id,
         drain_id,
         worker_id: ctx.worker_id.clone(),
-        baselines: baselines.clone(),
+        baselines: backlog.baselines(),
     })
     .await?;
 
@@ -79,7 +80,7 @@ async fn run(
     let mut position = (Uuid::nil(), 0);
     loop {
         wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
-        let page = log::device_page(&ctx.db, user_id, device_id, &baselines, position, i64::from(page_size)).await?;
+        let page = log::device_page(&ctx.db, user_id, device_id, &backlog, position, i64::from(page_size)).await?;
         let Some(last) = page.last() else { break };
         position = (last.chat_id, last.seq);
         let full = page.len() == page_size as usize;

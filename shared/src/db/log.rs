@@ -87,9 +87,26 @@ impl From<Row> for Delivery {
     }
 }
 
-/// The device's ordering baselines (each chat it reads, up to its end now)
-/// and how many entries it has not acknowledged below them, in one snapshot.
-pub async fn device_snapshot(pool: &PgPool, user_id: &str, device_id: &str) -> Result<(i64, Vec<ChatBaseline>), sqlx::Error> {
+/// What a device's drain covers, read in one snapshot: each chat it reads
+/// with its baseline (the chat's end now, or where the user left it) and
+/// where the device stands in it.
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    pub chats: Vec<(ChatBaseline, i64)>,
+}
+
+impl Backlog {
+    /// Entries the device has not acknowledged below the baselines.
+    pub fn pending(&self) -> i64 {
+        self.chats.iter().map(|(baseline, after)| (baseline.seq - after).max(0)).sum()
+    }
+
+    pub fn baselines(&self) -> Vec<ChatBaseline> {
+        self.chats.iter().map(|(baseline, _)| *baseline).collect()
+    }
+}
+
+pub async fn device_snapshot(pool: &PgPool, user_id: &str, device_id: &str) -> Result<Backlog, sqlx::Error> {
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {SOURCES} SELECT chat_id, until_seq, after_seq FROM sources ORDER BY chat_id"
     )))
@@ -97,49 +114,39 @@ pub async fn device_snapshot(pool: &PgPool, user_id: &str, device_id: &str) -> R
     .bind(device_id)
     .fetch_all(pool)
     .await?;
-    let pending = rows.iter().map(|(_, until, after)| (until - after).max(0)).sum();
-    let baselines = rows.into_iter().map(|(chat_id, until, _)| ChatBaseline { chat_id, seq: until }).collect();
-    Ok((pending, baselines))
+    let chats = rows.into_iter().map(|(chat_id, until, after)| (ChatBaseline { chat_id, seq: until }, after)).collect();
+    Ok(Backlog { chats })
 }
 
 /// One page of a device's backlog: entries after its cursor in each chat, up
 /// to the chat's baseline, after position `after` = (chat, seq), in (chat,
-/// seq) order.
+/// seq) order. Chats are read one at a time, each an index range of its own
+/// (one statement over every chat sorted and limited them all: ten times the
+/// rows for a page); chats the snapshot found nothing in are skipped.
 pub async fn device_page(
     pool: &PgPool,
     user_id: &str,
     device_id: &str,
-    baselines: &[ChatBaseline],
+    backlog: &Backlog,
     after: (Uuid, i64),
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    let chat_ids: Vec<Uuid> = baselines.iter().map(|b| b.chat_id).collect();
-    let until: Vec<i64> = baselines.iter().map(|b| b.seq).collect();
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH {SOURCES}
-         SELECT {COLUMNS}
-           FROM UNNEST($3::uuid[], $4::int8[]) AS b(chat_id, until_seq)
-           JOIN sources s ON s.chat_id = b.chat_id
-           CROSS JOIN LATERAL (
-                SELECT * FROM messages m
-                 WHERE m.chat_id = b.chat_id AND m.seq > s.after_seq AND m.seq <= LEAST(b.until_seq, s.until_seq)
-                   AND (m.chat_id, m.seq) > ($5, $6)
-                 ORDER BY m.seq
-                 LIMIT $7) m
-           JOIN users u ON u.id = m.sender_id
-          ORDER BY m.chat_id, m.seq
-          LIMIT $7"
-    )))
-    .bind(user_id)
-    .bind(device_id)
-    .bind(&chat_ids)
-    .bind(&until)
-    .bind(after.0)
-    .bind(after.1)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Delivery::from).collect())
+    let mut page = Vec::new();
+    for (baseline, from) in &backlog.chats {
+        if baseline.chat_id < after.0 || baseline.seq <= *from {
+            continue;
+        }
+        let after_seq = if baseline.chat_id == after.0 { after.1.max(*from) } else { *from };
+        if after_seq >= baseline.seq {
+            continue;
+        }
+        let wanted = limit - page.len() as i64;
+        page.extend(device_gap(pool, user_id, device_id, baseline.chat_id, after_seq, baseline.seq, wanted).await?);
+        if page.len() as i64 >= limit {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// Entries of one chat with `after_seq < seq <= up_to_seq` for the device, in

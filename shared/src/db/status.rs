@@ -146,12 +146,20 @@ pub async fn mark_sender_synced(
     user_ids: &[String],
     statuses: &[DeliveryStatus],
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE message_status ms SET sender_synced = true
-           FROM UNNEST($1::uuid[], $2::text[], $3::delivery_status[]) AS j(message_id, user_id, status)
-          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = j.status
-            AND NOT ms.sender_synced",
-    )
+    // Locked in the order every status write uses: two nodes' writers (one
+    // marking delivered, the other recording the sender's acknowledgement of
+    // the same rows) otherwise deadlock, and PostgreSQL breaks that after a second.
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH locked AS (
+                SELECT ms.message_id, ms.user_id FROM message_status ms
+                  JOIN UNNEST($1::uuid[], $2::text[], $3::delivery_status[]) AS j(message_id, user_id, status)
+                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = j.status
+                 WHERE NOT ms.sender_synced
+                 {LOCK_ORDER})
+         UPDATE message_status ms SET sender_synced = true
+           FROM locked l
+          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND NOT ms.sender_synced"
+    )))
     .bind(message_ids)
     .bind(user_ids)
     .bind(statuses)
@@ -162,11 +170,17 @@ pub async fn mark_sender_synced(
 
 /// Marks jobs parked: they ran out of retry tiers while the recipient was offline.
 pub async fn park(pool: &PgPool, message_ids: &[Uuid], user_ids: &[String]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE message_status ms SET parked_at = now()
-           FROM UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-          WHERE ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = 'sent'",
-    )
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH locked AS (
+                SELECT ms.message_id, ms.user_id FROM message_status ms
+                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
+                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
+                 WHERE ms.status = 'sent'
+                 {LOCK_ORDER})
+         UPDATE message_status ms SET parked_at = now()
+           FROM locked l
+          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status = 'sent'"
+    )))
     .bind(message_ids)
     .bind(user_ids)
     .execute(pool)
