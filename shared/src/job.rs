@@ -177,7 +177,7 @@ pub struct StatusChanges {
 #[serde(rename_all = "camelCase")]
 pub struct WatermarkMove {
     pub receipt: Receipt,
-    /// The lower of the two watermarks before the move: the messages of the
+    /// The lowest old value of the watermarks that moved: the messages of the
     /// chat after it (and up to the receipt's) are the ones the move is news about.
     pub from_seq: i64,
 }

@@ -283,13 +283,18 @@ pub async fn advance_watermarks(
                               WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.read_seq
                                 AND ms.status <> 'read'),
                             c.last_seq)) AS read_seq,
-                        LEAST(m.delivered_seq, m.read_seq) AS from_seq
+                        m.delivered_seq AS old_delivered_seq,
+                        m.read_seq AS old_read_seq
                    FROM UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
                    JOIN chat_members m ON m.user_id = p.user_id AND m.chat_id = p.chat_id
                    JOIN chats c ON c.id = m.chat_id) w
           WHERE cm.chat_id = w.chat_id AND cm.user_id = w.user_id
             AND (w.delivered_seq > cm.delivered_seq OR w.read_seq > cm.read_seq)
-          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, w.from_seq",
+          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq,
+                    -- Where the news starts: the lower old value of the watermarks that moved
+                    -- (a read watermark far behind must not make every receipt cover the whole chat).
+                    LEAST(CASE WHEN w.delivered_seq > w.old_delivered_seq THEN w.old_delivered_seq END,
+                          CASE WHEN w.read_seq > w.old_read_seq THEN w.old_read_seq END)",
     )
     .bind(&user_ids)
     .bind(&chat_ids)
