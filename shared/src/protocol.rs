@@ -226,7 +226,8 @@ pub struct StatusUpdate {
 /// `receipt`: a member's watermarks in a chat moved. Every message of the
 /// chat up to `deliveredSeq` has reached one of their devices (or is their
 /// own); up to `readSeq` they have read. One receipt covers all of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The same shape is each receipt of `GET /api/sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     pub chat_id: Uuid,

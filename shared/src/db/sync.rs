@@ -17,7 +17,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::messages::{EntryRow, HistoryMessage};
-use crate::error::{ClientError, ErrorCode};
+use crate::{
+    error::{ClientError, ErrorCode},
+    protocol::Receipt,
+};
 
 /// Most chats one `cursors` parameter may name.
 pub const MAX_CURSORS: usize = 1000;
@@ -115,18 +118,6 @@ fn invalid(message: String) -> ClientError {
 fn shown(part: &str) -> String {
     const MAX: usize = 80;
     if part.chars().count() <= MAX { part.to_owned() } else { format!("{}…", part.chars().take(MAX).collect::<String>()) }
-}
-
-/// One member's receipt watermarks in a chat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    pub chat_id: Uuid,
-    pub user_id: String,
-    /// Every entry up to this seq has reached some device of the member.
-    pub delivered_seq: i64,
-    /// The member has read up to this seq.
-    pub read_seq: i64,
 }
 
 /// One page of catch-up.
