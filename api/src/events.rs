@@ -13,10 +13,9 @@ use uuid::Uuid;
 
 use crate::{state::AppState, status_writer::publish_changes};
 
-/// `message:send`: validates, stores the message with a `sent` status per other
-/// member and its outbox row in one transaction, starts publishing the
-/// delivery jobs, and returns ✓ sent. A resend with the same
-/// `clientMsgId` returns the original message.
+/// `message:send`: validates, stores the message and its outbox row in one
+/// transaction, starts publishing the delivery jobs, and returns ✓ sent. A
+/// resend with the same `clientMsgId` returns the original message.
 pub async fn send_message(
     state: &AppState,
     sender_id: &str,
@@ -43,45 +42,39 @@ pub async fn send_message(
     Ok(stored)
 }
 
-/// `message:delivered {messageId}`: the client has the message. Written by the
-/// status writer, as an ack of `message:receive` is: the one place that writes
-/// `delivered` and tells the sender. Returns whether the status changed.
+/// `message:delivered {messageId}`: the client has the message. The
+/// connection's session takes it as an acknowledgement of that message and
+/// moves the device's cursor over it (with the status writer, the one place
+/// that writes `delivered` and tells the sender). Returns whether the
+/// message was not yet delivered to the user.
 pub async fn mark_delivered(state: &AppState, user_id: &str, message_id: Uuid) -> Result<bool, ClientError> {
-    let updated = state.status_writer.delivered(message_id, user_id.to_owned()).await.changed().await?;
-    if !updated && !status::is_recipient(&state.db, message_id, user_id).await? {
-        return Err(not_found());
+    match status::addressed(&state.db, message_id, user_id).await? {
+        Some(addressed) => Ok(!addressed.delivered),
+        None => Err(not_found()),
     }
-    Ok(updated)
 }
 
-/// `message:read`: one message or a whole chat up to a seq. Returns how many statuses changed.
+/// `message:read`: a whole chat up to a seq, or up to one message (what
+/// was read before it counts as read). Returns how many messages of others
+/// became read.
 pub async fn mark_read(state: &AppState, user_id: &str, receipt: ReadReceipt) -> Result<usize, ClientError> {
-    match receipt {
-        ReadReceipt::One { message_id } => {
-            let mut tx = state.db.begin().await?;
-            let changes = status::mark_read(&mut *tx, &[message_id], &[user_id.to_owned()]).await?;
-            let moves = status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
-            tx.commit().await?;
-            if changes.is_empty() && !status::is_recipient(&state.db, message_id, user_id).await? {
-                return Err(not_found());
-            }
-            let updated = changes.len();
-            publish_changes(&state.broker, changes, moves).await;
-            Ok(updated)
-        }
+    let (chat_id, up_to_seq) = match receipt {
+        ReadReceipt::One { message_id } => match status::addressed(&state.db, message_id, user_id).await? {
+            Some(addressed) => (addressed.chat_id, addressed.seq),
+            None => return Err(not_found()),
+        },
         ReadReceipt::UpTo { chat_id, up_to_seq } => {
             if !courier_shared::db::chats::is_member(&state.db, chat_id, user_id).await? {
                 return Err(ClientError::not_member());
             }
-            let mut tx = state.db.begin().await?;
-            let changes = status::mark_read_up_to(&mut *tx, user_id, chat_id, up_to_seq).await?;
-            let moves = status::advance_watermarks(&mut tx, &status::members_of(&changes)).await?;
-            tx.commit().await?;
-            let updated = changes.len();
-            publish_changes(&state.broker, changes, moves).await;
-            Ok(updated)
+            (chat_id, up_to_seq)
         }
-    }
+    };
+    let mut tx = state.db.begin().await?;
+    let (updated, moved) = status::read_up_to(&mut tx, user_id, chat_id, up_to_seq).await?;
+    tx.commit().await?;
+    publish_changes(&state.broker, Vec::new(), moved.into_iter().collect()).await;
+    Ok(usize::try_from(updated).unwrap_or(0))
 }
 
 /// Same answer for "no such message" and "not addressed to you".

@@ -8,8 +8,8 @@
 //! the session, the registry would import the session that imports it.
 
 use courier_shared::{
-    job::{ChatBaseline, Delivery, PresenceNotice},
-    protocol::{Receipt, StatusUpdate},
+    job::{ChatBaseline, Delivery, PresenceNotice, SenderStatus},
+    protocol::Receipt,
 };
 use uuid::Uuid;
 
@@ -19,12 +19,12 @@ pub enum SessionInput {
     /// A live delivery for this user.
     Deliver(Box<Delivery>),
     /// A status change of one of this user's sent messages.
-    Status(StatusUpdate),
+    Status(SenderStatus),
     /// A member's watermarks in one of this user's chats moved.
     Receipt(Receipt),
     Presence(PresenceNotice),
     DrainBegin { drain_id: Uuid, worker_id: String, baselines: Vec<ChatBaseline> },
-    DrainPage { drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<StatusUpdate> },
+    DrainPage { drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<SenderStatus> },
     DrainEnd { drain_id: Uuid, count: u64 },
     /// The broker connection was rebuilt: pushes in the old queue are lost, so drain again.
     Resync,

@@ -67,9 +67,9 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
                     bounced.push(AttemptedJob { job, attempt });
                 }
             }
-            NodeItem::Status { sender_id, update } => {
+            NodeItem::Status { sender_id, status } => {
                 for session in state.sessions.of_user(&sender_id) {
-                    session.offer(SessionInput::Status(update.clone()));
+                    session.offer(SessionInput::Status(status.clone()));
                 }
             }
             NodeItem::Receipt { user_id, receipt } => {

@@ -306,7 +306,7 @@ fn report(results: &Value) -> String {
         let rabbit = &reference["rabbitmq"];
         row("RabbitMQ alone: publish with confirms → consume with acks".into(), format!("{} msg/s", num(&rabbit["end_to_end_per_sec"])), format!("publish alone {} msg/s; {} messages", num(&rabbit["publish_per_sec"]), num(&rabbit["messages"])));
         let pg = &reference["postgres"];
-        row("PostgreSQL alone: message + status rows, 100 per statement".into(), format!("{} msg/s", num(&pg["batched_per_sec"])), format!("one transaction per message: {} msg/s", num(&pg["single_per_sec"])));
+        row("PostgreSQL alone: message + outbox rows (what a send writes), 100 per statement".into(), format!("{} msg/s", num(&pg["batched_per_sec"])), format!("one transaction per message: {} msg/s", num(&pg["single_per_sec"])));
     }
     let share = |rate: &Value| match (rate.as_f64(), ceiling) {
         (Some(rate), Some(ceiling)) if ceiling > 0.0 => format!("; {:.0} % of the broker ceiling", 100.0 * rate / ceiling),

@@ -103,7 +103,7 @@ pub enum NodeItem {
     Deliver { recipient_id: String, attempt: u32, delivery: Delivery },
     /// A status change for every connection of the sender.
     #[serde(rename_all = "camelCase")]
-    Status { sender_id: String, update: StatusUpdate },
+    Status { sender_id: String, status: SenderStatus },
     /// A `receipt` for every connection of `user_id`.
     #[serde(rename_all = "camelCase")]
     Receipt { user_id: String, receipt: Receipt },
@@ -115,7 +115,7 @@ pub enum NodeItem {
     DrainBegin { connection_id: Uuid, drain_id: Uuid, worker_id: String, baselines: Vec<ChatBaseline> },
     /// A page of a drain, in inbox order, then missed status changes.
     #[serde(rename_all = "camelCase")]
-    DrainPage { connection_id: Uuid, drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<StatusUpdate> },
+    DrainPage { connection_id: Uuid, drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<SenderStatus> },
     /// The drain is complete: `count` messages were pending when it began.
     #[serde(rename_all = "camelCase")]
     DrainEnd { connection_id: Uuid, drain_id: Uuid, count: u64 },
@@ -172,14 +172,46 @@ pub struct StatusChanges {
     pub moves: Vec<WatermarkMove>,
 }
 
-/// A member's watermarks in a chat moved from `before` to `receipt`.
+/// A member's watermarks in a chat moved from (`from_delivered`, `from_read`)
+/// to the receipt's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatermarkMove {
     pub receipt: Receipt,
+    pub from_delivered: i64,
+    pub from_read: i64,
+}
+
+impl WatermarkMove {
     /// The lowest old value of the watermarks that moved: the messages of the
     /// chat after it (and up to the receipt's) are the ones the move is news about.
-    pub from_seq: i64,
+    pub fn from_seq(&self) -> i64 {
+        let delivered = (self.receipt.delivered_seq > self.from_delivered).then_some(self.from_delivered);
+        let read = (self.receipt.read_seq > self.from_read).then_some(self.from_read);
+        delivered.into_iter().chain(read).min().unwrap_or(self.receipt.delivered_seq)
+    }
+
+    /// Folds a later move of the same member and chat into this one.
+    pub fn absorb(&mut self, next: &WatermarkMove) {
+        self.from_delivered = self.from_delivered.min(next.from_delivered);
+        self.from_read = self.from_read.min(next.from_read);
+        self.receipt.delivered_seq = self.receipt.delivered_seq.max(next.receipt.delivered_seq);
+        self.receipt.read_seq = self.receipt.read_seq.max(next.receipt.read_seq);
+    }
+}
+
+/// A `message:status` for the sender's connections, with what acknowledging
+/// it tells about the device: it has been shown the status of its message
+/// `seq`. The device's told mark of that status moves to `seq` if it already
+/// reaches `anchor` (the sender's previous message the same news was about),
+/// so a frame acknowledged out of order never lets a mark skip one not yet
+/// acknowledged: a connection that drops meanwhile is sent that one again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SenderStatus {
+    pub update: StatusUpdate,
+    pub seq: i64,
+    pub anchor: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +219,9 @@ pub struct WatermarkMove {
 pub struct StatusChange {
     pub sender_id: String,
     pub update: StatusUpdate,
+    /// The message's seq in its chat.
+    #[serde(default)]
+    pub seq: i64,
     /// A group's message: its sender learns of it by `receipt`, not per message.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_group: bool,

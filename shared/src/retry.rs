@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     broker::{Broker, PublishError, PublishOptions, headers_with},
-    db::status,
+    db::ops,
     job::{ATTEMPT_HEADER, DeliveryJob},
 };
 
@@ -66,7 +66,7 @@ pub async fn retry_or_park(broker: &Broker, db: &PgPool, jobs: Vec<AttemptedJob>
     if !to_park.is_empty() {
         let (message_ids, user_ids): (Vec<Uuid>, Vec<String>) =
             to_park.iter().map(|j| (j.job.message_id, j.job.recipient_id.clone())).unzip();
-        outcome.parked = status::park(db, &message_ids, &user_ids).await?;
+        outcome.parked = ops::park(db, &message_ids, &user_ids).await?;
         for parked in &to_park {
             let _span = job_span(parked).entered();
             tracing::info!(message_id = %parked.job.message_id, recipient_id = %parked.job.recipient_id,

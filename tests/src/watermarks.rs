@@ -1,23 +1,14 @@
-//! The invariant that keeps the member watermarks honest while
-//! `message_status` is still the delivery state: in any snapshot, each
-//! member's `delivered_seq` / `read_seq` is exactly what their status rows
-//! say. Tests call it after their flows; it reads both in one snapshot, so
-//! it needs no waiting.
-
-use std::collections::HashMap;
+//! The invariants that keep the cursors honest: in any snapshot, for every
+//! member, `joined_seq <= read_seq <= delivered_seq <= last_seq`, and the
+//! delivered watermark is never behind a cursor of one of their devices (it
+//! moves in the transaction that moves the cursor); every cursor stays within
+//! its chat. Tests call it after their flows; it reads everything in one
+//! snapshot, so it needs no waiting.
 
 use sqlx::{Connection, PgPool};
-use uuid::Uuid;
 
-/// A member's watermarks as stored and as their status rows imply.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Expected {
-    pub delivered_seq: i64,
-    pub read_seq: i64,
-}
-
-/// Panics (naming the members) unless every member's watermarks match their
-/// `message_status` rows. Returns how many members it checked.
+/// Panics (naming the members) unless every member's watermarks and every
+/// device cursor hold the invariants. Returns how many members it checked.
 pub async fn assert_watermarks_agree(db: &PgPool) -> usize {
     match check_watermarks(db).await {
         Ok(members) => members,
@@ -37,52 +28,39 @@ pub enum Disagreement {
 
 /// [`assert_watermarks_agree`] without the panic.
 pub async fn check_watermarks(db: &PgPool) -> Result<usize, Disagreement> {
-    let (members, rows) = read_snapshot(db).await.map_err(Disagreement::Unreadable)?;
-
-    let mut statuses: HashMap<(Uuid, String), Vec<(i64, String)>> = HashMap::new();
-    for (chat_id, user_id, seq, status) in rows {
-        statuses.entry((chat_id, user_id)).or_default().push((seq, status));
-    }
-    let mut wrong = Vec::new();
-    for (chat_id, user_id, joined_seq, last_seq, delivered_seq, read_seq) in &members {
-        let rows = statuses.get(&(*chat_id, user_id.clone())).map(Vec::as_slice).unwrap_or_default();
-        let first = |stops: &dyn Fn(&str) -> bool| {
-            rows.iter().filter(|(seq, status)| *seq > *joined_seq && stops(status)).map(|(seq, _)| *seq).min()
-        };
-        let watermark = |first: Option<i64>| first.map_or(*last_seq, |seq| seq - 1).max(*joined_seq);
-        let expected = Expected {
-            delivered_seq: watermark(first(&|status| status == "sent" || status == "expired")),
-            read_seq: watermark(first(&|status| status != "read")),
-        };
-        let actual = Expected { delivered_seq: *delivered_seq, read_seq: *read_seq };
-        if actual != expected {
-            wrong.push(format!("{user_id} in {chat_id}: stored {actual:?}, statuses say {expected:?}"));
-        }
-    }
+    let (members, wrong) = read_snapshot(db).await.map_err(Disagreement::Unreadable)?;
     if !wrong.is_empty() {
-        return Err(Disagreement::Wrong(format!("watermarks disagree with message_status:\n{}", wrong.join("\n"))));
+        return Err(Disagreement::Wrong(format!("cursors break their invariants:\n{}", wrong.join("\n"))));
     }
-    Ok(members.len())
+    Ok(members)
 }
 
-type Members = Vec<(Uuid, String, i64, i64, i64, i64)>;
-type StatusRows = Vec<(Uuid, String, i64, String)>;
-
-/// Members and status rows, read in one snapshot.
-async fn read_snapshot(db: &PgPool) -> Result<(Members, StatusRows), sqlx::Error> {
+/// The number of members, and a line per broken invariant, read in one snapshot.
+async fn read_snapshot(db: &PgPool) -> Result<(usize, Vec<String>), sqlx::Error> {
     let mut conn = db.acquire().await?;
     let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
-    let members: Members = sqlx::query_as(
-        "SELECT m.chat_id, m.user_id, m.joined_seq, c.last_seq, m.delivered_seq, m.read_seq
-           FROM chat_members m JOIN chats c ON c.id = m.chat_id",
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_members").fetch_one(&mut *tx).await?;
+    let wrong: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s in %s: joined %s, read %s, delivered %s, chat ends at %s, furthest device cursor %s',
+                       m.user_id, m.chat_id, m.joined_seq, m.read_seq, m.delivered_seq, c.last_seq, d.acked_seq)
+           FROM chat_members m
+           JOIN chats c ON c.id = m.chat_id
+           LEFT JOIN LATERAL (SELECT max(acked_seq) AS acked_seq FROM device_cursors dc
+                               WHERE dc.user_id = m.user_id AND dc.chat_id = m.chat_id) d ON true
+          WHERE NOT (m.joined_seq <= m.read_seq AND m.read_seq <= m.delivered_seq AND m.delivered_seq <= c.last_seq
+                     AND m.delivered_seq >= COALESCE(d.acked_seq, m.delivered_seq))
+         UNION ALL
+         SELECT format('device %s of %s in %s: acked %s, told %s/%s/%s, chat ends at %s',
+                       dc.device_id, dc.user_id, dc.chat_id, dc.acked_seq,
+                       dc.told_delivered_seq, dc.told_read_seq, dc.told_expired_seq, c.last_seq)
+           FROM device_cursors dc
+           JOIN chats c ON c.id = dc.chat_id
+          WHERE dc.acked_seq > c.last_seq OR dc.told_delivered_seq > c.last_seq
+             OR dc.told_read_seq > c.last_seq OR dc.told_expired_seq > c.last_seq",
     )
     .fetch_all(&mut *tx)
     .await?;
-    let rows: StatusRows =
-        sqlx::query_as("SELECT chat_id, user_id, seq, status::text FROM message_status ORDER BY chat_id, user_id, seq")
-            .fetch_all(&mut *tx)
-            .await?;
     tx.commit().await?;
-    Ok((members, rows))
+    Ok((usize::try_from(members).unwrap_or(0), wrong))
 }

@@ -14,12 +14,21 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The user's parked messages: per chat, the messages of others they still
+/// lack up to `parked_seq`.
 async fn parked_for(env: &TestEnv, user: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM message_status WHERE user_id = $1 AND status = 'sent' AND parked_at IS NOT NULL")
-        .bind(user)
-        .fetch_one(&env.db)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
+          CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
+                               WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
+                                 AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
+                                 AND m.seq <= cm.parked_seq) p
+          WHERE cm.user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
 }
 
 fn token_with_roles(user: &str, roles: &[&str]) -> String {
@@ -47,7 +56,14 @@ async fn admin_api_needs_a_token_with_the_admin_role() {
     let (status, body) = Rest::new(&public, Some(&env.admin_token("ops"))).get("/admin/backlog").await;
     assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
     let addr = env.api(0).admin_addr.to_string();
-    let paths = ["/admin/backlog", "/admin/users/bob/pending", "/admin/users/bob/parked", "/admin/dead-letters", "/admin/dead-letters/1"];
+    let paths = [
+        "/admin/backlog",
+        "/admin/users/bob",
+        "/admin/users/bob/pending",
+        "/admin/users/bob/parked",
+        "/admin/dead-letters",
+        "/admin/dead-letters/1",
+    ];
 
     for path in paths {
         let (status, body) = Rest::new(&addr, None).get(path).await;
@@ -94,9 +110,18 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     let page: Vec<Value> = pending["messages"].as_array().unwrap().clone();
     assert_eq!(page.iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>(), sent[..2].to_vec(), "oldest first");
     assert!(page[0]["parkedAt"].is_string() && page[0]["senderId"] == "alice");
-    let after = pending["nextAfter"].as_i64().expect("a next page");
+    // Pages go by position in the log: CHAT_ID:SEQ of the page's last message.
+    let after = pending["nextAfter"].as_str().expect("a next page");
+    assert_eq!(after, format!("{}:{}", page[1]["chatId"].as_str().unwrap(), page[1]["seq"]));
     let rest = admin.get(&format!("/admin/users/bob/pending?after={after}")).await.1;
-    assert_eq!(rest["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["messages"].as_array().unwrap().iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>(), sent[2..].to_vec());
+    assert_eq!(rest["nextAfter"], Value::Null);
+    let (status, body) = admin.get("/admin/users/bob/pending?after=17").await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (400, Some("invalid_payload")), "{body}");
+    // Bob has never connected: no device yet. `/admin/users/{id}` is the same report.
+    assert_eq!(pending["devices"], json!([]));
+    let report = admin.get("/admin/users/bob").await.1;
+    assert_eq!((report["pending"].as_i64(), report["messages"].as_array().map(Vec::len)), (Some(3), Some(3)));
 
     let parked = admin.get("/admin/users/bob/parked").await.1;
     assert_eq!(parked["messages"].as_array().unwrap().len(), 3);
@@ -105,12 +130,17 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     assert_eq!(backlog["users"][0], json!({ "userId": "bob", "pending": 3, "parked": 3, "oldest": backlog["users"][0]["oldest"] }));
     assert!(admin.get("/admin/users/nobody/pending").await.1["pending"] == 0);
 
-    // Requeue while Bob is offline: the jobs walk the retry tiers again, and park again.
+    // Requeue while Bob is offline: one job per chat with parked jobs, a
+    // doorbell for the first message he lacks there; it walks the retry tiers
+    // again and parks again (parking that message: the rest wait for his connect).
     let (status, requeued) = admin.post("/admin/users/bob/requeue", json!({})).await;
     assert_eq!(status.as_u16(), 200, "{requeued}");
-    assert_eq!((requeued["requeued"].as_i64(), requeued["drains"].as_i64()), (Some(3), Some(0)));
+    assert_eq!((requeued["requeued"].as_i64(), requeued["drains"].as_i64()), (Some(1), Some(0)));
     assert!(parked_for(&env, "bob").await < 3, "un-parked at once");
-    eventually("the requeued jobs parked again", || async { (parked_for(&env, "bob").await == 3).then_some(()) }).await;
+    eventually("the requeued job parked again", || async { (parked_for(&env, "bob").await == 1).then_some(()) }).await;
+    let parked = admin.get("/admin/users/bob/parked").await.1;
+    assert_eq!(parked["messages"].as_array().unwrap().iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>(), sent[..1].to_vec());
+    assert_eq!((parked["pending"].as_i64(), parked["parked"].as_i64()), (Some(3), Some(1)));
 
     // Online: Bob gets everything through his connection's drain, and a requeue
     // asks the workers for another drain of that connection.
@@ -132,6 +162,86 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     eventually("the requeue's drain", || async { (drains(&scrape(&worker_addr).await) > before).then_some(()) }).await;
     bob.barrier().await;
     assert!(bob.drain_pending("message:receive").is_empty(), "nothing delivered twice");
+
+    // Per device: a second device of Bob's comes and goes; a message Bob's
+    // online device acknowledges leaves the tablet one entry behind.
+    let tablet = WsClient::connect(&addr, &env.device_token("bob", "tablet")).await.unwrap();
+    tablet.close().await;
+    let last = alice.send_message(&chat, "while the tablet is away").await;
+    assert_eq!(bob.receive_messages(1).await[0]["messageId"], last["messageId"]);
+    let devices = |report: &Value| -> Vec<(String, i64, i64, bool, i64)> {
+        let mut devices: Vec<(String, i64, i64, bool, i64)> = report["devices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("devices: {report}"))
+            .iter()
+            .map(|d| {
+                assert!(d["lastSeenAt"].is_string(), "{d}");
+                let id = d["deviceId"].as_str().unwrap().to_owned();
+                (id, d["behind"].as_i64().unwrap(), d["chatsBehind"].as_i64().unwrap(), d["revoked"].as_bool().unwrap(), d["connections"].as_i64().unwrap())
+            })
+            .collect();
+        devices.sort();
+        devices
+    };
+    eventually("the tablet one entry behind", || async {
+        let report = admin.get("/admin/users/bob").await.1;
+        (devices(&report) == vec![("default".into(), 0, 0, false, 1), ("tablet".into(), 1, 1, false, 0)]).then_some(())
+    })
+    .await;
+    let (status, _) = Rest::new(&addr, Some(&env.token("bob"))).delete("/api/devices/tablet").await;
+    assert_eq!(status.as_u16(), 204);
+    let report = admin.get("/admin/users/bob").await.1;
+    assert_eq!(devices(&report), vec![("default".into(), 0, 0, false, 1), ("tablet".into(), 0, 0, true, 0)]);
+    assert!(report["devices"].as_array().unwrap().iter().any(|d| d["revokedAt"].is_string()));
+    env.cleanup().await;
+}
+
+/// Pages of a user's pending messages run chat by chat, each chat's messages
+/// in seq order, and together hold every pending message exactly once.
+#[tokio::test]
+async fn pending_pages_run_across_chats_in_chat_then_seq_order() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    // No worker: nothing is delivered or parked, everything stays pending.
+    let alice = Rest::new(&addr, Some(&env.token("alice")));
+    let direct = alice.create_chat("direct", &["bob"]).await;
+    let group = alice.create_chat("group", &["bob", "carol"]).await;
+    let mut sent = Vec::new();
+    for chat in [&direct, &group, &direct, &group] {
+        let (status, body) = alice.post(&format!("/api/chats/{chat}/messages"), json!({ "content": "hi" })).await;
+        assert_eq!(status.as_u16(), 201, "{body}");
+        sent.push((body["chatId"].as_str().unwrap().to_owned(), body["seq"].as_i64().unwrap()));
+    }
+    // Bob's own message is not pending for him.
+    let (status, _) = Rest::new(&addr, Some(&env.token("bob"))).post(&format!("/api/chats/{group}/messages"), json!({ "content": "mine" })).await;
+    assert_eq!(status.as_u16(), 201);
+
+    let admin = Rest::new(&env.api(0).admin_addr.to_string(), Some(&env.admin_token("ops")));
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = admin.get(&format!("/admin/users/bob/pending?limit=1&after={after}")).await;
+        assert_eq!(status.as_u16(), 200, "{page}");
+        assert_eq!((page["pending"].as_i64(), page["parked"].as_i64()), (Some(4), Some(0)));
+        for message in page["messages"].as_array().unwrap() {
+            seen.push((message["chatId"].as_str().unwrap().to_owned(), message["seq"].as_i64().unwrap()));
+        }
+        match page["nextAfter"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(admin.get("/admin/users/bob/parked").await.1["messages"], json!([]));
+    // Carol is in the group only (Alice's two and Bob's one); Alice lacks Bob's one.
+    assert_eq!(admin.get("/admin/users/carol/pending").await.1["pending"], 3);
+    assert_eq!(admin.get("/admin/users/alice/pending").await.1["pending"], 1);
+    let backlog = admin.get("/admin/backlog").await.1;
+    assert_eq!((backlog["undelivered"].as_i64(), backlog["parked"].as_i64()), (Some(8), Some(0)), "{backlog}");
+    assert_eq!(backlog["users"][0]["userId"], "bob");
     env.cleanup().await;
 }
 

@@ -126,8 +126,8 @@ async fn an_offline_sender_gets_the_status_changes_it_missed() {
     env.start_worker().await;
     let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
     let mut alice = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
-    let delivered_only = alice.send_message(&chat, "one").await;
-    let also_read = alice.send_message(&chat, "two").await;
+    let also_read = alice.send_message(&chat, "one").await;
+    let delivered_only = alice.send_message(&chat, "two").await;
     alice.close().await;
 
     let mut bob = WsClient::connect(&addr, &env.token("bob")).await.unwrap();
@@ -144,12 +144,17 @@ async fn an_offline_sender_gets_the_status_changes_it_missed() {
     assert_eq!(seen[delivered_only["messageId"].as_str().unwrap()], "delivered");
     assert_eq!(seen[also_read["messageId"].as_str().unwrap()], "read");
     alice.wait_event("sync:done").await;
+    // Her device's told marks move over both once she acknowledges them.
+    let chat_id = uuid::Uuid::parse_str(&chat).unwrap();
     eventually("Alice's acks of the statuses written", || async {
-        let unsynced: i64 = sqlx::query_scalar("SELECT count(*) FROM message_status WHERE sender_id = 'alice' AND NOT sender_synced")
-            .fetch_one(&env.db)
-            .await
-            .unwrap();
-        (unsynced == 0).then_some(())
+        let told: (i64, i64) = sqlx::query_as(
+            "SELECT told_delivered_seq, told_read_seq FROM device_cursors WHERE user_id = 'alice' AND chat_id = $1",
+        )
+        .bind(chat_id)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+        (told == (2, 1)).then_some(())
     })
     .await;
     alice.close().await;
@@ -218,12 +223,17 @@ async fn an_offline_recipients_job_walks_the_retry_tiers_then_parks_then_drains(
     }
     let message_id = uuid::Uuid::parse_str(sent["messageId"].as_str().unwrap()).unwrap();
     eventually("the job parked", || async {
-        let parked: Option<chrono::DateTime<chrono::Utc>> =
-            sqlx::query_scalar("SELECT parked_at FROM message_status WHERE message_id = $1 AND user_id = 'bob'")
-                .bind(message_id)
-                .fetch_one(&env.db)
-                .await
-                .unwrap();
+        // Parked: Bob's parked mark covers the message and he still lacks it.
+        let parked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT cm.parked_at FROM messages m
+               JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = 'bob'
+              WHERE m.id = $1 AND m.seq <= cm.parked_seq AND m.seq > cm.delivered_seq",
+        )
+        .bind(message_id)
+        .fetch_optional(&env.db)
+        .await
+        .unwrap()
+        .flatten();
         parked.map(|_| ())
     })
     .await;

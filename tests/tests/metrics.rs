@@ -6,12 +6,21 @@ use courier_tests::{
     ops::{metric, scrape},
 };
 
+/// The user's parked messages: per chat, the messages of others they still
+/// lack up to `parked_seq`.
 async fn parked_for(env: &TestEnv, user: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM message_status WHERE user_id = $1 AND status = 'sent' AND parked_at IS NOT NULL")
-        .bind(user)
-        .fetch_one(&env.db)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
+          CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
+                               WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
+                                 AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
+                                 AND m.seq <= cm.parked_seq) p
+          WHERE cm.user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
 }
 
 /// Alice sends two messages to Carol (online: live) and three to Bob (offline:

@@ -66,3 +66,64 @@ async fn an_offline_sender_learns_of_expiry_on_reconnect() {
     assert_eq!(update["data"]["messageId"], sent["messageId"]);
     env.cleanup().await;
 }
+
+/// Only messages older than the retention expire: per member one range up to
+/// the newest such message, in a group as in a direct chat. The parked state
+/// past the range stays, and the backlog counts what is left.
+#[tokio::test]
+async fn only_messages_past_the_retention_expire_and_the_rest_stays_pending() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    let mut config = env.worker_config();
+    config.message_retention = Duration::from_secs(3600);
+    config.janitor_interval = Duration::from_millis(200);
+    env.start_worker_with(config).await;
+    let alice = Rest::new(&addr, Some(&env.token("alice")));
+    let group = alice.create_chat("group", &["bob", "carol"]).await;
+    let mut sent = Vec::new();
+    for text in ["old 1", "old 2", "new"] {
+        sent.push(alice.post(&format!("/api/chats/{group}/messages"), json!({ "content": text })).await.1);
+    }
+    let admin = Rest::new(&env.api(0).admin_addr.to_string(), Some(&env.admin_token("ops")));
+    eventually("Bob's jobs parked", || async {
+        let report = admin.get("/admin/users/bob/pending").await.1;
+        (report["parked"] == 3).then_some(())
+    })
+    .await;
+
+    // The first two were sent two hours ago, as the database sees it.
+    let old: Vec<uuid::Uuid> = sent[..2].iter().map(|m| uuid::Uuid::parse_str(m["messageId"].as_str().unwrap()).unwrap()).collect();
+    sqlx::query("UPDATE messages SET created_at = created_at - interval '2 hours' WHERE id = ANY($1)")
+        .bind(&old)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    eventually("the old messages expired", || async {
+        (status_of(&env, &sent[1]["messageId"], "carol").await == "expired").then_some(())
+    })
+    .await;
+    for user in ["bob", "carol"] {
+        assert_eq!(status_of(&env, &sent[0]["messageId"], user).await, "expired", "{user}");
+        assert_eq!(status_of(&env, &sent[1]["messageId"], user).await, "expired", "{user}");
+        assert_eq!(status_of(&env, &sent[2]["messageId"], user).await, "sent", "{user}");
+    }
+    let ranges: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT user_id, after_seq, up_to_seq FROM expired_ranges ORDER BY user_id").fetch_all(&env.db).await.unwrap();
+    assert_eq!(ranges, vec![("bob".into(), 0, 2), ("carol".into(), 0, 2)]);
+    let report = admin.get("/admin/users/bob/pending").await.1;
+    assert_eq!((report["pending"].as_i64(), report["parked"].as_i64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["messages"][0]["messageId"], sent[2]["messageId"]);
+
+    // Bob comes back: only the new one.
+    let mut bob = WsClient::connect(&addr, &env.token("bob")).await.unwrap();
+    assert_eq!(bob.receive_messages(1).await[0]["messageId"], sent[2]["messageId"]);
+    bob.wait_event("sync:done").await;
+    bob.barrier().await;
+    assert!(bob.drain_pending("message:receive").is_empty());
+    eventually("Bob's backlog empty", || async {
+        let report = admin.get("/admin/users/bob/pending").await.1;
+        (report["pending"] == 0 && report["parked"] == 0).then_some(())
+    })
+    .await;
+    env.cleanup().await;
+}

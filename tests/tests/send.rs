@@ -124,11 +124,11 @@ async fn a_failure_in_the_middle_of_a_send_leaves_nothing() {
     let mut env = TestEnv::new().await;
     let addr = env.start_api().await;
     let chat_id = Rest::new(&addr, Some(&env.token("alice"))).create_chat("group", &["bob", "zed"]).await;
-    // Make the status insert fail for one recipient, after the message row is written.
+    // Make the outbox insert fail, after the message row is written.
     sqlx::raw_sql(
-        "CREATE FUNCTION fail_for_zed() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN IF NEW.user_id = 'zed' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER fail_for_zed BEFORE INSERT ON message_status FOR EACH ROW EXECUTE FUNCTION fail_for_zed();",
+        "CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_outbox();",
     )
     .execute(&env.db)
     .await
@@ -146,7 +146,7 @@ async fn a_failure_in_the_middle_of_a_send_leaves_nothing() {
     assert_eq!(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&env.db).await.unwrap(), 0);
 
     // Fixed, the retry with the same key succeeds with seq 1.
-    sqlx::raw_sql("DROP TRIGGER fail_for_zed ON message_status").execute(&env.db).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER fail_outbox ON outbox").execute(&env.db).await.unwrap();
     let ack = alice
         .request("message:send", json!({"chatId": chat_id, "content": "doomed", "clientMsgId": "k"}))
         .await

@@ -5,7 +5,8 @@
 //! acknowledged enough of the previous ones (credit from the API node), so a
 //! user back after a week is neither flooded nor starved, and other users'
 //! deliveries keep flowing through the same push queue meanwhile. Then the
-//! status changes the user missed as a sender, then the end marker.
+//! statuses of the user's messages the device has not been shown, then the
+//! end marker.
 
 use std::sync::Arc;
 
@@ -95,16 +96,16 @@ async fn run(
         }
     }
 
-    // Status changes of the user's own messages that they have not seen.
-    let mut status_cursor = 0;
+    // Statuses of the user's own messages this device has not been shown.
+    let mut owed = status::OwedPosition::default();
     loop {
         wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
-        let page = status::unsynced_for_sender(&ctx.db, user_id, status_cursor, i64::from(page_size)).await?;
-        let Some((last_id, _)) = page.last() else { break };
-        status_cursor = *last_id;
-        let full = page.len() == page_size as usize;
-        sent += page.len() as u64;
-        let statuses = page.into_iter().map(|(_, update)| update).collect();
+        let statuses = status::owed_statuses(&ctx.db, user_id, device_id, &mut owed, i64::from(page_size)).await?;
+        if statuses.is_empty() {
+            break;
+        }
+        let full = statuses.len() == page_size as usize;
+        sent += statuses.len() as u64;
         send(ctx, event, NodeItem::DrainPage { connection_id: event.connection_id, drain_id, deliveries: Vec::new(), statuses })
             .await?;
         if !full {

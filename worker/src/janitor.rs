@@ -15,7 +15,7 @@ use courier_shared::{
 
 use crate::{BoxError, context::Context};
 
-/// Rows expired per statement; the sweep repeats until none are due.
+/// Log entries expired per statement (about); the sweep repeats until none are due.
 const EXPIRE_BATCH: i64 = 1000;
 /// Devices dropped per statement; the sweep repeats until none are due.
 const DEVICE_BATCH: i64 = 1000;
@@ -36,6 +36,9 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn sweep(ctx: &Context) -> Result<(), BoxError> {
     loop {
+        // Each call expires whole ranges of some members' backlogs (a long one
+        // is cut and continues in the next call), so a short answer does not
+        // mean nothing is due: repeat until one finds nothing.
         let expired = ops::expire(&ctx.db, ctx.config.message_retention, EXPIRE_BATCH).await?;
         if expired.is_empty() {
             break;
@@ -47,13 +50,14 @@ async fn sweep(ctx: &Context) -> Result<(), BoxError> {
         }
         ctx.metrics.delivery("expired", count as u64);
         // The worker's status consumer routes these to the senders' sockets; an
-        // offline sender gets them on reconnect (sender_synced is false).
+        // offline sender's devices get them on reconnect (their told_expired_seq
+        // is behind).
         let exchange = ctx.broker.topology().status();
         let body = StatusChanges { changes: expired, moves: Vec::new() };
         if let Err(error) = ctx.broker.publish_json(&exchange, "", &body, PublishOptions::persistent()).await {
             tracing::warn!(%error, count, "cannot publish expiries; senders get them on reconnect");
         }
-        if (count as i64) < EXPIRE_BATCH {
+        if ctx.stopping.is_cancelled() {
             break;
         }
     }

@@ -1,6 +1,7 @@
 //! The worker's `GET /metrics` listener (METRICS_ADDR) and the periodic
-//! refresh of the backlog gauges, read with cheap queries (partial index of
-//! `sent` rows) instead of one label per user.
+//! refresh of the backlog gauges, read from the members' watermarks (index
+//! ranges of the log for the members behind, nothing per message and
+//! recipient) instead of one label per user.
 
 use std::{sync::Arc, time::Duration};
 

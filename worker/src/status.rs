@@ -1,17 +1,19 @@
-//! Sender notifications: committed status changes (delivered, read) of direct
-//! chats routed to every connection of each sender, and watermark moves
-//! (`receipt`) to whoever they are news for: the senders of the messages they
-//! cover, and the member's own other devices. Batched per node; receipts of
-//! one member in one chat are folded into the latest per batch. An offline
-//! sender of a direct chat gets the changes from the drain when they connect
-//! (their rows stay unsynced until acked); receipts are in `GET /api/sync`.
+//! Sender notifications. Watermark moves become, for direct chats, a
+//! `message:status` per message of the other member they cover (delivered or
+//! read), routed to every connection of that sender; and, for every chat, a
+//! `receipt` to whoever it is news for: the senders of the messages it
+//! covers, and the member's own other devices. The janitor's expiries come
+//! per message. Batched per node; moves of one member in one chat are folded
+//! per batch. An offline sender's devices get the statuses from the drain
+//! when they connect (their told marks stay behind until they acknowledge);
+//! receipts are in `GET /api/sync`.
 
 use std::{collections::HashMap, sync::Arc};
 
 use courier_shared::{
     broker::Link,
-    db::{log, presence},
-    job::{NodeItem, StatusChanges, WatermarkMove},
+    db::{log, presence, status},
+    job::{NodeItem, SenderStatus, StatusChanges, WatermarkMove},
 };
 use futures::StreamExt;
 use uuid::Uuid;
@@ -56,8 +58,18 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
             }
             last_tag = Some(delivery.delivery_tag);
         }
-        if !changes.is_empty() {
-            let mut senders: Vec<String> = changes.iter().map(|c| c.sender_id.clone()).collect();
+        let moves = fold(moves);
+        let mut statuses: Vec<(String, SenderStatus)> = changes
+            .into_iter()
+            .filter(|change| !change.in_group)
+            .map(|change| {
+                let anchor = change.seq;
+                (change.sender_id, SenderStatus { update: change.update, seq: change.seq, anchor })
+            })
+            .collect();
+        statuses.extend(status::statuses_of_moves(&ctx.db, &moves).await?);
+        if !statuses.is_empty() {
+            let mut senders: Vec<String> = statuses.iter().map(|(sender_id, _)| sender_id.clone()).collect();
             senders.sort();
             senders.dedup();
             let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
@@ -65,12 +77,12 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
                 nodes_of.entry(user_id).or_default().push(node_id);
             }
             let mut items: route::NodeItems = HashMap::new();
-            for change in changes {
-                for node_id in nodes_of.get(&change.sender_id).into_iter().flatten() {
-                    items.entry(node_id.clone()).or_default().push(NodeItem::Status {
-                        sender_id: change.sender_id.clone(),
-                        update: change.update.clone(),
-                    });
+            for (sender_id, status) in statuses {
+                for node_id in nodes_of.get(&sender_id).into_iter().flatten() {
+                    items
+                        .entry(node_id.clone())
+                        .or_default()
+                        .push(NodeItem::Status { sender_id: sender_id.clone(), status: status.clone() });
                 }
             }
             route::to_nodes(&ctx.broker, items).await?;
@@ -84,28 +96,29 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
     }
 }
 
-/// The `receipt` items for a batch of watermark moves: the latest move of each
-/// (chat, member), to the member's own connections and those of everyone who
-/// sent a message the move covers.
-async fn receipts(ctx: &Context, moves: Vec<WatermarkMove>) -> Result<route::NodeItems, BoxError> {
+/// The latest move of each (chat, member) in a batch, each from the lowest
+/// old value: one contiguous move.
+fn fold(moves: Vec<WatermarkMove>) -> Vec<WatermarkMove> {
     let mut latest: HashMap<(Uuid, String), WatermarkMove> = HashMap::new();
     for next in moves {
         let key = (next.receipt.chat_id, next.receipt.user_id.clone());
         match latest.get_mut(&key) {
-            Some(kept) => {
-                kept.from_seq = kept.from_seq.min(next.from_seq);
-                kept.receipt.delivered_seq = kept.receipt.delivered_seq.max(next.receipt.delivered_seq);
-                kept.receipt.read_seq = kept.receipt.read_seq.max(next.receipt.read_seq);
-            }
+            Some(kept) => kept.absorb(&next),
             None => {
                 latest.insert(key, next);
             }
         }
     }
-    let moves: Vec<WatermarkMove> = latest.into_values().collect();
+    latest.into_values().collect()
+}
+
+/// The `receipt` items for a batch of folded watermark moves: to the
+/// member's own connections and those of everyone who sent a message the
+/// move covers.
+async fn receipts(ctx: &Context, moves: Vec<WatermarkMove>) -> Result<route::NodeItems, BoxError> {
     let ranges: Vec<(Uuid, String, i64, i64)> = moves
         .iter()
-        .map(|m| (m.receipt.chat_id, m.receipt.user_id.clone(), m.from_seq, m.receipt.delivered_seq.max(m.receipt.read_seq)))
+        .map(|m| (m.receipt.chat_id, m.receipt.user_id.clone(), m.from_seq(), m.receipt.delivered_seq.max(m.receipt.read_seq)))
         .collect();
     let mut targets: Vec<Vec<String>> = moves.iter().map(|m| vec![m.receipt.user_id.clone()]).collect();
     for (index, sender_id) in log::senders_between(&ctx.db, &ranges).await? {

@@ -14,7 +14,10 @@ use courier_shared::{
     ClientError, ErrorCode,
     auth::Claims,
     broker::PublishOptions,
-    db::{deadletters, ops},
+    db::{
+        deadletters,
+        ops::{self, PendingPosition},
+    },
     job::{DeliveryJob, PresenceEvent, PresenceKind},
 };
 use serde::Deserialize;
@@ -29,6 +32,7 @@ const MAX_PAGE: i64 = 1000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/backlog", get(backlog))
+        .route("/users/{user_id}", get(pending))
         .route("/users/{user_id}/pending", get(pending))
         .route("/users/{user_id}/parked", get(parked))
         .route("/users/{user_id}/requeue", post(requeue))
@@ -89,50 +93,78 @@ async fn backlog(
     })))
 }
 
-/// `GET /admin/users/{id}/pending?after=STATUS_ID&limit=N`: counts and a page of undelivered messages.
+/// A page of a user's pending messages: `after` is a `CHAT_ID:SEQ` position
+/// (a previous page's `nextAfter`).
+#[derive(Debug, Deserialize)]
+pub struct PendingPage {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+impl PendingPage {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+    }
+    fn after(&self) -> Result<PendingPosition, ApiError> {
+        match self.after.as_deref() {
+            None | Some("") => Ok(PendingPosition::START),
+            Some(text) => text.parse().map_err(|error| ApiError(ClientError::invalid_payload(format!("after: {error}")))),
+        }
+    }
+}
+
+/// `GET /admin/users/{id}` and `GET /admin/users/{id}/pending?after=CHAT_ID:SEQ&limit=N`:
+/// counts, the user's devices and how far behind each is, and a page of
+/// undelivered messages.
 async fn pending(
     _admin: Admin,
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
-    page: Result<Query<Page>, QueryRejection>,
+    page: Result<Query<PendingPage>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (Path(user_id), Query(page)) = (user_id?, page?);
     user_report(&state, &user_id, &page, false).await
 }
 
-/// `GET /admin/users/{id}/parked`: the user's parked jobs (out of retry tiers, waiting for a connect).
+/// `GET /admin/users/{id}/parked`: the same report, the page of messages
+/// only those whose jobs are parked (out of retry tiers, waiting for a connect).
 async fn parked(
     _admin: Admin,
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
-    page: Result<Query<Page>, QueryRejection>,
+    page: Result<Query<PendingPage>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (Path(user_id), Query(page)) = (user_id?, page?);
     user_report(&state, &user_id, &page, true).await
 }
 
-async fn user_report(state: &AppState, user_id: &str, page: &Page, parked_only: bool) -> Result<Json<Value>, ApiError> {
+async fn user_report(state: &AppState, user_id: &str, page: &PendingPage, parked_only: bool) -> Result<Json<Value>, ApiError> {
+    let after = page.after()?;
     let backlog = ops::backlog_of(&state.db, user_id).await?;
-    let messages = ops::pending_of(&state.db, user_id, page.after(), page.limit(), parked_only).await?;
+    let messages = ops::pending_of(&state.db, user_id, after, page.limit(), parked_only).await?;
     let online = ops::connections_of(&state.db, user_id).await?.len();
-    let next = (messages.len() as i64 == page.limit()).then(|| messages.last().map(|m| m.status_id)).flatten();
+    let devices = ops::devices_of(&state.db, user_id).await?;
+    let next = (messages.len() as i64 == page.limit()).then(|| messages.last().map(|m| m.position())).flatten();
     Ok(Json(json!({
         "userId": user_id,
         "pending": backlog.pending,
         "parked": backlog.parked,
         "oldest": backlog.oldest,
         "connections": online,
+        "devices": devices,
         "messages": messages,
         "nextAfter": next,
     })))
 }
 
 /// `POST /admin/users/{id}/requeue`: delivers the user's parked jobs now.
-/// Parked jobs go back to the delivery queue (the same jobs the API publishes
-/// for a new message: the worker pushes them if the user is online, or walks
-/// them through the retry tiers again); if the user is online, each of their
-/// connections also gets a fresh drain (the presence path: a `resync` event),
-/// which delivers everything pending, parked or not, in order.
+/// Each chat with parked jobs is un-parked and gets one job back on the
+/// delivery queue, for the first message the user lacks there (the same kind
+/// of job the API publishes for a new message: the worker pushes it if the
+/// user is online, or walks it through the retry tiers again); if the user is
+/// online, each of their connections also gets a fresh drain (the presence
+/// path: a `resync` event), which delivers everything pending, parked or
+/// not, in order.
 async fn requeue(
     admin: Admin,
     State(state): State<AppState>,

@@ -13,14 +13,14 @@
 use std::{collections::HashMap, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use courier_shared::{job::Delivery, protocol::StatusUpdate};
+use courier_shared::job::{Delivery, SenderStatus};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 /// A frame waiting for the client's ack.
 enum Pending {
     Delivery { delivery: Delivery, from_drain: bool, due: Instant, sends: u32 },
-    Status { update: StatusUpdate, from_drain: bool },
+    Status { status: SenderStatus, from_drain: bool },
 }
 
 /// A frame the client acknowledged, handed back for the session to record.
@@ -29,7 +29,7 @@ pub enum Settled {
     /// A `message:receive`: the recipient has the message.
     Delivery { delivery: Delivery, from_drain: bool },
     /// A `message:status`: the sender has seen the change.
-    Status { update: StatusUpdate, from_drain: bool },
+    Status { status: SenderStatus, from_drain: bool },
 }
 
 impl Settled {
@@ -120,8 +120,8 @@ impl AckWindow {
 
     /// `message:status` frame `frame_id` went out; it is not sent again on this
     /// connection (the next drain does if it is never acknowledged).
-    pub fn sent_status(&mut self, frame_id: u64, update: StatusUpdate, from_drain: bool) {
-        self.unacked.insert(frame_id, Pending::Status { update, from_drain });
+    pub fn sent_status(&mut self, frame_id: u64, status: SenderStatus, from_drain: bool) {
+        self.unacked.insert(frame_id, Pending::Status { status, from_drain });
     }
 
     /// The client's ack of frame `frame_id`. `Ok(None)` for a frame already
@@ -142,7 +142,7 @@ impl AckWindow {
                 }
                 Some(Settled::Delivery { delivery, from_drain })
             }
-            Pending::Status { update, from_drain } => Some(Settled::Status { update, from_drain }),
+            Pending::Status { status, from_drain } => Some(Settled::Status { status, from_drain }),
         }
     }
 
@@ -155,8 +155,8 @@ impl AckWindow {
     }
 
     /// The client will never acknowledge frame `frame_id`. A status update
-    /// stops taking up room (`sender_synced` stays false, so the next drain
-    /// sends it again): returns whether it came from the drain. A message is
+    /// stops taking up room (the device's told mark stays behind, so the next
+    /// drain sends it again): returns whether it came from the drain. A message is
     /// kept, and resent until acknowledged: returns `None`.
     pub fn give_up_status(&mut self, frame_id: u64) -> Option<bool> {
         match self.unacked.get(&frame_id) {
@@ -247,15 +247,16 @@ mod tests {
         super::super::fixtures::delivery(seq, seq - 1, seq)
     }
 
-    fn status(seq: i64) -> StatusUpdate {
-        StatusUpdate {
+    fn status(seq: i64) -> SenderStatus {
+        let update = courier_shared::protocol::StatusUpdate {
             message_id: Uuid::from_u128(seq as u128),
             chat_id: Uuid::from_u128(7),
             status: DeliveryStatus::Delivered,
             user_id: "bob".into(),
             delivered_to: "bob".into(),
             timestamp: DateTime::UNIX_EPOCH,
-        }
+        };
+        SenderStatus { update, seq, anchor: seq - 1 }
     }
 
     /// Numbers a frame and records `message:receive` of `seq` in it.
@@ -375,7 +376,7 @@ mod tests {
         window.sent_status(id, status(1), false);
         assert_eq!(window.next_resend(), None);
         assert_eq!(window.in_flight(), 1);
-        assert_eq!(window.ack(id), Ok(Some(Settled::Status { update: status(1), from_drain: false })));
+        assert_eq!(window.ack(id), Ok(Some(Settled::Status { status: status(1), from_drain: false })));
     }
 
     #[test]

@@ -31,9 +31,9 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::Utc;
 use courier_shared::{
     ClientError, ErrorCode,
-    db::log,
-    job::Delivery,
-    protocol::{SentMessage, StatusUpdate, server_events},
+    db::{devices::Mark, log},
+    job::{Delivery, SenderStatus},
+    protocol::{DeliveryStatus, SentMessage, server_events},
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use self::{
     acks::{AckWindow, Settled, UnknownFrame},
-    cursor::Cursors,
+    cursor::{CursorMove, Cursors},
     drain::{CatchUp, Live, ToWorker},
     gate::{Decision, GapRead, OrderGate},
     ticks::{ReceiptMarks, Ticks},
@@ -177,16 +177,16 @@ impl Session {
                 Ok(())
             }
             ClientInput::Ack(id) => match self.acks.ack(id) {
-                Ok(settled) => self.on_settled(transport, settled, true).await,
+                Ok(settled) => self.on_settled(transport, settled).await,
                 Err(UnknownFrame(id)) => {
                     let error = ClientError::new(ErrorCode::UnknownFrame, format!("ack for frame {id}, which was never sent"));
                     transport.send_event(0, Outgoing::Error(&error)).await
                 }
             },
             ClientInput::Delivered(message_id) => {
-                // Written by the event layer already; just stop resending it here.
+                // The same as an ack of the frame that carried it.
                 let settled = self.acks.frame_of(message_id).and_then(|id| self.acks.settle(id));
-                self.on_settled(transport, settled, false).await
+                self.on_settled(transport, settled).await
             }
             ClientInput::Unanswered(id) => {
                 if let Some(from_drain) = self.acks.give_up_status(id) {
@@ -228,7 +228,7 @@ impl Session {
                 delivery.silent |= delivery.is_from(&self.user_id, &self.device_id);
                 self.on_live(transport, *delivery).await
             }
-            SessionInput::Status(update) => self.send_status(transport, update, false).await,
+            SessionInput::Status(status) => self.send_status(transport, status, false).await,
             SessionInput::Presence(notice) => {
                 let id = self.acks.next_frame_id();
                 transport.send_event(id, Outgoing::Presence(&notice)).await
@@ -352,26 +352,32 @@ impl Session {
         Ok(())
     }
 
-    async fn send_status<T: Transport>(&mut self, transport: &mut T, update: StatusUpdate, from_drain: bool) -> Result<(), TransportClosed> {
-        if !self.ticks.admits(&update) {
-            // A `delivered` behind its `read`: the client already shows more.
-            if from_drain {
-                self.drain_settled(1);
-            }
-            return Ok(());
-        }
-        if self.receipts_only {
-            // The client follows `receipt`s: the change counts as seen, as if acknowledged.
-            self.state.status_writer.sender_synced(update.message_id, update.user_id, update.status).await;
+    async fn send_status<T: Transport>(&mut self, transport: &mut T, status: SenderStatus, from_drain: bool) -> Result<(), TransportClosed> {
+        // A `delivered` behind its `read` (the client already shows more), or
+        // a client that follows `receipt`s: the status counts as shown.
+        if !self.ticks.admits(&status.update) || self.receipts_only {
+            self.told(&status).await;
             if from_drain {
                 self.drain_settled(1);
             }
             return Ok(());
         }
         let id = self.acks.next_frame_id();
-        transport.send_event(id, Outgoing::Status(&update)).await?;
-        self.acks.sent_status(id, update, from_drain);
+        transport.send_event(id, Outgoing::Status(&status.update)).await?;
+        self.acks.sent_status(id, status, from_drain);
         Ok(())
+    }
+
+    /// The device has been shown `status`: moves its told mark, so that the
+    /// next connect does not show it again.
+    async fn told(&mut self, status: &SenderStatus) {
+        let mark = match status.update.status {
+            DeliveryStatus::Read => Mark::ToldRead,
+            DeliveryStatus::Expired => Mark::ToldExpired,
+            DeliveryStatus::Delivered | DeliveryStatus::Sent => Mark::ToldDelivered,
+        };
+        let step = CursorMove { chat_id: status.update.chat_id, anchor: status.anchor, acked_seq: status.seq };
+        self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, mark, step).await;
     }
 
     async fn on_drain_page<T: Transport>(
@@ -379,7 +385,7 @@ impl Session {
         transport: &mut T,
         drain_id: Uuid,
         deliveries: Vec<Delivery>,
-        statuses: Vec<StatusUpdate>,
+        statuses: Vec<SenderStatus>,
     ) -> Result<(), TransportClosed> {
         let items = (deliveries.len() + statuses.len()) as u64;
         let last_status_id = deliveries.last().map(|last| last.status_id);
@@ -390,8 +396,8 @@ impl Session {
         for delivery in deliveries {
             self.push(transport, delivery, true).await?;
         }
-        for update in statuses {
-            self.send_status(transport, update, true).await?;
+        for status in statuses {
+            self.send_status(transport, status, true).await?;
         }
         self.drain_settled(skipped);
         Ok(())
@@ -416,14 +422,8 @@ impl Session {
     }
 
     /// The client has a frame (`settled`, if it was still awaited): record it,
-    /// credit the drain, make room. `write_delivered` is false when the client
-    /// said so with `message:delivered`, which the event layer has written.
-    async fn on_settled<T: Transport>(
-        &mut self,
-        transport: &mut T,
-        settled: Option<Settled>,
-        write_delivered: bool,
-    ) -> Result<(), TransportClosed> {
+    /// credit the drain, make room.
+    async fn on_settled<T: Transport>(&mut self, transport: &mut T, settled: Option<Settled>) -> Result<(), TransportClosed> {
         let Some(settled) = settled else { return Ok(()) };
         let from_drain = settled.is_from_drain();
         match settled {
@@ -431,17 +431,12 @@ impl Session {
                 let waited = (Utc::now() - delivery.created_at).to_std().unwrap_or_default();
                 let path = if from_drain { "drained" } else { "live" };
                 self.state.metrics.delivery_latency.with_label_values(&[path]).observe(waited.as_secs_f64());
-                tracing::debug!(message_id = %delivery.message_id, recipient_id = %self.user_id, path,
-                    latency_ms = waited.as_millis() as u64, "client acknowledged message");
-                if write_delivered {
-                    // Nobody waits for this write: the status writer retries it until it lands.
-                    drop(self.state.status_writer.delivered(delivery.message_id, self.user_id.clone()).await);
-                }
+                // The guide's "message delivered" line: the device has it (its cursor moves once the run has no hole).
+                tracing::info!(message_id = %delivery.message_id, recipient_id = %self.user_id, device_id = %self.device_id,
+                    path, latency_ms = waited.as_millis() as u64, "message delivered");
                 self.move_cursor(delivery.chat_id, delivery.seq).await;
             }
-            Settled::Status { update, .. } => {
-                self.state.status_writer.sender_synced(update.message_id, update.user_id, update.status).await;
-            }
+            Settled::Status { status, .. } => self.told(&status).await,
         }
         if from_drain {
             self.drain_settled(1);
@@ -456,7 +451,7 @@ impl Session {
     /// The device has message `seq` of `chat_id`: moves its cursor if that closes a run.
     async fn move_cursor(&mut self, chat_id: Uuid, seq: i64) {
         for step in self.cursors.acked(chat_id, seq) {
-            self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, step).await;
+            self.state.status_writer.cursor_moved(&self.user_id, &self.device_id, Mark::Acked, step).await;
         }
     }
 

@@ -113,8 +113,8 @@ pub async fn create(pool: &PgPool, creator: &str, request: NewChat) -> Result<(C
             let mut everyone = members.clone();
             everyone.push(creator.to_owned());
             sqlx::query(
-                "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq, delivered_seq, read_seq)
-                 SELECT $1, user_id, 0, 0, 0, 0 FROM UNNEST($2::text[]) AS u(user_id)",
+                "INSERT INTO chat_members (chat_id, user_id, joined_seq, delivered_seq, read_seq)
+                 SELECT $1, user_id, 0, 0, 0 FROM UNNEST($2::text[]) AS u(user_id)",
             )
             .bind(id)
             .bind(&everyone)
@@ -158,10 +158,23 @@ async fn list_where(pool: &PgPool, user_id: &str, only: Option<Uuid>) -> Result<
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
 
+    // Unread: messages of others after the read watermark (an index range
+    // of the chat's log), less those that expired for the caller and those
+    // read out of order before the upgrade (rows kept in `message_status_legacy`).
     let mut unread: HashMap<Uuid, i64> = sqlx::query_as(
-        "SELECT chat_id, count(*) FROM message_status
-          WHERE user_id = $1 AND status IN ('sent', 'delivered') AND chat_id = ANY($2)
-          GROUP BY chat_id",
+        "SELECT cm.chat_id, n.unread
+           FROM chat_members cm
+           JOIN chats c ON c.id = cm.chat_id
+          CROSS JOIN LATERAL (
+                SELECT count(*) AS unread FROM messages m
+                 WHERE m.chat_id = cm.chat_id AND m.seq > GREATEST(cm.read_seq, cm.joined_seq)
+                   AND m.sender_id <> cm.user_id
+                   AND NOT EXISTS (SELECT 1 FROM expired_ranges er
+                                    WHERE er.chat_id = m.chat_id AND er.user_id = cm.user_id
+                                      AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+                   AND NOT EXISTS (SELECT 1 FROM message_status_legacy l
+                                    WHERE l.message_id = m.id AND l.user_id = cm.user_id AND l.status = 'read')) n
+          WHERE cm.user_id = $1 AND cm.chat_id = ANY($2) AND c.last_seq > GREATEST(cm.read_seq, cm.joined_seq)",
     )
     .bind(user_id)
     .bind(&ids)
@@ -250,8 +263,8 @@ pub async fn add_member(pool: &PgPool, caller: &str, chat_id: Uuid, new_member: 
     }
     users::ensure_exist(&mut *tx, &[new_member.to_owned()]).await?;
     let added = sqlx::query(
-        "INSERT INTO chat_members (chat_id, user_id, joined_seq, last_recv_seq, delivered_seq, read_seq)
-         VALUES ($1, $2, $3, $3, $3, $3)
+        "INSERT INTO chat_members (chat_id, user_id, joined_seq, delivered_seq, read_seq)
+         VALUES ($1, $2, $3, $3, $3)
          ON CONFLICT (chat_id, user_id) DO NOTHING",
     )
     .bind(chat_id)

@@ -88,8 +88,17 @@ pub async fn register(pool: &PgPool, user_id: &str, device_id: &str, max_devices
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq)
-         SELECT user_id, $2, chat_id, delivered_seq FROM chat_members WHERE user_id = $1",
+        // A new device is owed the statuses of the user's messages that no
+        // device of theirs has been shown: it starts at the furthest told
+        // marks of the user's devices in each chat (at the join if none).
+        "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq, told_delivered_seq, told_read_seq, told_expired_seq)
+         SELECT cm.user_id, $2, cm.chat_id, cm.delivered_seq,
+                COALESCE(t.delivered, cm.joined_seq), COALESCE(t.read, cm.joined_seq), COALESCE(t.expired, cm.joined_seq)
+           FROM chat_members cm
+           LEFT JOIN LATERAL (SELECT max(dc.told_delivered_seq) AS delivered, max(dc.told_read_seq) AS read,
+                                     max(dc.told_expired_seq) AS expired
+                                FROM device_cursors dc WHERE dc.user_id = cm.user_id AND dc.chat_id = cm.chat_id) t ON true
+          WHERE cm.user_id = $1",
     )
     .bind(user_id)
     .bind(device_id)
@@ -125,11 +134,14 @@ pub async fn start_cursors(
     joined_seq: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq)
-         SELECT d.user_id, d.device_id, $1, $3 FROM devices d
+        "INSERT INTO device_cursors (user_id, device_id, chat_id, acked_seq, told_delivered_seq, told_read_seq, told_expired_seq)
+         SELECT d.user_id, d.device_id, $1, $3, $3, $3, $3 FROM devices d
           WHERE d.user_id = ANY($2) AND d.revoked_at IS NULL
          ON CONFLICT (user_id, device_id, chat_id)
-         DO UPDATE SET acked_seq = GREATEST(device_cursors.acked_seq, EXCLUDED.acked_seq), until_seq = NULL",
+         DO UPDATE SET acked_seq = GREATEST(device_cursors.acked_seq, EXCLUDED.acked_seq), until_seq = NULL,
+                       told_delivered_seq = GREATEST(device_cursors.told_delivered_seq, EXCLUDED.told_delivered_seq),
+                       told_read_seq = GREATEST(device_cursors.told_read_seq, EXCLUDED.told_read_seq),
+                       told_expired_seq = GREATEST(device_cursors.told_expired_seq, EXCLUDED.told_expired_seq)",
     )
     .bind(chat_id)
     .bind(user_ids)
@@ -139,29 +151,48 @@ pub async fn start_cursors(
     Ok(())
 }
 
-/// Moves device cursors: each (user, device, chat) to `acked_seq` where the
-/// cursor stands at `anchor` or beyond (and below `acked_seq`). At most one
-/// move per (user, device, chat) per call.
-pub async fn move_cursors(
+/// Which of a device's marks in a chat a step moves: its cursor, or how far
+/// it has been shown its own messages' statuses (see `SenderStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mark {
+    Acked,
+    ToldDelivered,
+    ToldRead,
+    ToldExpired,
+}
+
+/// Moves one mark of each (user, device, chat) to its seq, where the mark
+/// already reaches the step's anchor (an expired mark needs no anchor: the
+/// expiry sweep's notices come in order). Never back.
+pub async fn move_marks(
     executor: impl PgExecutor<'_>,
+    mark: Mark,
     user_ids: &[&str],
     device_ids: &[&str],
     chat_ids: &[Uuid],
     anchors: &[i64],
-    acked_seqs: &[i64],
+    seqs: &[i64],
 ) -> Result<u64, sqlx::Error> {
-    let moved = sqlx::query(
-        "UPDATE device_cursors dc SET acked_seq = m.acked_seq
+    let (set, reaches) = match mark {
+        Mark::Acked => ("acked_seq", "dc.acked_seq >= m.anchor"),
+        Mark::ToldDelivered => {
+            ("told_delivered_seq", "GREATEST(dc.told_delivered_seq, dc.told_read_seq) >= m.anchor")
+        }
+        Mark::ToldRead => ("told_read_seq", "dc.told_read_seq >= m.anchor"),
+        Mark::ToldExpired => ("told_expired_seq", "true"),
+    };
+    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE device_cursors dc SET {set} = m.seq
            FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int8[], $5::int8[])
-                AS m(user_id, device_id, chat_id, anchor, acked_seq)
+                AS m(user_id, device_id, chat_id, anchor, seq)
           WHERE dc.user_id = m.user_id AND dc.device_id = m.device_id AND dc.chat_id = m.chat_id
-            AND dc.acked_seq >= m.anchor AND dc.acked_seq < m.acked_seq",
-    )
+            AND {reaches} AND dc.{set} < m.seq"
+    )))
     .bind(user_ids)
     .bind(device_ids)
     .bind(chat_ids)
     .bind(anchors)
-    .bind(acked_seqs)
+    .bind(seqs)
     .execute(executor)
     .await?;
     Ok(moved.rows_affected())

@@ -45,10 +45,10 @@ const SOURCES: &str = "sources AS (
 const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device, m.content, m.message_type, m.created_at,
      u.name AS sender_name, u.profile_picture AS sender_picture,
      (m.sender_id = $1 AND COALESCE(m.sender_device, 'default') = $2)
-        OR EXISTS (SELECT 1 FROM message_status ms
-                    WHERE ms.message_id = m.id AND ms.user_id = $1
-                      AND (ms.status = 'expired'
-                           OR (m.seq <= s.legacy_seq AND $2 = 'default' AND ms.status IN ('delivered', 'read')))) AS silent";
+        OR EXISTS (SELECT 1 FROM expired_ranges er
+                    WHERE er.chat_id = m.chat_id AND er.user_id = $1 AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+        OR (m.seq <= s.legacy_seq AND $2 = 'default'
+            AND EXISTS (SELECT 1 FROM message_status_legacy l WHERE l.message_id = m.id AND l.user_id = $1)) AS silent";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -206,8 +206,9 @@ pub async fn pending_deliveries(
            JOIN messages m ON m.id = j.message_id
            JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = j.user_id AND m.seq > cm.joined_seq
            JOIN users u ON u.id = m.sender_id
-          WHERE NOT EXISTS (SELECT 1 FROM message_status ms
-                             WHERE ms.message_id = m.id AND ms.user_id = j.user_id AND ms.status = 'expired')
+          WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
+                             WHERE er.chat_id = m.chat_id AND er.user_id = j.user_id
+                               AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
             AND (NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = j.user_id AND d.revoked_at IS NULL)
                  OR EXISTS (SELECT 1 FROM devices d
                               LEFT JOIN device_cursors dc

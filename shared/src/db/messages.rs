@@ -2,9 +2,10 @@
 //!
 //! Sends are stored in batches: concurrent sends from many connections share
 //! one transaction (one commit, one fsync). Within it, chats are locked in id
-//! order, seqs are assigned gap-free, and the message, one `sent` status per
-//! other member and the outbox row are written together, so a crash leaves
-//! either all of a message or none of it.
+//! order, seqs are assigned gap-free, and the message and its outbox row are
+//! written together, so a crash leaves either all of a message or none of
+//! it. Nothing is written per recipient: where each member and device stands
+//! is a cursor (`status`, `devices`).
 
 use std::collections::{HashMap, hash_map::Entry};
 
@@ -69,7 +70,7 @@ pub async fn store_batch(
     }
 }
 
-/// Per chat, while a batch is assembled: the next seq and each member's last received seq.
+/// Per chat, while a batch is assembled: the next seq and the members.
 struct ChatState {
     last_seq: i64,
     /// `last_seq` before this batch.
@@ -100,12 +101,6 @@ struct Rows {
     contents: Vec<Vec<u8>>,
     types: Vec<String>,
     client_msg_ids: Vec<Option<String>>,
-    status_message_ids: Vec<Uuid>,
-    status_user_ids: Vec<String>,
-    status_chat_ids: Vec<Uuid>,
-    status_seqs: Vec<i64>,
-    status_prev_seqs: Vec<i64>,
-    status_sender_ids: Vec<String>,
 }
 
 async fn try_store_batch(
@@ -163,13 +158,6 @@ async fn try_store_batch(
                 }
                 continue;
             }
-            rows.status_message_ids.push(message.message_id);
-            rows.status_user_ids.push(user.clone());
-            rows.status_chat_ids.push(message.chat_id);
-            rows.status_seqs.push(seq);
-            // The log is gap-free and members see all of it: the predecessor is seq - 1.
-            rows.status_prev_seqs.push(seq - 1);
-            rows.status_sender_ids.push(message.sender_id.clone());
             recipients.push(user.clone());
         }
         rows.message_ids.push(message.message_id);
@@ -308,7 +296,7 @@ async fn existing_client_msg_ids(
     Ok(originals)
 }
 
-/// Inserts messages, statuses and outbox rows; returns each message's created_at.
+/// Inserts messages and outbox rows; returns each message's created_at.
 async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<Vec<(Uuid, DateTime<Utc>)>, sqlx::Error> {
     if rows.message_ids.is_empty() {
         return Ok(Vec::new());
@@ -328,24 +316,6 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
     .bind(&rows.sender_devices)
     .fetch_all(&mut **tx)
     .await?;
-    if !rows.status_message_ids.is_empty() {
-        // ORDER BY ord: status ids are handed out in seq order within a chat.
-        sqlx::query(
-            "INSERT INTO message_status (message_id, user_id, chat_id, seq, prev_seq, sender_id)
-             SELECT message_id, user_id, chat_id, seq, prev_seq, sender_id
-               FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::int8[], $6::text[])
-                    WITH ORDINALITY AS s(message_id, user_id, chat_id, seq, prev_seq, sender_id, ord)
-              ORDER BY ord",
-        )
-        .bind(&rows.status_message_ids)
-        .bind(&rows.status_user_ids)
-        .bind(&rows.status_chat_ids)
-        .bind(&rows.status_seqs)
-        .bind(&rows.status_prev_seqs)
-        .bind(&rows.status_sender_ids)
-        .execute(&mut **tx)
-        .await?;
-    }
     sqlx::query("INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])")
         .bind(&rows.message_ids)
         .execute(&mut **tx)
@@ -547,7 +517,8 @@ pub async fn history(
             status: RecipientStatus,
         }
         let status_rows: Vec<StatusRow> = sqlx::query_as(
-            "SELECT message_id, user_id, status, updated_at AS timestamp
+            // The `message_status` view: each recipient's status from their watermarks.
+            "SELECT message_id, user_id, status, \"timestamp\"
                FROM message_status WHERE message_id = ANY($1) ORDER BY message_id, user_id",
         )
         .bind(&mine)

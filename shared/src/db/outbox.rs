@@ -28,12 +28,14 @@ pub async fn claim_stale(
     .await
 }
 
-/// The delivery jobs of these messages: one per recipient still `sent`, and
-/// one for the sender's other devices if they have any, in seq order.
+/// The delivery jobs of these messages: one per recipient who still lacks
+/// it (no device of theirs has acknowledged it, and it has not expired for
+/// them), and one for the sender's other devices if they have any, in seq order.
 pub async fn jobs_for(executor: impl PgExecutor<'_>, message_ids: &[Uuid]) -> Result<Vec<DeliveryJob>, sqlx::Error> {
     let rows: Vec<(Uuid, String, Uuid, i64)> = sqlx::query_as(
-        "SELECT message_id, user_id, chat_id, seq FROM message_status
-          WHERE message_id = ANY($1) AND status = 'sent'
+        "SELECT m.id, cm.user_id, m.chat_id, m.seq FROM messages m
+           JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id <> m.sender_id
+          WHERE m.id = ANY($1) AND m.seq > cm.joined_seq AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq)
          UNION ALL
          SELECT m.id, m.sender_id, m.chat_id, m.seq FROM messages m
           WHERE m.id = ANY($1)

@@ -1,315 +1,305 @@
-//! `message_status`: each recipient's inbox and each sender's ticks. Statuses
-//! only move forward: sent → delivered → read (or sent → expired).
+//! Delivery state as cursors: per member and chat, `delivered_seq` (some
+//! device of theirs acknowledged everything up to it) and `read_seq`; per
+//! device, `acked_seq` and the `told_*` marks (what the device has been shown
+//! of its own messages' statuses). A status of one message is derived from
+//! these (the `message_status` view); nothing is written per message and
+//! recipient.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    job::{StatusChange, WatermarkMove},
+    job::{SenderStatus, WatermarkMove},
     protocol::{DeliveryStatus, Receipt, StatusUpdate},
 };
 
-#[derive(sqlx::FromRow)]
-struct ChangedRow {
-    message_id: Uuid,
-    user_id: String,
-    chat_id: Uuid,
-    sender_id: String,
-    status: DeliveryStatus,
-    updated_at: DateTime<Utc>,
-    in_group: bool,
+/// A message as one of its recipients sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressed {
+    pub chat_id: Uuid,
+    pub seq: i64,
+    pub delivered: bool,
 }
 
-impl From<ChangedRow> for StatusChange {
-    fn from(row: ChangedRow) -> Self {
-        StatusChange {
-            sender_id: row.sender_id,
-            update: StatusUpdate {
-                message_id: row.message_id,
-                chat_id: row.chat_id,
-                status: row.status,
-                delivered_to: row.user_id.clone(),
-                user_id: row.user_id,
-                timestamp: row.updated_at,
-            },
-            in_group: row.in_group,
-        }
-    }
-}
-
-const CHANGED: &str = "ms.message_id, ms.user_id, ms.chat_id, ms.sender_id, ms.status, ms.updated_at, c.kind = 'group' AS in_group";
-
-/// A group's sender learns of deliveries and reads by `receipt`: its rows
-/// never wait for the sender to acknowledge a `message:status`.
-const SYNCED: &str = "sender_synced = (c.kind = 'group')";
-
-/// The order every status write locks rows in, so that an ack batch and a
-/// read of the same messages never wait on each other in a circle.
-const LOCK_ORDER: &str = "ORDER BY ms.user_id COLLATE \"C\", ms.chat_id, ms.seq FOR NO KEY UPDATE OF ms";
-
-/// Marks (message, recipient) pairs delivered where they are still `sent`.
-/// Returns the rows that changed, for the senders' ✓✓.
-pub async fn mark_delivered(
-    executor: impl PgExecutor<'_>,
-    message_ids: &[Uuid],
-    user_ids: &[String],
-) -> Result<Vec<StatusChange>, sqlx::Error> {
-    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS (
-                SELECT ms.message_id, ms.user_id FROM message_status ms
-                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
-                 WHERE ms.status = 'sent'
-                 {LOCK_ORDER})
-         UPDATE message_status ms
-            SET status = 'delivered', updated_at = now(), {SYNCED}
-           FROM locked l, chats c
-          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status = 'sent' AND c.id = ms.chat_id
-          RETURNING {CHANGED}"
-    )))
-    .bind(message_ids)
-    .bind(user_ids)
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(StatusChange::from).collect())
-}
-
-/// Marks (message, recipient) pairs read where they are `sent` or `delivered`.
-pub async fn mark_read(
-    executor: impl PgExecutor<'_>,
-    message_ids: &[Uuid],
-    user_ids: &[String],
-) -> Result<Vec<StatusChange>, sqlx::Error> {
-    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS (
-                SELECT ms.message_id, ms.user_id FROM message_status ms
-                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
-                 WHERE ms.status IN ('sent', 'delivered')
-                 {LOCK_ORDER})
-         UPDATE message_status ms
-            SET status = 'read', updated_at = now(), {SYNCED}
-           FROM locked l, chats c
-          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status IN ('sent', 'delivered')
-            AND c.id = ms.chat_id
-          RETURNING {CHANGED}"
-    )))
-    .bind(message_ids)
-    .bind(user_ids)
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(StatusChange::from).collect())
-}
-
-/// Marks everything in a chat up to `up_to_seq` read for `user_id`.
-pub async fn mark_read_up_to(
-    executor: impl PgExecutor<'_>,
-    user_id: &str,
-    chat_id: Uuid,
-    up_to_seq: i64,
-) -> Result<Vec<StatusChange>, sqlx::Error> {
-    let rows: Vec<ChangedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS (
-                SELECT ms.message_id, ms.user_id FROM message_status ms
-                 WHERE ms.user_id = $1 AND ms.chat_id = $2 AND ms.seq <= $3 AND ms.status IN ('sent', 'delivered')
-                 {LOCK_ORDER})
-         UPDATE message_status ms
-            SET status = 'read', updated_at = now(), {SYNCED}
-           FROM locked l, chats c
-          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status IN ('sent', 'delivered')
-            AND c.id = ms.chat_id
-          RETURNING {CHANGED}"
-    )))
-    .bind(user_id)
-    .bind(chat_id)
-    .bind(up_to_seq)
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(StatusChange::from).collect())
-}
-
-/// Whether `user_id` is a recipient of `message_id` (for acks by message id).
-pub async fn is_recipient(executor: impl PgExecutor<'_>, message_id: Uuid, user_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message_status WHERE message_id = $1 AND user_id = $2)")
-        .bind(message_id)
-        .bind(user_id)
-        .fetch_one(executor)
-        .await
-}
-
-/// Records that senders have seen these status changes (they acked the
-/// `message:status` frame). Only if the status is still the one they saw.
-pub async fn mark_sender_synced(
-    executor: impl PgExecutor<'_>,
-    message_ids: &[Uuid],
-    user_ids: &[String],
-    statuses: &[DeliveryStatus],
-) -> Result<u64, sqlx::Error> {
-    // Locked in the order every status write uses: two nodes' writers (one
-    // marking delivered, the other recording the sender's acknowledgement of
-    // the same rows) otherwise deadlock, and PostgreSQL breaks that after a second.
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS (
-                SELECT ms.message_id, ms.user_id FROM message_status ms
-                  JOIN UNNEST($1::uuid[], $2::text[], $3::delivery_status[]) AS j(message_id, user_id, status)
-                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id AND ms.status = j.status
-                 WHERE NOT ms.sender_synced
-                 {LOCK_ORDER})
-         UPDATE message_status ms SET sender_synced = true
-           FROM locked l
-          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND NOT ms.sender_synced"
-    )))
-    .bind(message_ids)
-    .bind(user_ids)
-    .bind(statuses)
-    .execute(executor)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Marks jobs parked: they ran out of retry tiers while the recipient was offline.
-pub async fn park(pool: &PgPool, message_ids: &[Uuid], user_ids: &[String]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS (
-                SELECT ms.message_id, ms.user_id FROM message_status ms
-                  JOIN UNNEST($1::uuid[], $2::text[]) AS j(message_id, user_id)
-                    ON ms.message_id = j.message_id AND ms.user_id = j.user_id
-                 WHERE ms.status = 'sent'
-                 {LOCK_ORDER})
-         UPDATE message_status ms SET parked_at = now()
-           FROM locked l
-          WHERE ms.message_id = l.message_id AND ms.user_id = l.user_id AND ms.status = 'sent'"
-    )))
-    .bind(message_ids)
-    .bind(user_ids)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Status changes a sender has not acknowledged, in order, after `after_status_id`.
-pub async fn unsynced_for_sender(
-    pool: &PgPool,
-    sender_id: &str,
-    after_status_id: i64,
-    limit: i64,
-) -> Result<Vec<(i64, StatusUpdate)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: i64,
-        #[sqlx(flatten)]
-        changed: ChangedRow,
-    }
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT ms.id, {CHANGED} FROM message_status ms JOIN chats c ON c.id = ms.chat_id
-          WHERE ms.sender_id = $1 AND NOT ms.sender_synced AND ms.id > $2
-          ORDER BY ms.id LIMIT $3"
-    )))
-    .bind(sender_id)
-    .bind(after_status_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|row| (row.id, StatusChange::from(row.changed).update)).collect())
-}
-
-/// Counts of a user's pending (sent) and parked messages.
-pub async fn pending_counts(pool: &PgPool, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), count(parked_at) FROM message_status WHERE user_id = $1 AND status = 'sent'",
+/// Where `message_id` stands for `user_id`, if they are a recipient of it
+/// (a member who joined before it, not its sender).
+pub async fn addressed(executor: impl PgExecutor<'_>, message_id: Uuid, user_id: &str) -> Result<Option<Addressed>, sqlx::Error> {
+    let row: Option<(Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT m.chat_id, m.seq, m.seq <= cm.delivered_seq
+           FROM messages m
+           JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $2 AND m.seq > cm.joined_seq
+          WHERE m.id = $1 AND m.sender_id <> $2",
     )
+    .bind(message_id)
     .bind(user_id)
-    .fetch_one(pool)
-    .await
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|(chat_id, seq, delivered)| Addressed { chat_id, seq, delivered }))
 }
 
-/// Total parked jobs (operators' view until metrics exist).
-pub async fn parked_total(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM message_status WHERE status = 'sent' AND parked_at IS NOT NULL")
-        .fetch_one(pool)
-        .await
+/// The members in the order every writer of their rows locks them: (chat,
+/// user) in byte order, as `messages::store_batch` locks senders (`COLLATE "C"`).
+fn lock_order(members: &[(String, Uuid)]) -> (Vec<String>, Vec<Uuid>) {
+    let mut members = members.to_vec();
+    members.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    members.dedup();
+    members.into_iter().unzip()
 }
 
+type MovedRow = (Uuid, String, i64, i64, i64, i64);
 
-/// Moves the watermarks of these (user, chat) members up to what their
-/// `message_status` rows now say: `delivered_seq` to just before their first
-/// message still `sent` or `expired` (else the chat's end: their own messages
-/// count), `read_seq` likewise before the first not `read`. Call it in the
-/// transaction that changed the statuses, after the change. Returns the
-/// moves, for the `receipt`s.
+fn moves_of(rows: Vec<MovedRow>) -> Vec<WatermarkMove> {
+    rows.into_iter()
+        .map(|(chat_id, user_id, delivered_seq, read_seq, from_delivered, from_read)| WatermarkMove {
+            receipt: Receipt { chat_id, user_id, delivered_seq, read_seq },
+            from_delivered,
+            from_read,
+        })
+        .collect()
+}
+
+/// Moves these members' delivered watermarks up to the furthest cursor of
+/// their devices. Call it in the transaction that moved the cursors, after
+/// moving them. Returns the moves, for the senders' ticks and `receipt`s.
 ///
-/// The members' rows are locked first, in a fixed order, by a statement of
-/// its own: a concurrent writer of the same member then commits before the
-/// recomputation starts, and READ COMMITTED gives that next statement a
-/// snapshot with its changes in it.
-pub async fn advance_watermarks(
+/// A concurrent writer of the same member holds its row until it commits;
+/// each writer covers the cursors it moved itself, so the furthest wins.
+pub async fn advance_delivered(
     conn: &mut sqlx::PgConnection,
     members: &[(String, Uuid)],
 ) -> Result<Vec<WatermarkMove>, sqlx::Error> {
     if members.is_empty() {
         return Ok(Vec::new());
     }
-    let mut members = members.to_vec();
-    // (chat, user) in byte order, as `messages::store_batch` locks senders (`COLLATE "C"`).
-    members.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    members.dedup();
-    let (user_ids, chat_ids): (Vec<String>, Vec<Uuid>) = members.into_iter().unzip();
-    sqlx::query(
-        "SELECT 1 FROM chat_members m
-           JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
-             ON m.user_id = p.user_id AND m.chat_id = p.chat_id
-          ORDER BY p.ord
-            FOR NO KEY UPDATE OF m",
-    )
-    .bind(&user_ids)
-    .bind(&chat_ids)
-    .execute(&mut *conn)
-    .await?;
-    let moved: Vec<(Uuid, String, i64, i64, i64)> = sqlx::query_as(
-        "UPDATE chat_members cm
-            SET delivered_seq = w.delivered_seq,
-                delivered_at = CASE WHEN w.delivered_seq > cm.delivered_seq THEN now() ELSE cm.delivered_at END,
-                read_seq = w.read_seq,
-                read_at = CASE WHEN w.read_seq > cm.read_seq THEN now() ELSE cm.read_at END
-           FROM (SELECT m.chat_id, m.user_id,
-                        GREATEST(m.delivered_seq, COALESCE(
-                            (SELECT min(ms.seq) - 1 FROM message_status ms
-                              WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.delivered_seq
-                                AND ms.status IN ('sent', 'expired')),
-                            c.last_seq)) AS delivered_seq,
-                        GREATEST(m.read_seq, COALESCE(
-                            (SELECT min(ms.seq) - 1 FROM message_status ms
-                              WHERE ms.user_id = m.user_id AND ms.chat_id = m.chat_id AND ms.seq > m.read_seq
-                                AND ms.status <> 'read'),
-                            c.last_seq)) AS read_seq,
-                        m.delivered_seq AS old_delivered_seq,
-                        m.read_seq AS old_read_seq
-                   FROM UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
-                   JOIN chat_members m ON m.user_id = p.user_id AND m.chat_id = p.chat_id
-                   JOIN chats c ON c.id = m.chat_id) w
-          WHERE cm.chat_id = w.chat_id AND cm.user_id = w.user_id
-            AND (w.delivered_seq > cm.delivered_seq OR w.read_seq > cm.read_seq)
-          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq,
-                    -- Where the news starts: the lower old value of the watermarks that moved
-                    -- (a read watermark far behind must not make every receipt cover the whole chat).
-                    LEAST(CASE WHEN w.delivered_seq > w.old_delivered_seq THEN w.old_delivered_seq END,
-                          CASE WHEN w.read_seq > w.old_read_seq THEN w.old_read_seq END)",
+    let (user_ids, chat_ids) = lock_order(members);
+    let rows: Vec<MovedRow> = sqlx::query_as(
+        "WITH locked AS (
+                SELECT m.chat_id, m.user_id, m.delivered_seq, m.read_seq
+                  FROM chat_members m
+                  JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
+                    ON m.user_id = p.user_id AND m.chat_id = p.chat_id
+                 ORDER BY p.ord
+                   FOR NO KEY UPDATE OF m),
+              acked AS (
+                SELECT dc.user_id, dc.chat_id, max(dc.acked_seq) AS acked_seq
+                  FROM device_cursors dc
+                  JOIN UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
+                    ON dc.user_id = p.user_id AND dc.chat_id = p.chat_id
+                 GROUP BY dc.user_id, dc.chat_id)
+         UPDATE chat_members cm
+            SET delivered_seq = a.acked_seq, delivered_at = now()
+           FROM locked l JOIN acked a ON a.user_id = l.user_id AND a.chat_id = l.chat_id
+          WHERE cm.chat_id = l.chat_id AND cm.user_id = l.user_id AND a.acked_seq > l.delivered_seq
+          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, l.delivered_seq, l.read_seq",
     )
     .bind(&user_ids)
     .bind(&chat_ids)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(moved
+    Ok(moves_of(rows))
+}
+
+/// `message:read`: moves `user_id`'s read watermark in `chat_id` to
+/// `up_to_seq` (at most the chat's end; never back) and over their own
+/// messages right after it, and the delivered one with it: what was read
+/// was delivered. Returns how many messages of
+/// others it newly covers, and the move.
+pub async fn read_up_to(
+    conn: &mut sqlx::PgConnection,
+    user_id: &str,
+    chat_id: Uuid,
+    up_to_seq: i64,
+) -> Result<(i64, Option<WatermarkMove>), sqlx::Error> {
+    let rows: Vec<MovedRow> = sqlx::query_as(
+        "WITH locked AS (
+                SELECT m.chat_id, m.user_id, m.delivered_seq, m.read_seq,
+                       -- and over the member's own messages right after it
+                       COALESCE((SELECT min(o.seq) - 1 FROM messages o
+                                  WHERE o.chat_id = m.chat_id AND o.seq > LEAST($3, c.last_seq) AND o.sender_id <> m.user_id),
+                                c.last_seq) AS up_to
+                  FROM chat_members m JOIN chats c ON c.id = m.chat_id
+                 WHERE m.user_id = $1 AND m.chat_id = $2
+                   FOR NO KEY UPDATE OF m)
+         UPDATE chat_members cm
+            SET read_seq = l.up_to, read_at = now(),
+                delivered_seq = GREATEST(cm.delivered_seq, l.up_to),
+                delivered_at = CASE WHEN l.up_to > cm.delivered_seq THEN now() ELSE cm.delivered_at END
+           FROM locked l
+          WHERE cm.chat_id = l.chat_id AND cm.user_id = l.user_id AND l.up_to > l.read_seq
+          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, l.delivered_seq, l.read_seq",
+    )
+    .bind(user_id)
+    .bind(chat_id)
+    .bind(up_to_seq)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(moved) = moves_of(rows).pop() else { return Ok((0, None)) };
+    let newly_read: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4",
+    )
+    .bind(chat_id)
+    .bind(moved.from_read)
+    .bind(moved.receipt.read_seq)
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((newly_read, Some(moved)))
+}
+
+/// The `message:status` frames a batch of watermark moves is news of, for
+/// the senders of direct chats (a group's sender follows `receipt`s): each
+/// message of the other member in the moved range, `read` if the read
+/// watermark covers it, else `delivered`. Messages that expired for the
+/// member stay expired. Each frame's anchor is the sender's previous
+/// message the same news is about (see [`SenderStatus`]).
+pub async fn statuses_of_moves(pool: &PgPool, moves: &[WatermarkMove]) -> Result<Vec<(String, SenderStatus)>, sqlx::Error> {
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&WatermarkMove) -> i64| moves.iter().map(f).collect::<Vec<i64>>();
+    let chat_ids: Vec<Uuid> = moves.iter().map(|m| m.receipt.chat_id).collect();
+    let user_ids: Vec<&str> = moves.iter().map(|m| m.receipt.user_id.as_str()).collect();
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        message_id: Uuid,
+        chat_id: Uuid,
+        seq: i64,
+        sender_id: String,
+        user_id: String,
+        status: DeliveryStatus,
+        anchor: i64,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT n.message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
+                COALESCE(LAG(n.seq) OVER (PARTITION BY n.ord, n.status ORDER BY n.seq),
+                         (SELECT max(p.seq) FROM messages p
+                           WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start),
+                         0) AS anchor
+           FROM (SELECT r.ord, m.id AS message_id, m.chat_id, m.seq, m.sender_id, r.user_id,
+                        CASE WHEN m.seq <= r.to_read THEN 'read' ELSE 'delivered' END::delivery_status AS status,
+                        CASE WHEN m.seq <= r.to_read THEN r.from_read ELSE r.from_delivered END AS chain_start
+                   FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+                        WITH ORDINALITY AS r(chat_id, user_id, from_delivered, to_delivered, from_read, to_read, ord)
+                   JOIN chats c ON c.id = r.chat_id AND c.kind = 'direct'
+                   JOIN messages m ON m.chat_id = r.chat_id AND m.sender_id <> r.user_id
+                                  AND m.seq > LEAST(r.from_delivered, r.from_read) AND m.seq <= r.to_delivered
+                  WHERE (m.seq > r.from_delivered OR (m.seq > r.from_read AND m.seq <= r.to_read))
+                    AND NOT EXISTS (SELECT 1 FROM expired_ranges er
+                                     WHERE er.chat_id = m.chat_id AND er.user_id = r.user_id
+                                       AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)) n
+          ORDER BY n.ord, n.seq",
+    )
+    .bind(&chat_ids)
+    .bind(&user_ids)
+    .bind(column(|m| m.from_delivered))
+    .bind(column(|m| m.receipt.delivered_seq))
+    .bind(column(|m| m.from_read))
+    .bind(column(|m| m.receipt.read_seq))
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    Ok(rows
         .into_iter()
-        .map(|(chat_id, user_id, delivered_seq, read_seq, from_seq)| WatermarkMove {
-            receipt: Receipt { chat_id, user_id, delivered_seq, read_seq },
-            from_seq,
+        .map(|row| {
+            let update = StatusUpdate {
+                message_id: row.message_id,
+                chat_id: row.chat_id,
+                status: row.status,
+                delivered_to: row.user_id.clone(),
+                user_id: row.user_id,
+                timestamp: now,
+            };
+            (row.sender_id, SenderStatus { update, seq: row.seq, anchor: row.anchor })
         })
         .collect())
 }
 
-/// The members whose status rows these changes touched.
-pub fn members_of(changes: &[StatusChange]) -> Vec<(String, Uuid)> {
-    changes.iter().map(|change| (change.update.user_id.clone(), change.update.chat_id)).collect()
+/// Where a device's replay of owed statuses stands: the last (chat, seq)
+/// sent and, per chat and status, the last seq of the chain (the next
+/// frame's anchor).
+#[derive(Debug, Default)]
+pub struct OwedPosition {
+    pub after: (Uuid, i64),
+    chains: HashMap<(Uuid, DeliveryStatus), i64>,
+}
+
+/// A page of the statuses `device_id` of `user_id` is owed for its own
+/// messages in direct chats: what the other member's watermarks and expired
+/// ranges say beyond what the device acknowledged being shown (its `told_*`
+/// marks), in (chat, seq) order.
+pub async fn owed_statuses(
+    pool: &PgPool,
+    user_id: &str,
+    device_id: &str,
+    position: &mut OwedPosition,
+    limit: i64,
+) -> Result<Vec<SenderStatus>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        message_id: Uuid,
+        chat_id: Uuid,
+        seq: i64,
+        recipient_id: String,
+        status: DeliveryStatus,
+        at: Option<DateTime<Utc>>,
+        chain_start: i64,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH owed AS (
+            SELECT dc.chat_id, dc.told_delivered_seq, dc.told_read_seq, dc.told_expired_seq,
+                   p.user_id AS recipient_id, p.delivered_seq, p.read_seq, p.delivered_at, p.read_at, p.joined_seq
+              FROM device_cursors dc
+              JOIN chats c ON c.id = dc.chat_id AND c.kind = 'direct'
+              JOIN chat_members p ON p.chat_id = dc.chat_id AND p.user_id <> dc.user_id
+             WHERE dc.user_id = $1 AND dc.device_id = $2 AND dc.until_seq IS NULL)
+         SELECT * FROM (
+            SELECT m.id AS message_id, m.chat_id, m.seq, o.recipient_id,
+                   CASE WHEN m.seq <= o.read_seq THEN 'read' ELSE 'delivered' END::delivery_status AS status,
+                   CASE WHEN m.seq <= o.read_seq THEN o.read_at ELSE o.delivered_at END AS at,
+                   CASE WHEN m.seq <= o.read_seq THEN o.told_read_seq
+                        ELSE GREATEST(o.told_delivered_seq, o.told_read_seq) END AS chain_start
+              FROM owed o
+              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1
+                             AND m.seq > GREATEST(o.told_read_seq, o.joined_seq) AND m.seq <= o.delivered_seq
+             WHERE (m.seq <= o.read_seq OR m.seq > GREATEST(o.told_delivered_seq, o.read_seq))
+               AND NOT EXISTS (SELECT 1 FROM expired_ranges er
+                                WHERE er.chat_id = m.chat_id AND er.user_id = o.recipient_id
+                                  AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+            UNION ALL
+            SELECT m.id, m.chat_id, m.seq, o.recipient_id, 'expired', er.expired_at, o.told_expired_seq
+              FROM owed o
+              JOIN expired_ranges er ON er.chat_id = o.chat_id AND er.user_id = o.recipient_id
+                                    AND er.up_to_seq > o.told_expired_seq
+              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1
+                             AND m.seq > GREATEST(er.after_seq, o.told_expired_seq) AND m.seq <= er.up_to_seq) s
+          WHERE (s.chat_id, s.seq) > ($3, $4)
+          ORDER BY s.chat_id, s.seq
+          LIMIT $5",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(position.after.0)
+    .bind(position.after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut page = Vec::with_capacity(rows.len());
+    for row in rows {
+        position.after = (row.chat_id, row.seq);
+        let chain = position.chains.entry((row.chat_id, row.status)).or_insert(row.chain_start);
+        let anchor = std::mem::replace(chain, row.seq);
+        let update = StatusUpdate {
+            message_id: row.message_id,
+            chat_id: row.chat_id,
+            status: row.status,
+            delivered_to: row.recipient_id.clone(),
+            user_id: row.recipient_id,
+            timestamp: row.at.unwrap_or_else(Utc::now),
+        };
+        page.push(SenderStatus { update, seq: row.seq, anchor });
+    }
+    Ok(page)
 }
