@@ -240,10 +240,13 @@ pub async fn senders_between(
     let after: Vec<i64> = ranges.iter().map(|r| r.2).collect();
     let up_to: Vec<i64> = ranges.iter().map(|r| r.3).collect();
     sqlx::query_as(
-        "SELECT DISTINCT r.ord - 1, m.sender_id
+        // LATERAL: one index range of `messages (chat_id, seq)` per range,
+        // whatever the statistics of a young table say.
+        "SELECT r.ord - 1, s.sender_id
            FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
-           JOIN messages m ON m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq
-          WHERE m.sender_id <> r.user_id",
+           CROSS JOIN LATERAL (
+                SELECT DISTINCT m.sender_id FROM messages m
+                 WHERE m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq AND m.sender_id <> r.user_id) s",
     )
     .bind(&chat_ids)
     .bind(&user_ids)

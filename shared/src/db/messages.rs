@@ -73,22 +73,9 @@ pub async fn store_batch(
 /// Per chat, while a batch is assembled: the next seq and the members.
 struct ChatState {
     last_seq: i64,
-    /// `last_seq` before this batch.
-    batch_start: i64,
     /// (user_id, whether they have more than one device), in user order.
     members: Vec<(String, bool)>,
-    /// The messages that open this batch in the chat, while they are all one
-    /// member's: their own messages count as delivered to and read by them.
-    own_run: Option<OwnRun>,
     changed: bool,
-}
-
-struct OwnRun {
-    sender: String,
-    /// The seq of the run's last message.
-    end: i64,
-    /// Whether only this sender has sent in the chat in this batch so far.
-    open: bool,
 }
 
 #[derive(Default)]
@@ -143,12 +130,6 @@ async fn try_store_batch(
         chat.last_seq += 1;
         chat.changed = true;
         let seq = chat.last_seq;
-        match &mut chat.own_run {
-            None => chat.own_run = Some(OwnRun { sender: message.sender_id.clone(), end: seq, open: true }),
-            Some(run) if run.open && run.sender == message.sender_id => run.end = seq,
-            // Someone else's message ends the run.
-            Some(run) => run.open = false,
-        }
         let mut recipients = Vec::with_capacity(chat.members.len());
         for (user, several_devices) in &chat.members {
             if *user == message.sender_id {
@@ -237,7 +218,7 @@ async fn lock_chats(
     let mut chats: HashMap<Uuid, ChatState> = locked
         .into_iter()
         .map(|(id, last_seq)| {
-            (id, ChatState { last_seq, batch_start: last_seq, members: Vec::new(), own_run: None, changed: false })
+            (id, ChatState { last_seq, members: Vec::new(), changed: false })
         })
         .collect();
     let members: Vec<(Uuid, String, bool)> = sqlx::query_as(
@@ -338,52 +319,6 @@ async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uui
         .bind(&last_seqs)
         .execute(&mut **tx)
         .await?;
-    advance_own_runs(tx, chats).await
-}
-
-/// A sender's own messages are delivered to and read by them: a sender whose
-/// watermarks stood at the chat's end before the batch moves them over the
-/// messages they opened the batch with. (One whose watermarks are behind gets
-/// them moved over their own messages when the messages before are acked:
-/// [`super::status::advance_watermarks`].)
-async fn advance_own_runs(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uuid, ChatState>) -> Result<(), sqlx::Error> {
-    let (mut chat_ids, mut senders, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (chat_id, chat) in chats {
-        if let Some(run) = &chat.own_run {
-            chat_ids.push(*chat_id);
-            senders.push(run.sender.clone());
-            starts.push(chat.batch_start);
-            ends.push(run.end);
-        }
-    }
-    if chat_ids.is_empty() {
-        return Ok(());
-    }
-    // Locked in (chat, user) order first, the order in which status writes
-    // lock members to move their watermarks: neither waits on the other in a circle.
-    sqlx::query(
-        "SELECT 1 FROM chat_members m
-           JOIN UNNEST($1::uuid[], $2::text[]) AS u(chat_id, user_id) ON m.chat_id = u.chat_id AND m.user_id = u.user_id
-          ORDER BY m.chat_id, m.user_id COLLATE \"C\"
-            FOR NO KEY UPDATE OF m",
-    )
-    .bind(&chat_ids)
-    .bind(&senders)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE chat_members m
-            SET delivered_seq = CASE WHEN m.delivered_seq = u.start THEN u.run_end ELSE m.delivered_seq END,
-                read_seq = CASE WHEN m.read_seq = u.start THEN u.run_end ELSE m.read_seq END
-           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) AS u(chat_id, user_id, start, run_end)
-          WHERE m.chat_id = u.chat_id AND m.user_id = u.user_id AND m.delivered_seq = u.start",
-    )
-    .bind(&chat_ids)
-    .bind(&senders)
-    .bind(&starts)
-    .bind(&ends)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 

@@ -173,23 +173,40 @@ pub async fn statuses_of_moves(pool: &PgPool, moves: &[WatermarkMove]) -> Result
         anchor: i64,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT n.message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
+        // Two index ranges of `messages (chat_id, seq)` per move, each a
+        // LATERAL on its own bounds, kept apart by OFFSET 0 (as a join, the
+        // planner of a young table read every message of the chat): what
+        // became read, and what became delivered and is not read.
+        "WITH r AS (
+                SELECT r.* FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+                       WITH ORDINALITY AS r(chat_id, user_id, from_delivered, to_delivered, from_read, to_read, ord)
+                  JOIN chats c ON c.id = r.chat_id AND c.kind = 'direct'),
+              news AS (
+                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'read'::delivery_status AS status,
+                       r.from_read AS chain_start
+                  FROM r CROSS JOIN LATERAL (
+                        SELECT m.* FROM messages m
+                         WHERE m.chat_id = r.chat_id AND m.seq > r.from_read AND m.seq <= r.to_read
+                           AND m.sender_id <> r.user_id
+                        OFFSET 0) m
+                 WHERE r.to_read > r.from_read
+                UNION ALL
+                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'delivered', r.from_delivered
+                  FROM r CROSS JOIN LATERAL (
+                        SELECT m.* FROM messages m
+                         WHERE m.chat_id = r.chat_id AND m.seq > GREATEST(r.from_delivered, r.to_read)
+                           AND m.seq <= r.to_delivered AND m.sender_id <> r.user_id
+                        OFFSET 0) m
+                 WHERE r.to_delivered > GREATEST(r.from_delivered, r.to_read))
+         SELECT n.id AS message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
                 COALESCE(LAG(n.seq) OVER (PARTITION BY n.ord, n.status ORDER BY n.seq),
                          (SELECT max(p.seq) FROM messages p
                            WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start),
                          0) AS anchor
-           FROM (SELECT r.ord, m.id AS message_id, m.chat_id, m.seq, m.sender_id, r.user_id,
-                        CASE WHEN m.seq <= r.to_read THEN 'read' ELSE 'delivered' END::delivery_status AS status,
-                        CASE WHEN m.seq <= r.to_read THEN r.from_read ELSE r.from_delivered END AS chain_start
-                   FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
-                        WITH ORDINALITY AS r(chat_id, user_id, from_delivered, to_delivered, from_read, to_read, ord)
-                   JOIN chats c ON c.id = r.chat_id AND c.kind = 'direct'
-                   JOIN messages m ON m.chat_id = r.chat_id AND m.sender_id <> r.user_id
-                                  AND m.seq > LEAST(r.from_delivered, r.from_read) AND m.seq <= r.to_delivered
-                  WHERE (m.seq > r.from_delivered OR (m.seq > r.from_read AND m.seq <= r.to_read))
-                    AND NOT EXISTS (SELECT 1 FROM expired_ranges er
-                                     WHERE er.chat_id = m.chat_id AND er.user_id = r.user_id
-                                       AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)) n
+           FROM news n
+          WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
+                             WHERE er.chat_id = n.chat_id AND er.user_id = n.user_id
+                               AND n.seq > er.after_seq AND n.seq <= er.up_to_seq)
           ORDER BY n.ord, n.seq",
     )
     .bind(&chat_ids)
