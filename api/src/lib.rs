@@ -83,7 +83,7 @@ impl ApiServer {
         let state = AppState::new(Inner {
             sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
             jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
-            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone(), metrics.clone()),
+            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
             rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)
                 .counting(metrics.rate_limited.clone()),
             sessions: registry::Sessions::default(),

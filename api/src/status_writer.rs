@@ -18,7 +18,6 @@ use courier_shared::{
         status,
     },
     job::{StatusChange, StatusChanges, WatermarkMove},
-    metrics::Metrics,
 };
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +41,9 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn start(db: PgPool, broker: Broker, metrics: Metrics) -> Self {
+    pub fn start(db: PgPool, broker: Broker) -> Self {
         let (queue, incoming) = mpsc::channel(64 * 1024);
-        tokio::spawn(write_loop(db, broker, metrics, incoming));
+        tokio::spawn(write_loop(db, broker, incoming));
         Self { queue }
     }
 
@@ -65,7 +64,7 @@ impl StatusWriter {
     }
 }
 
-async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: mpsc::Receiver<Write>) {
+async fn write_loop(db: PgPool, broker: Broker, mut incoming: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut cursors = Vec::new();
@@ -87,8 +86,6 @@ async fn write_loop(db: PgPool, broker: Broker, metrics: Metrics, mut incoming: 
                 }
             }
         };
-        let delivered: i64 = moves.iter().map(|m| m.receipt.delivered_seq - m.from_delivered).sum();
-        metrics.delivery("delivered", delivered.max(0) as u64);
         publish_changes(&broker, Vec::new(), moves).await;
         for done in flushes {
             let _ = done.send(());

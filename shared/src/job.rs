@@ -28,7 +28,8 @@ pub struct DeliveryJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// The recipient's inbox position (`message_status.id`).
+    /// Unused since delivery state became cursors (0); kept so that jobs and
+    /// pages from nodes of the release before still parse.
     pub status_id: i64,
     pub message_id: Uuid,
     pub chat_id: Uuid,

@@ -431,6 +431,7 @@ impl Session {
                 let waited = (Utc::now() - delivery.created_at).to_std().unwrap_or_default();
                 let path = if from_drain { "drained" } else { "live" };
                 self.state.metrics.delivery_latency.with_label_values(&[path]).observe(waited.as_secs_f64());
+                self.state.metrics.delivery("delivered", 1);
                 // The guide's "message delivered" line: the device has it (its cursor moves once the run has no hole).
                 tracing::info!(message_id = %delivery.message_id, recipient_id = %self.user_id, device_id = %self.device_id,
                     path, latency_ms = waited.as_millis() as u64, "message delivered");
