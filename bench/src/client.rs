@@ -21,8 +21,8 @@ use tokio_tungstenite::{connect_async_with_config, tungstenite::Message};
 #[derive(Debug)]
 pub enum Seen {
     Receive { conn: usize, message_id: String, chat_id: String, seq: i64, content: String, at: Instant },
-    /// `message:status` with status `delivered`, at the sender.
-    Delivered { at: Instant },
+    /// `message:status` with status `delivered`, at one of the sender's devices.
+    Delivered { conn: usize, at: Instant },
     /// `receipt`: a member's delivered watermark in a chat (a group's sender gets these).
     Receipt { chat_id: String, user_id: String, delivered_seq: i64, at: Instant },
     SyncDone,
@@ -40,11 +40,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `/ws`, waits for `session:ready`, then reports what it sees to `seen`.
-    pub async fn connect(addr: &str, token: &str, conn: usize, seen: mpsc::UnboundedSender<Seen>) -> anyhow::Result<Self> {
+    /// Connects to `/ws` as `device` of the token's user (the default device
+    /// if `None`), waits for `session:ready`, then reports what it sees to `seen`.
+    pub async fn connect(addr: &str, token: &str, device: Option<&str>, conn: usize, seen: mpsc::UnboundedSender<Seen>) -> anyhow::Result<Self> {
+        let device_param = device.map(|device| format!("&deviceId={device}")).unwrap_or_default();
         // TCP_NODELAY, as browsers set it: without it the load generator's own
         // back-to-back frames would wait on delayed ACKs and skew every latency.
-        let (socket, _) = connect_async_with_config(format!("ws://{addr}/ws?token={token}"), None, true).await.context("connect")?;
+        let (socket, _) = connect_async_with_config(format!("ws://{addr}/ws?token={token}{device_param}"), None, true).await.context("connect")?;
         let (mut sink, mut stream) = socket.split();
         // The first frame says the session exists.
         match stream.next().await {
@@ -132,7 +134,7 @@ fn on_frame(conn: usize, frame: Value, at: Instant, pending: &Pending, acks: &mp
             ack(acks, id);
             let data = &frame["data"];
             if data["status"] == "delivered" {
-                let _ = seen.send(Seen::Delivered { at });
+                let _ = seen.send(Seen::Delivered { conn, at });
             }
         }
         "sync:done" => {

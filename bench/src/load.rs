@@ -42,6 +42,8 @@ pub struct Sender {
 pub struct Counters {
     pub receives: AtomicU64,
     pub delivered: AtomicU64,
+    /// `delivered` statuses per connection: a sender with several devices is told on each.
+    pub delivered_by_conn: std::sync::Mutex<HashMap<usize, u64>>,
     /// The highest `deliveredSeq` any connection saw in a `receipt`, per (chat, member).
     pub receipts: std::sync::Mutex<HashMap<(String, String), i64>>,
     pub sync_done: AtomicU64,
@@ -59,15 +61,20 @@ pub struct Tally {
     pub first_receive: Option<Instant>,
     pub last_receive: Option<Instant>,
     pub last_delivered: Option<Instant>,
+    /// When each connection last got a `delivered` status.
+    pub last_delivered_by_conn: HashMap<usize, Instant>,
     /// When a `receipt` last moved a member's delivered watermark.
     pub last_receipt: Option<Instant>,
     /// Send call → `message:receive`, microseconds.
     pub latencies_us: Vec<u64>,
 }
 
-/// Connected users and the collector of what they see.
+/// Connected users and the collector of what they see. Index `i` is one
+/// connection: user `users[i]` on device `devices[i]`.
 pub struct Crowd {
     pub users: Vec<String>,
+    /// The device each connection names (`None`: the user's default device).
+    pub devices: Vec<Option<String>>,
     pub conns: Vec<Option<Conn>>,
     pub counters: Arc<Counters>,
     seen: mpsc::UnboundedSender<Seen>,
@@ -77,12 +84,18 @@ pub struct Crowd {
 
 impl Crowd {
     pub fn new(users: Vec<String>) -> Self {
+        let devices = vec![None; users.len()];
+        Self::on_devices(users, devices)
+    }
+
+    /// Connection `i` is `users[i]` on device `devices[i]`.
+    pub fn on_devices(users: Vec<String>, devices: Vec<Option<String>>) -> Self {
         let (seen, incoming) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let (stop, stopped) = oneshot::channel();
         let collector = tokio::spawn(collect(incoming, counters.clone(), stopped));
         let conns = vec![None; users.len()];
-        Crowd { users, conns, counters, seen, stop: Some(stop), collector }
+        Crowd { users, devices, conns, counters, seen, stop: Some(stop), collector }
     }
 
     /// Connects the given users (spread over the API nodes), `parallel` at a
@@ -92,8 +105,9 @@ impl Crowd {
         let mut attempts = futures::stream::iter(which.iter().map(|&index| {
             let addr = cluster.api_addr(index).to_owned();
             let token = cluster.token(&self.users[index]);
+            let device = self.devices[index].clone();
             let seen = self.seen.clone();
-            async move { (index, Conn::connect(&addr, &token, index, seen).await) }
+            async move { (index, Conn::connect(&addr, &token, device.as_deref(), index, seen).await) }
         }))
         .buffer_unordered(parallel.max(1));
         while let Some((index, conn)) = attempts.next().await {
@@ -181,10 +195,12 @@ fn record(
                 tally.latencies_us.push(received_us.saturating_sub(sent_us));
             }
         }
-        Seen::Delivered { at } => {
+        Seen::Delivered { conn, at } => {
             tally.delivered += 1;
             counters.delivered.fetch_add(1, Ordering::Relaxed);
+            *counters.delivered_by_conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(conn).or_insert(0) += 1;
             tally.last_delivered = Some(at);
+            tally.last_delivered_by_conn.insert(conn, at);
         }
         Seen::Receipt { chat_id, user_id, delivered_seq, at } => {
             let mut highs = counters.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -204,8 +220,13 @@ fn record(
 }
 
 /// Every sender sends `per_sender` messages, keeping `window` unanswered at a
-/// time: a closed loop that runs the pipeline as fast as it goes.
-pub async fn send_closed_loop(crowd: &Crowd, senders: &[Sender], per_sender: u64, window: usize) -> anyhow::Result<()> {
+/// time: a closed loop that runs the pipeline as fast as it goes. Returns each
+/// send's answer time (call → reply), microseconds, unsorted.
+pub async fn send_closed_loop(crowd: &Crowd, senders: &[Sender], per_sender: u64, window: usize) -> anyhow::Result<Vec<u64>> {
+    // clientMsgIds are idempotency keys per sender: a second loop on the same
+    // connections (onechat's two phases) must not reuse the first one's.
+    static LOOPS: AtomicU64 = AtomicU64::new(0);
+    let run = LOOPS.fetch_add(1, Ordering::Relaxed);
     let mut tasks = FuturesUnordered::new();
     for sender in senders {
         let conn = crowd.conn(sender.user)?.clone();
@@ -213,24 +234,30 @@ pub async fn send_closed_loop(crowd: &Crowd, senders: &[Sender], per_sender: u64
         let user = sender.user;
         tasks.push(tokio::spawn(async move {
             let mut in_flight = FuturesUnordered::new();
+            let mut answers_us = Vec::with_capacity(per_sender as usize);
             for i in 0..per_sender {
                 if in_flight.len() >= window {
-                    in_flight.next().await.context("send")??;
+                    answers_us.push(in_flight.next().await.context("send")??);
                 }
                 let conn = conn.clone();
                 let chat_id = chat_id.clone();
-                in_flight.push(async move { conn.send_message(&chat_id, now_micros().to_string(), format!("b{user}-{i}")).await });
+                in_flight.push(async move {
+                    let sent_us = now_micros();
+                    conn.send_message(&chat_id, sent_us.to_string(), format!("b{run}-{user}-{i}")).await?;
+                    anyhow::Ok(now_micros().saturating_sub(sent_us))
+                });
             }
-            while let Some(reply) = in_flight.next().await {
-                reply?;
+            while let Some(answer_us) = in_flight.next().await {
+                answers_us.push(answer_us?);
             }
-            anyhow::Ok(())
+            anyhow::Ok(answers_us)
         }));
     }
+    let mut answers_us = Vec::new();
     while let Some(done) = tasks.next().await {
-        done??;
+        answers_us.extend(done??);
     }
-    Ok(())
+    Ok(answers_us)
 }
 
 /// Offers `rate` messages per second in total, spread evenly over the senders,

@@ -31,11 +31,15 @@ enum Size {
 struct Args {
     #[arg(long, value_enum, default_value = "full")]
     size: Size,
-    /// Run only these parts (comma-separated): reference, direct, group, latency, drain, connections, scaleout,
-    /// shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's rabbitmq-server) runs
-    /// only when named.
+    /// Run only these parts (comma-separated): reference, direct, devices, group, onechat, latency, drain,
+    /// connections, scaleout, shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's
+    /// rabbitmq-server) runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Backlogs the drain part measures, one run each (comma-separated), instead of the size's
+    /// (smoke 300; full 10000,100000). E.g. `--only drain --drain-sizes 1000000`.
+    #[arg(long, value_delimiter = ',')]
+    drain_sizes: Vec<u64>,
     /// PostgreSQL server URL, without a database name.
     #[arg(long, env = "BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
@@ -54,6 +58,12 @@ struct Sizes {
     groups: usize,
     group_senders: usize,
     group_per_sender: u64,
+    /// Connections sending into one group (and then each into its own).
+    onechat_senders: usize,
+    onechat_per_sender: u64,
+    devices_per_user: usize,
+    /// Messages per sending device in the devices run (over `direct_pairs` pairs).
+    devices_per_sender: u64,
     latency_pairs: usize,
     latency_rate: f64,
     latency_duration: Duration,
@@ -75,6 +85,10 @@ impl Sizes {
                 groups: 1,
                 group_senders: 2,
                 group_per_sender: 5,
+                onechat_senders: 8,
+                onechat_per_sender: 25,
+                devices_per_user: 3,
+                devices_per_sender: 20,
                 latency_pairs: 10,
                 latency_rate: 200.0,
                 latency_duration: Duration::from_secs(1),
@@ -92,6 +106,10 @@ impl Sizes {
                 groups: 4,
                 group_senders: 2,
                 group_per_sender: 250,
+                onechat_senders: 8,
+                onechat_per_sender: 250,
+                devices_per_user: 3,
+                devices_per_sender: 100,
                 latency_pairs: 50,
                 latency_rate: 1_000.0,
                 latency_duration: Duration::from_secs(20),
@@ -109,7 +127,10 @@ impl Sizes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sizes = Sizes::of(args.size);
+    let mut sizes = Sizes::of(args.size);
+    if !args.drain_sizes.is_empty() {
+        sizes.backlogs = args.drain_sizes.clone();
+    }
     let fd_limit = procstat::raise_fd_limit();
     let services = Services { postgres: args.postgres.clone(), amqp: args.amqp.clone() };
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
@@ -124,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("reference: PostgreSQL alone");
         let database = reference_database(&services, sizes.reference_messages).await?;
         results.insert("reference".into(), json!({ "rabbitmq": broker, "postgres": database }));
+        broker_latency(&mut results, &mut problems, &services, &sizes).await?;
     }
     let solo = Shape::SOLO;
     let mut direct_rate = None;
@@ -136,6 +158,31 @@ async fn main() -> anyhow::Result<()> {
             results.insert("direct".into(), serde_json::to_value(&run)?);
         }
     }
+    if wanted("devices") {
+        let (pairs, devices, per_sender) = (sizes.direct_pairs, sizes.devices_per_user, sizes.devices_per_sender);
+        eprintln!("throughput: direct chats, {devices} devices per user");
+        if let Some(run) = ran(&mut problems, scenarios::devices(&services, pairs, devices, per_sender, sizes.window).await) {
+            check(&mut problems, "devices", run.duplicates, run.out_of_order);
+            if run.received != run.device_deliveries + run.own_copies {
+                problems.push(format!("devices: received {} of {}", run.received, run.device_deliveries + run.own_copies));
+            }
+            // The same deployment shape with one device per user, in this invocation.
+            let one_device = match results.get("direct") {
+                Some(direct) => Some(direct.clone()),
+                None => {
+                    eprintln!("throughput: direct chats, 1 device per user (beside the devices run)");
+                    let kind = ChatKind::Direct { pairs };
+                    let direct = ran(&mut problems, scenarios::throughput(&services, solo, kind, per_sender, sizes.window).await);
+                    if let Some(direct) = &direct {
+                        check(&mut problems, "devices (1 device)", direct.duplicates, direct.out_of_order);
+                    }
+                    direct.map(|direct| serde_json::to_value(&direct)).transpose()?
+                }
+            };
+            let ratio = one_device.as_ref().and_then(|direct| direct["deliveries_per_sec"].as_f64()).map(|one| run.device_deliveries_per_sec / one);
+            results.insert("devices".into(), json!({ "run": run, "one_device": one_device, "ratio": ratio.map(|r| (r * 100.0).round() / 100.0) }));
+        }
+    }
     if wanted("group") {
         eprintln!("throughput: groups of 50");
         let kind = ChatKind::Group { groups: sizes.groups, members: 50, senders: sizes.group_senders };
@@ -144,7 +191,18 @@ async fn main() -> anyhow::Result<()> {
             results.insert("group".into(), serde_json::to_value(&run)?);
         }
     }
+    if wanted("onechat") {
+        let senders = sizes.onechat_senders;
+        eprintln!("throughput: {senders} connections into one group, then each into its own");
+        if let Some(run) = ran(&mut problems, scenarios::onechat(&services, senders, sizes.onechat_per_sender, sizes.window).await) {
+            check(&mut problems, "onechat", run.duplicates, run.out_of_order);
+            results.insert("onechat".into(), serde_json::to_value(&run)?);
+        }
+    }
     if wanted("latency") {
+        if !results.contains_key("rabbitmq_latency") {
+            broker_latency(&mut results, &mut problems, &services, &sizes).await?;
+        }
         let mut runs = Vec::new();
         let mut rates = vec![sizes.latency_rate];
         if let Some(max) = direct_rate {
@@ -232,6 +290,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// RabbitMQ's own publish → consume latency at the live-latency run's first
+/// rate and pacing: what Courier's live latency is a multiple of.
+async fn broker_latency(results: &mut serde_json::Map<String, Value>, problems: &mut Vec<String>, services: &Services, sizes: &Sizes) -> anyhow::Result<()> {
+    eprintln!("reference: RabbitMQ alone, latency at {} msg/s", sizes.latency_rate);
+    let run = reference::rabbitmq_latency(&services.amqp, sizes.latency_pairs, sizes.latency_rate, sizes.latency_duration).await;
+    if let Some(run) = ran(problems, run) {
+        results.insert("rabbitmq_latency".into(), serde_json::to_value(&run)?);
+    }
+    Ok(())
+}
+
 /// A scenario's result, or its failure noted so the other scenarios still run.
 fn ran<T>(problems: &mut Vec<String>, result: anyhow::Result<T>) -> Option<T> {
     match result {
@@ -308,6 +377,20 @@ fn report(results: &Value) -> String {
         let pg = &reference["postgres"];
         row("PostgreSQL alone: message + outbox rows (what a send writes), 100 per statement".into(), format!("{} msg/s", num(&pg["batched_per_sec"])), format!("one transaction per message: {} msg/s", num(&pg["single_per_sec"])));
     }
+    let broker_latency = results.get("rabbitmq_latency");
+    if let Some(run) = broker_latency {
+        row(
+            format!("RabbitMQ alone: publish → consume latency at {} msg/s (p50 / p95 / p99 / max)", num(&run["offered_per_sec"])),
+            format!("{} / {} / {} / {} ms", num(&run["p50_ms"]), num(&run["p95_ms"]), num(&run["p99_ms"]), num(&run["max_ms"])),
+            format!(
+                "{} sent, {} consumed over {} s by {} paced publishers (the live-latency pacing); persistent, confirms, one quorum queue, one hop, ack per message",
+                num(&run["sent"]),
+                num(&run["received"]),
+                num(&run["seconds"]),
+                run["publishers"]
+            ),
+        );
+    }
     let share = |rate: &Value| match (rate.as_f64(), ceiling) {
         (Some(rate), Some(ceiling)) if ceiling > 0.0 => format!("; {:.0} % of the broker ceiling", 100.0 * rate / ceiling),
         _ => String::new(),
@@ -330,6 +413,57 @@ fn report(results: &Value) -> String {
                 ),
             );
         }
+    }
+    if let Some(entry) = results.get("devices") {
+        let run = &entry["run"];
+        let one_device = match (entry["one_device"]["deliveries_per_sec"].as_f64(), entry["ratio"].as_f64()) {
+            (Some(_), Some(ratio)) => format!(" = {ratio}× 1 device ({} /s, {} messages)", num(&entry["one_device"]["deliveries_per_sec"]), num(&entry["one_device"]["messages"])),
+            _ => String::new(),
+        };
+        row(
+            format!("device-deliveries/s, direct chats, {} devices per user, all online", run["devices_per_user"]),
+            format!("{} /s{one_device}", num(&run["device_deliveries_per_sec"])),
+            format!(
+                "{} messages × {} recipient devices = {} device-deliveries in {} s; the sender's other devices' {} copies of its own not counted (with them {} /s); {} msg/s; dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",
+                num(&run["messages"]),
+                run["devices_per_user"],
+                num(&run["device_deliveries"]),
+                num(&run["seconds"]),
+                num(&run["own_copies"]),
+                num(&run["receives_per_sec"]),
+                num(&run["messages_per_sec"]),
+                run["duplicates"],
+                run["out_of_order"],
+                num(&run["resources"]["api_peak_rss_mib"]),
+                num(&run["resources"]["worker_peak_rss_mib"]),
+                cpu(&run["resources"])
+            ),
+        );
+    }
+    if let Some(run) = results.get("onechat") {
+        let (one, own) = (&run["one_chat"], &run["own_chats"]);
+        let share = run["share"].as_f64().map_or("—".into(), |share| format!("{:.0} %", share * 100.0));
+        row(
+            format!("one group, {n} connections sending: sends/s as a share of {n} chats × 1 connection", n = run["senders"]),
+            format!("{} sends/s = {share}", num(&one["sends_per_sec"])),
+            format!(
+                "{n} chats × 1: {} sends/s; answer p50 {} vs {} ms (p99 {} vs {}); {} messages per connection, {} in flight each; every member online, {} receives per message; all received after {} vs {} s; dup {}, out of order {}; CPU s (one chat): {}",
+                num(&own["sends_per_sec"]),
+                num(&one["answer_p50_ms"]),
+                num(&own["answer_p50_ms"]),
+                num(&one["answer_p99_ms"]),
+                num(&own["answer_p99_ms"]),
+                num(&run["per_sender"]),
+                run["window"],
+                run["senders"].as_u64().unwrap_or(1).saturating_sub(1),
+                num(&one["delivered_seconds"]),
+                num(&own["delivered_seconds"]),
+                run["duplicates"],
+                run["out_of_order"],
+                cpu(&one["resources"]),
+                n = run["senders"]
+            ),
+        );
     }
     for entry in results["shards"].as_array().into_iter().flatten() {
         let run = &entry["run"];
@@ -354,10 +488,26 @@ fn report(results: &Value) -> String {
         );
     }
     for run in results["latency"].as_array().into_iter().flatten() {
+        // Only beside the broker measured at the same offered rate.
+        let multiple = match (broker_latency, run["p99_ms"].as_f64()) {
+            (Some(broker), Some(p99)) if broker["offered_per_sec"].as_f64() == run["offered_per_sec"].as_f64() => match broker["p99_ms"].as_f64() {
+                Some(broker_p99) if broker_p99 > 0.0 => {
+                    format!("; p99 = {:.1}× RabbitMQ alone's ({} ms, p50 {} ms) at this rate", p99 / broker_p99, num(&broker["p99_ms"]), num(&broker["p50_ms"]))
+                }
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
         row(
             format!("live latency at {} msg/s{} (p50 / p95 / p99 / max)", num(&run["offered_per_sec"]), nagle(run)),
             format!("{} / {} / {} / {} ms", num(&run["p50_ms"]), num(&run["p95_ms"]), num(&run["p99_ms"]), num(&run["max_ms"])),
-            format!("{} sent, {} received; peak RSS api {} MiB; CPU s: {}", num(&run["sent"]), num(&run["received"]), num(&run["resources"]["api_peak_rss_mib"]), cpu(&run["resources"])),
+            format!(
+                "{} sent, {} received{multiple}; peak RSS api {} MiB; CPU s: {}",
+                num(&run["sent"]),
+                num(&run["received"]),
+                num(&run["resources"]["api_peak_rss_mib"]),
+                cpu(&run["resources"])
+            ),
         );
     }
     for run in results["drain"].as_array().into_iter().flatten() {
@@ -365,9 +515,10 @@ fn report(results: &Value) -> String {
             format!("drain of a {} backlog, in order", num(&run["backlog"])),
             format!("{} msg/s", num(&run["per_sec"])),
             format!(
-                "{} s over {} chats; received {}, dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",
+                "{} s over {} chats (stored beforehand in {} s); received {}, dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",
                 num(&run["seconds"]),
                 run["chats"],
+                num(&run["fill_seconds"]),
                 num(&run["received"]),
                 run["duplicates"],
                 run["out_of_order"],

@@ -1,14 +1,20 @@
 //! The ceilings Courier's pipeline can at best approach, measured in the same
 //! run on the same machine: RabbitMQ alone and PostgreSQL alone.
 
-use std::time::Instant;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use futures::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
     options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -84,6 +90,131 @@ pub async fn rabbitmq(amqp: &str, messages: u64) -> anyhow::Result<BrokerCeiling
         publish_per_sec: messages as f64 / published.as_secs_f64(),
         end_to_end_per_sec: messages as f64 / consumed.as_secs_f64(),
     })
+}
+
+#[derive(Debug, Serialize)]
+pub struct BrokerLatency {
+    pub offered_per_sec: f64,
+    /// Paced publishers, as many as the live-latency run has senders.
+    pub publishers: usize,
+    pub seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Publish call → the consumer has the message, one hop through one queue.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// RabbitMQ's own latency at a given load, to hold Courier's live latency
+/// against: `publishers` tasks publish `rate` msg/s in total for `duration`,
+/// paced and staggered as the live-latency run sends (persistent, confirms
+/// awaited, one channel), into a durable quorum queue — the kind Courier's
+/// delivery jobs go through — while a consumer with manual acks (one per
+/// message) reads it. Latency is the publish call → the consumer reading it.
+pub async fn rabbitmq_latency(amqp: &str, publishers: usize, rate: f64, duration: Duration) -> anyhow::Result<BrokerLatency> {
+    let queue = format!("courier-bench-lat-{}", uuid::Uuid::now_v7().simple());
+    let publisher_conn = Connection::connect(amqp, ConnectionProperties::default()).await.context("RabbitMQ")?;
+    let consumer_conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
+    let result = async {
+        let publisher = publisher_conn.create_channel().await?;
+        let mut quorum = FieldTable::default();
+        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        publisher.queue_declare(queue.as_str().into(), durable, quorum).await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+
+        // Payloads carry their publish time as microseconds since `epoch`.
+        let epoch = Instant::now();
+        let consumer_channel = consumer_conn.create_channel().await?;
+        consumer_channel.basic_qos(2000, BasicQosOptions::default()).await?;
+        let mut consumer = consumer_channel
+            .basic_consume(queue.as_str().into(), "ref-latency".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        let received = Arc::new(AtomicU64::new(0));
+        let latencies_us = Arc::new(Mutex::new(Vec::new()));
+        let consuming = {
+            let (received, latencies_us) = (received.clone(), latencies_us.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    let now_us = epoch.elapsed().as_micros() as u64;
+                    let sent_us = delivery.data.get(..8).and_then(|bytes| bytes.try_into().ok()).map(u64::from_le_bytes).unwrap_or(now_us);
+                    latencies_us.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(now_us.saturating_sub(sent_us));
+                    received.fetch_add(1, Ordering::Relaxed);
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                }
+                anyhow::Ok(())
+            })
+        };
+
+        let interval = Duration::from_secs_f64(publishers as f64 / rate.max(1.0));
+        let started = Instant::now();
+        let mut tasks = FuturesUnordered::new();
+        for n in 0..publishers {
+            let publisher = publisher.clone();
+            let queue = queue.clone();
+            // Staggered, as the live-latency senders are, so the load is smooth.
+            let offset = interval.mul_f64(n as f64 / publishers as f64);
+            tasks.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+                let mut confirms = FuturesUnordered::new();
+                let mut sent = 0u64;
+                while started.elapsed() < duration {
+                    tokio::select! {
+                        _ = ticks.tick() => {
+                            let mut payload = vec![b'x'; PAYLOAD_BYTES];
+                            payload[..8].copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_le_bytes());
+                            let options = BasicPublishOptions::default();
+                            let properties = BasicProperties::default().with_delivery_mode(2);
+                            confirms.push(publisher.basic_publish("".into(), queue.as_str().into(), options, &payload, properties).await?);
+                            sent += 1;
+                        }
+                        Some(confirm) = confirms.next(), if !confirms.is_empty() => { confirm?; }
+                    }
+                }
+                while let Some(confirm) = confirms.next().await {
+                    confirm?;
+                }
+                anyhow::Ok(sent)
+            }));
+        }
+        let mut sent = 0;
+        while let Some(done) = tasks.next().await {
+            sent += done??;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < sent {
+            if consuming.is_finished() || Instant::now() > deadline {
+                anyhow::bail!("RabbitMQ latency reference: {} of {sent} consumed", received.load(Ordering::Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        consuming.abort();
+        let mut sorted = std::mem::take(&mut *latencies_us.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        sorted.sort_unstable();
+        let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+        Ok(BrokerLatency {
+            offered_per_sec: rate,
+            publishers,
+            seconds: (seconds * 100.0).round() / 100.0,
+            sent,
+            received: received.load(Ordering::Relaxed),
+            p50_ms: ms(crate::load::percentile(&sorted, 50.0)),
+            p95_ms: ms(crate::load::percentile(&sorted, 95.0)),
+            p99_ms: ms(crate::load::percentile(&sorted, 99.0)),
+            max_ms: ms(sorted.last().copied().unwrap_or(0)),
+        })
+    }
+    .await;
+    // Also when the run failed half way: the queue is durable.
+    if let Ok(channel) = publisher_conn.create_channel().await {
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    let _ = publisher_conn.close(200, "done".into()).await;
+    let _ = consumer_conn.close(200, "done".into()).await;
+    result
 }
 
 #[derive(Debug, Serialize)]

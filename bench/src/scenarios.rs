@@ -323,7 +323,9 @@ pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::R
         let meter = Meter::start(&cluster);
         let started = Instant::now();
         crowd.connect(&cluster, &[reader], 1).await?;
-        crowd.wait_until("the whole backlog", SETTLE, |c| c.receives.load(std::sync::atomic::Ordering::Relaxed) >= backlog).await?;
+        // A million-message drain takes minutes at the rates measured so far.
+        let patience = SETTLE + Duration::from_secs(backlog / 5_000);
+        crowd.wait_until("the whole backlog", patience, |c| c.receives.load(std::sync::atomic::Ordering::Relaxed) >= backlog).await?;
         let resources = meter.stop(&cluster);
         let tally = crowd.finish().await;
         let seconds = tally.last_receive.context("nothing received")?.duration_since(started).as_secs_f64();
@@ -386,6 +388,200 @@ pub async fn connections(services: &Services, count: usize) -> anyhow::Result<Co
             api_rss_before_mib: round2(mib(before)),
             api_rss_after_mib: round2(mib(after)),
             kib_per_connection: round2(after.saturating_sub(before) as f64 / added),
+            resources,
+        })
+    }
+    .await;
+    cluster.stop().await;
+    result
+}
+
+#[derive(Debug, Serialize)]
+pub struct SendPhase {
+    pub chats: usize,
+    pub messages: u64,
+    /// First send → last answer.
+    pub send_seconds: f64,
+    pub sends_per_sec: f64,
+    /// `message:send` call → its reply, under this load.
+    pub answer_p50_ms: f64,
+    pub answer_p99_ms: f64,
+    /// `message:receive`s: every member but the sender gets every message.
+    pub deliveries: u64,
+    /// First send → the last member has every message (polled every 5 ms).
+    pub delivered_seconds: f64,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneChat {
+    /// Sending connections: this many users, one connection (default device) each.
+    pub senders: usize,
+    pub per_sender: u64,
+    /// Sends in flight per connection, as in the other closed-loop runs.
+    pub window: usize,
+    /// Every sender sends into the same group.
+    pub one_chat: SendPhase,
+    /// Each sender sends into a group of its own with the same members.
+    pub own_chats: SendPhase,
+    /// `one_chat.sends_per_sec / own_chats.sends_per_sec`.
+    pub share: f64,
+    /// Over both phases.
+    pub duplicates: u64,
+    pub out_of_order: u64,
+}
+
+/// What one chat costs when many connections send into it: `senders` users
+/// send closed-loop into one group of all of them, then (same connections,
+/// same deployment) each into a group of its own with the same members, so
+/// the fan-out (`senders - 1` per message) and the connections are equal and
+/// only the number of chats differs. Every member is online and acknowledges.
+/// A short warm-up (`window` messages per connection, own chats) comes first.
+pub async fn onechat(services: &Services, senders: usize, per_sender: u64, window: usize) -> anyhow::Result<OneChat> {
+    let cluster = Cluster::start(services, Shape::SOLO).await?;
+    let result = async {
+        let users: Vec<String> = (0..senders).map(|i| format!("oc{i}")).collect();
+        let others = |me: usize| users.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, name)| name.clone()).collect::<Vec<_>>();
+        let shared_chat = cluster.create_chat(&users[0], "group", &others(0)).await?;
+        let mut own_chats = Vec::with_capacity(senders);
+        for (me, user) in users.iter().enumerate() {
+            own_chats.push(cluster.create_chat(user, "group", &others(me)).await?);
+        }
+        let recipients = (senders - 1) as u64;
+        let into_one: Vec<Sender> = (0..senders).map(|user| Sender { user, chat_id: shared_chat.clone(), recipients }).collect();
+        let into_own: Vec<Sender> = (0..senders).map(|user| Sender { user, chat_id: own_chats[user].clone(), recipients }).collect();
+        let mut crowd = Crowd::new(users.clone());
+        let everyone: Vec<usize> = (0..senders).collect();
+        crowd.connect(&cluster, &everyone, 100).await?;
+        // Warm pools and plan caches first, so the phase that runs first is not
+        // the one that pays for them.
+        load::send_closed_loop(&crowd, &into_own, window as u64, window).await?;
+        let mut received_before = window as u64 * senders as u64 * recipients;
+        crowd.wait_until("the warm-up", SETTLE, |c| c.receives.load(std::sync::atomic::Ordering::Relaxed) >= received_before).await?;
+
+        let mut phases = Vec::new();
+        for (chats, load) in [(1, &into_one), (senders, &into_own)] {
+            let messages = per_sender * senders as u64;
+            let deliveries = messages * recipients;
+            let meter = Meter::start(&cluster);
+            let started = Instant::now();
+            let mut answers_us = load::send_closed_loop(&crowd, load, per_sender, window).await?;
+            let send_seconds = started.elapsed().as_secs_f64();
+            let all_in = received_before + deliveries;
+            crowd.wait_until("every member has every message", SETTLE, |c| c.receives.load(std::sync::atomic::Ordering::Relaxed) >= all_in).await?;
+            let delivered_seconds = started.elapsed().as_secs_f64();
+            received_before = all_in;
+            answers_us.sort_unstable();
+            let ms = |us: u64| round2(us as f64 / 1000.0);
+            phases.push(SendPhase {
+                chats,
+                messages,
+                send_seconds: round2(send_seconds),
+                sends_per_sec: round2(messages as f64 / send_seconds),
+                answer_p50_ms: ms(load::percentile(&answers_us, 50.0)),
+                answer_p99_ms: ms(load::percentile(&answers_us, 99.0)),
+                deliveries,
+                delivered_seconds: round2(delivered_seconds),
+                resources: meter.stop(&cluster),
+            });
+        }
+        let tally = crowd.finish().await;
+        let own_chats = phases.pop().context("own-chats phase")?;
+        let one_chat = phases.pop().context("one-chat phase")?;
+        anyhow::Ok(OneChat {
+            senders,
+            per_sender,
+            window,
+            share: round2(one_chat.sends_per_sec / own_chats.sends_per_sec.max(f64::MIN_POSITIVE)),
+            one_chat,
+            own_chats,
+            duplicates: tally.duplicates,
+            out_of_order: tally.out_of_order,
+        })
+    }
+    .await;
+    cluster.stop().await;
+    result
+}
+
+#[derive(Debug, Serialize)]
+pub struct Devices {
+    pub pairs: usize,
+    pub devices_per_user: usize,
+    pub messages: u64,
+    /// Every device of the recipient gets every message: messages × devices.
+    pub device_deliveries: u64,
+    /// The sender's other devices get its own messages too: messages × (devices − 1), counted apart.
+    pub own_copies: u64,
+    /// `message:receive`s seen, both kinds (must equal the two above).
+    pub received: u64,
+    /// First send → the later of the last `message:receive` on any device and
+    /// the last `delivered` status at a sending device.
+    pub seconds: f64,
+    pub device_deliveries_per_sec: f64,
+    /// Device deliveries and own copies together.
+    pub receives_per_sec: f64,
+    pub messages_per_sec: f64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub resources: Resources,
+}
+
+/// Direct chats where both users have `devices` devices, all online (each
+/// connects with `/ws?deviceId=d1…`); device `d1` of each pair's first user
+/// sends closed-loop. Every device of the recipient must receive and
+/// acknowledge each message, and the sender's other devices receive its own.
+pub async fn devices(services: &Services, pairs: usize, devices: usize, per_sender: u64, window: usize) -> anyhow::Result<Devices> {
+    let cluster = Cluster::start(services, Shape::SOLO).await?;
+    let result = async {
+        let (mut users, mut device_ids, mut senders) = (Vec::new(), Vec::new(), Vec::new());
+        for pair in 0..pairs {
+            let (sender, recipient) = (format!("s{pair}"), format!("r{pair}"));
+            let chat_id = cluster.create_chat(&sender, "direct", std::slice::from_ref(&recipient)).await?;
+            // The first connection of the pair is the sender's device d1.
+            senders.push(Sender { user: users.len(), chat_id, recipients: devices as u64 });
+            for user in [&sender, &recipient] {
+                for device in 1..=devices {
+                    users.push(user.clone());
+                    device_ids.push(Some(format!("d{device}")));
+                }
+            }
+        }
+        let mut crowd = Crowd::on_devices(users, device_ids);
+        let everyone: Vec<usize> = (0..crowd.users.len()).collect();
+        crowd.connect(&cluster, &everyone, 100).await?;
+        let messages = per_sender * pairs as u64;
+        let device_deliveries = messages * devices as u64;
+        let own_copies = messages * (devices as u64 - 1);
+        let sending: Vec<usize> = senders.iter().map(|s| s.user).collect();
+        let meter = Meter::start(&cluster);
+        let started = Instant::now();
+        load::send_closed_loop(&crowd, &senders, per_sender, window).await?;
+        crowd
+            .wait_until("every device has every message, every sender every delivered", SETTLE, |c| {
+                let told = c.delivered_by_conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                c.receives.load(std::sync::atomic::Ordering::Relaxed) >= device_deliveries + own_copies
+                    && sending.iter().all(|conn| told.get(conn).is_some_and(|&n| n >= per_sender))
+            })
+            .await?;
+        let resources = meter.stop(&cluster);
+        let tally = crowd.finish().await;
+        let last_told = sending.iter().filter_map(|conn| tally.last_delivered_by_conn.get(conn)).max().copied();
+        let last = tally.last_receive.into_iter().chain(last_told).max().context("no delivery")?;
+        let seconds = last.duration_since(started).as_secs_f64();
+        anyhow::Ok(Devices {
+            pairs,
+            devices_per_user: devices,
+            messages,
+            device_deliveries,
+            own_copies,
+            received: tally.receives,
+            seconds: round2(seconds),
+            device_deliveries_per_sec: round2(device_deliveries as f64 / seconds),
+            receives_per_sec: round2((device_deliveries + own_copies) as f64 / seconds),
+            messages_per_sec: round2(messages as f64 / seconds),
+            duplicates: tally.duplicates,
+            out_of_order: tally.out_of_order,
             resources,
         })
     }
