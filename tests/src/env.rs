@@ -357,6 +357,23 @@ impl TestEnv {
     }
 
     /// The broker topology of this environment.
+    /// The user's parked messages: per chat, the messages of others they
+    /// still lack up to `parked_seq`.
+    pub async fn parked_count(&self, user: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
+              CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
+                                   WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
+                                     AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
+                                     AND m.seq <= cm.parked_seq) p
+              WHERE cm.user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix, &self.retry).sharded(self.delivery_queues.into())
     }

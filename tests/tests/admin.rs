@@ -14,23 +14,6 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The user's parked messages: per chat, the messages of others they still
-/// lack up to `parked_seq`.
-async fn parked_for(env: &TestEnv, user: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
-          CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
-                               WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
-                                 AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
-                                 AND m.seq <= cm.parked_seq) p
-          WHERE cm.user_id = $1",
-    )
-    .bind(user)
-    .fetch_one(&env.db)
-    .await
-    .unwrap()
-}
-
 fn token_with_roles(user: &str, roles: &[&str]) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
@@ -101,7 +84,7 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     for i in 0..3 {
         sent.push(alice.send_message(&chat, &format!("m{i}")).await["messageId"].clone());
     }
-    eventually("Bob's messages parked", || async { (parked_for(&env, "bob").await == 3).then_some(()) }).await;
+    eventually("Bob's messages parked", || async { (env.parked_count("bob").await == 3).then_some(()) }).await;
 
     let admin = Rest::new(&env.api(0).admin_addr.to_string(), Some(&env.admin_token("ops")));
     let (status, pending) = admin.get("/admin/users/bob/pending?limit=2").await;
@@ -136,8 +119,8 @@ async fn admin_sees_pending_and_parked_jobs_and_requeues_them() {
     let (status, requeued) = admin.post("/admin/users/bob/requeue", json!({})).await;
     assert_eq!(status.as_u16(), 200, "{requeued}");
     assert_eq!((requeued["requeued"].as_i64(), requeued["drains"].as_i64()), (Some(1), Some(0)));
-    assert!(parked_for(&env, "bob").await < 3, "un-parked at once");
-    eventually("the requeued job parked again", || async { (parked_for(&env, "bob").await == 1).then_some(()) }).await;
+    assert!(env.parked_count("bob").await < 3, "un-parked at once");
+    eventually("the requeued job parked again", || async { (env.parked_count("bob").await == 1).then_some(()) }).await;
     let parked = admin.get("/admin/users/bob/parked").await.1;
     assert_eq!(parked["messages"].as_array().unwrap().iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>(), sent[..1].to_vec());
     assert_eq!((parked["pending"].as_i64(), parked["parked"].as_i64()), (Some(3), Some(1)));

@@ -6,23 +6,6 @@ use courier_tests::{
     ops::{metric, scrape},
 };
 
-/// The user's parked messages: per chat, the messages of others they still
-/// lack up to `parked_seq`.
-async fn parked_for(env: &TestEnv, user: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
-          CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
-                               WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
-                                 AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
-                                 AND m.seq <= cm.parked_seq) p
-          WHERE cm.user_id = $1",
-    )
-    .bind(user)
-    .fetch_one(&env.db)
-    .await
-    .unwrap()
-}
-
 /// Alice sends two messages to Carol (online: live) and three to Bob (offline:
 /// retried, parked, then drained when he connects). Both /metrics show it.
 #[tokio::test]
@@ -45,7 +28,7 @@ async fn metrics_show_deliveries_latency_backlog_and_drains() {
     for i in 0..3 {
         alice.send_message(&with_bob, &format!("offline {i}")).await;
     }
-    eventually("Bob's three messages parked", || async { (parked_for(&env, "bob").await == 3).then_some(()) }).await;
+    eventually("Bob's three messages parked", || async { (env.parked_count("bob").await == 3).then_some(()) }).await;
 
     // The backlog gauges, refreshed by the worker, before Bob comes back.
     eventually("the backlog gauges", || async {

@@ -22,23 +22,6 @@ fn assert_signed(call: &WebhookCall) {
     assert_eq!(call.headers.get("content-type").unwrap(), "application/json");
 }
 
-/// The user's parked messages: per chat, the messages of others they still
-/// lack up to `parked_seq`.
-async fn parked_for(env: &TestEnv, user: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(n), 0)::int8 FROM chat_members cm
-          CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages m
-                               WHERE m.chat_id = cm.chat_id AND m.sender_id <> cm.user_id
-                                 AND m.seq > GREATEST(cm.delivered_seq, cm.expired_seq, cm.joined_seq)
-                                 AND m.seq <= cm.parked_seq) p
-          WHERE cm.user_id = $1",
-    )
-    .bind(user)
-    .fetch_one(&env.db)
-    .await
-    .unwrap()
-}
-
 async fn start(env: &mut TestEnv, receiver: &WebhookReceiver, quiet: Duration) -> String {
     let addr = env.start_api().await;
     let mut config = env.worker_config();
@@ -66,7 +49,7 @@ async fn offline_recipient_triggers_one_signed_notice_per_quiet_period() {
         assert_eq!(status.as_u16(), 201);
     }
     // Every job has been through the worker (first attempt included) once all are parked.
-    eventually("Bob's messages parked", || async { (parked_for(&env, "bob").await == 3).then_some(()) }).await;
+    eventually("Bob's messages parked", || async { (env.parked_count("bob").await == 3).then_some(()) }).await;
     let (status, _) = alice.post(&format!("/api/chats/{with_carol}/messages"), json!({ "content": "hi carol" })).await;
     assert_eq!(status.as_u16(), 201);
 
@@ -110,7 +93,7 @@ async fn notices_resume_after_the_quiet_period_and_never_delay_delivery() {
 
     send("first").await;
     eventually("the first notice", || async { (receiver.calls().len() == 1).then_some(()) }).await;
-    eventually("the first message parked", || async { (parked_for(&env, "bob").await == 1).then_some(()) }).await;
+    eventually("the first message parked", || async { (env.parked_count("bob").await == 1).then_some(()) }).await;
     // Wait out the quiet period as the database sees it, then send again.
     eventually("the quiet period over", || async {
         let over: bool = sqlx::query_scalar("SELECT notified_at < now() - interval '1 second' FROM push_notifications WHERE user_id = 'bob'")
