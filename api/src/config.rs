@@ -58,6 +58,17 @@ pub struct ApiConfig {
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
     pub rate_limit_burst: u32,
 
+    /// Typing events (`typing:start`, `typing:stop`) one user may send per
+    /// TYPING_RATE_WINDOW on a node, on top of RATE_LIMIT_PER_SECOND: a
+    /// bucket of this many, one back every window / limit. More get
+    /// `rate_limited` and go nowhere. 0 = no typing limit.
+    #[arg(long, env = "TYPING_RATE_LIMIT", default_value_t = 10)]
+    pub typing_rate_limit: u32,
+
+    /// The window of TYPING_RATE_LIMIT.
+    #[arg(long, env = "TYPING_RATE_WINDOW", default_value = "5s", value_parser = parse_duration)]
+    pub typing_rate_window: Duration,
+
     /// Most sends stored in one database transaction.
     #[arg(long, env = "SEND_BATCH_MAX", default_value_t = 256)]
     pub send_batch_max: usize,

@@ -19,6 +19,7 @@ use crate::{
     session::Session,
     state::AppState,
     transport::{ClientInput, CloseReason, Transport, TransportLink},
+    typing,
 };
 
 /// Client events queued ahead of the session.
@@ -133,6 +134,7 @@ impl Connection {
                 (events::mark_read(state, &self.user_id, receipt).await.map(|updated| json!({ "updated": updated })), None)
             }
             ClientEvent::Ping => (Ok(json!({ "pong": true })), None),
+            ClientEvent::Typing(change) => (typing::typing(state, &self.user_id, change).await.map(|()| json!({})), None),
             // Transports take acks before they get here (a `/ws` frame id, a Socket.IO ack packet).
             ClientEvent::Ack => {
                 (Err(ClientError::new(ErrorCode::InvalidFrame, "an ack answers a server event; it is not an event")), None)

@@ -9,7 +9,7 @@
 
 use courier_shared::{
     job::{ChatBaseline, Delivery, PresenceNotice, SenderStatus},
-    protocol::Receipt,
+    protocol::{Receipt, TypingNotice},
 };
 use uuid::Uuid;
 
@@ -23,6 +23,8 @@ pub enum SessionInput {
     /// A member's watermarks in one of this user's chats moved.
     Receipt(Receipt),
     Presence(PresenceNotice),
+    /// A member of one of this user's chats started or stopped typing.
+    Typing(TypingNotice),
     DrainBegin { drain_id: Uuid, worker_id: String, baselines: Vec<ChatBaseline> },
     DrainPage { drain_id: Uuid, deliveries: Vec<Delivery>, statuses: Vec<SenderStatus> },
     DrainEnd { drain_id: Uuid, count: u64 },

@@ -18,6 +18,7 @@ pub mod state;
 pub mod socketio;
 mod status_writer;
 pub mod transport;
+mod typing;
 pub mod ws;
 
 use std::{net::SocketAddr, time::Duration};
@@ -86,6 +87,11 @@ impl ApiServer {
             status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
             rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)
                 .counting(metrics.rate_limited.clone()),
+            typing: typing::TypingRelay::start(
+                broker.clone(),
+                ratelimit::UserRateLimit::per_window(config.typing_rate_limit, config.typing_rate_window)
+                    .counting(metrics.rate_limited.clone()),
+            ),
             sessions: registry::Sessions::default(),
             connections: TaskTracker::new(),
             stopping: CancellationToken::new(),

@@ -1,6 +1,7 @@
 //! This node's push queue: what workers route here (live deliveries, status
 //! changes, presence notices, drain pages) handed to the right sessions, and
-//! what other API nodes send (close a revoked device's connections).
+//! what other API nodes send (close a revoked device's connections, typing
+//! notices).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use lapin::{
     types::FieldTable,
 };
 
-use crate::{drain_control, inbox::SessionInput, state::AppState, transport::CloseReason};
+use crate::{drain_control, inbox::SessionInput, state::AppState, transport::CloseReason, typing};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -106,6 +107,7 @@ async fn dispatch(state: &AppState, batch: NodeBatch) {
                 let closed = state.sessions.end_device(&user_id, &device_id, CloseReason::DeviceRevoked);
                 tracing::info!(%user_id, %device_id, closed, "device revoked: closing its connections");
             }
+            NodeItem::Typing { user_ids, notice } => typing::hand_out(&state.sessions, &user_ids, &notice),
         }
     }
     if !bounced.is_empty() {

@@ -20,9 +20,25 @@ pub struct UserRateLimit {
 impl UserRateLimit {
     /// `per_second` requests per second per user, bursts up to `burst`; 0 turns the limit off.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let Some(rate) = NonZeroU32::new(per_second) else { return Self { limiter: None, rejected: None } };
+        let Some(rate) = NonZeroU32::new(per_second) else { return Self::off() };
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
-        let limiter = Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)));
+        Self::keyed(Quota::per_second(rate).allow_burst(burst))
+    }
+
+    /// At most `events` per `window` per user: a bucket of `events`, one back
+    /// every `window / events`. 0 events (or no window) turns the limit off.
+    pub fn per_window(events: u32, window: Duration) -> Self {
+        let Some(burst) = NonZeroU32::new(events) else { return Self::off() };
+        let Some(quota) = Quota::with_period(window / events) else { return Self::off() };
+        Self::keyed(quota.allow_burst(burst))
+    }
+
+    fn off() -> Self {
+        Self { limiter: None, rejected: None }
+    }
+
+    fn keyed(quota: Quota) -> Self {
+        let limiter = Arc::new(RateLimiter::keyed(quota));
         let forget = Arc::downgrade(&limiter);
         tokio::spawn(async move {
             loop {
@@ -51,5 +67,22 @@ impl UserRateLimit {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_window_admits_its_count_per_user_then_refuses() {
+        let limit = UserRateLimit::per_window(3, Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert!(limit.check("alice").is_ok());
+        }
+        assert_eq!(limit.check("alice").unwrap_err().code, ErrorCode::RateLimited);
+        assert!(limit.check("bob").is_ok(), "each user has a bucket of their own");
+        let off = UserRateLimit::per_window(0, Duration::from_secs(1));
+        assert!((0..100).all(|_| off.check("alice").is_ok()));
     }
 }

@@ -79,6 +79,9 @@ impl SessionHandle {
             // A receipt is superseded by the next one and readable from
             // `GET /api/sync`: under a burst it is dropped, not queued.
             SessionInput::Receipt(_) if crowded => return true,
+            // Typing notices are ephemeral: under a burst they are dropped,
+            // and never cost the connection.
+            SessionInput::Typing(_) if crowded => return true,
             _ => {}
         }
         match self.inbox.try_send(input) {
@@ -91,7 +94,7 @@ impl SessionHandle {
                 self.statuses_missed.store(true, Ordering::Release);
                 true
             }
-            Err(TrySendError::Full(SessionInput::Receipt(_))) => true,
+            Err(TrySendError::Full(SessionInput::Receipt(_) | SessionInput::Typing(_))) => true,
             Err(TrySendError::Full(_)) => {
                 tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, "send queue full: closing slow connection");
                 self.too_slow.cancel();

@@ -8,7 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::ApiConfig, outbox::JobPublisher, ratelimit::UserRateLimit, registry::Sessions, send::SendBatcher,
-    status_writer::StatusWriter,
+    status_writer::StatusWriter, typing::TypingRelay,
 };
 
 /// Shared handles; cheap to clone.
@@ -27,6 +27,8 @@ pub struct Inner {
     pub jobs: JobPublisher,
     pub status_writer: StatusWriter,
     pub rate_limit: UserRateLimit,
+    /// Typing indicators: their own per-user limit, and their way to other nodes.
+    pub typing: TypingRelay,
     /// The connections this node holds.
     pub sessions: Sessions,
     /// Every connection's task, so shutdown can wait for them.

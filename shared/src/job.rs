@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::protocol::{Receipt, ReceivedMessage, SenderInfo, StatusUpdate, UserOffline, UserOnline};
+use crate::protocol::{Receipt, ReceivedMessage, SenderInfo, StatusUpdate, TypingNotice, UserOffline, UserOnline};
 
 /// Header carrying how many retry tiers a job has already been through.
 pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
@@ -123,6 +123,12 @@ pub enum NodeItem {
     /// The device was revoked: close every connection of it on the node.
     #[serde(rename_all = "camelCase")]
     CloseDevice { user_id: String, device_id: String },
+    /// A `typing` for every connection of each listed user. Ephemeral: sent by
+    /// the typer's API node, transient, never retried, lost with the queue.
+    /// Always in batches of its own, so that a node of an earlier release,
+    /// which cannot read it, drops only typing notices.
+    #[serde(rename_all = "camelCase")]
+    Typing { user_ids: Vec<String>, notice: TypingNotice },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

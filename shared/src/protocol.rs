@@ -26,6 +26,8 @@ pub mod client_events {
     pub const READ: &str = "message:read";
     pub const ACK: &str = "ack";
     pub const PING: &str = "ping";
+    pub const TYPING_START: &str = "typing:start";
+    pub const TYPING_STOP: &str = "typing:stop";
 }
 
 /// Event names, server to client.
@@ -40,6 +42,7 @@ pub mod server_events {
     pub const USER_OFFLINE: &str = "user:offline";
     pub const SYNC_DONE: &str = "sync:done";
     pub const RECEIPT: &str = "receipt";
+    pub const TYPING: &str = "typing";
 }
 
 /// A parsed client event.
@@ -51,6 +54,8 @@ pub enum ClientEvent {
     /// The client's reply to a server frame; the frame's `id` says which.
     Ack,
     Ping,
+    /// `typing:start` / `typing:stop`.
+    Typing(TypingChange),
 }
 
 /// `message:send`.
@@ -113,6 +118,43 @@ pub enum ReadReceipt {
     One { message_id: Uuid },
 }
 
+/// `typing:start {chatId}` / `typing:stop {chatId}`: the data both carry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingData {
+    pub chat_id: Uuid,
+}
+
+impl TypingData {
+    fn typing(self, typing: bool) -> TypingChange {
+        TypingChange { chat_id: self.chat_id, typing }
+    }
+}
+
+/// A parsed `typing:start` (`typing: true`) or `typing:stop` (`false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypingChange {
+    pub chat_id: Uuid,
+    pub typing: bool,
+}
+
+/// How long a `typing: true` stands without a newer event for the same
+/// member and chat; its `expiresInMs`, so a client hides it without a stop.
+pub const TYPING_TTL_MS: u64 = 6_000;
+
+/// `typing`: member `userId` started (`typing: true`) or stopped typing in
+/// `chatId`. Ephemeral: never stored, never resent. A `true` ends by itself
+/// after `expiresInMs` unless another `typing` of the member and chat comes
+/// first; a `false` carries 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingNotice {
+    pub chat_id: Uuid,
+    pub user_id: String,
+    pub typing: bool,
+    pub expires_in_ms: u64,
+}
+
 /// A frame as it arrives, before the event is interpreted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientFrame {
@@ -154,6 +196,8 @@ pub fn parse_event(event: &str, data: Value, has_id: bool) -> Result<ClientEvent
         client_events::ACK if has_id => Ok(ClientEvent::Ack),
         client_events::ACK => Err(ClientError::new(ErrorCode::InvalidFrame, "an ack needs the `id` it answers")),
         client_events::PING => Ok(ClientEvent::Ping),
+        client_events::TYPING_START => decode(data).map(|data: TypingData| ClientEvent::Typing(data.typing(true))),
+        client_events::TYPING_STOP => decode(data).map(|data: TypingData| ClientEvent::Typing(data.typing(false))),
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(ClientError::new(ErrorCode::UnknownEvent, format!("unknown event `{shown}`")))
@@ -333,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn typing_frames_parse_and_bad_ones_get_their_codes() {
+        let chat = Uuid::now_v7();
+        let start = parse_client_frame(&format!(r#"{{"event":"typing:start","id":3,"data":{{"chatId":"{chat}"}}}}"#)).unwrap();
+        assert_eq!(start, ClientFrame { id: Some(3), event: ClientEvent::Typing(TypingChange { chat_id: chat, typing: true }) });
+        let stop = parse_event("typing:stop", serde_json::json!({"chatId": chat}), false).unwrap();
+        assert_eq!(stop, ClientEvent::Typing(TypingChange { chat_id: chat, typing: false }));
+        let code = |data: serde_json::Value| parse_event("typing:start", data, true).unwrap_err().code;
+        assert_eq!(code(serde_json::json!({})), ErrorCode::InvalidPayload);
+        assert_eq!(code(serde_json::Value::Null), ErrorCode::InvalidPayload);
+        assert_eq!(code(serde_json::json!({"chatId": "not-a-uuid"})), ErrorCode::InvalidPayload);
+        assert_eq!(code(serde_json::json!({"chatId": 5})), ErrorCode::InvalidPayload);
+    }
+
+    #[test]
+    fn a_typing_notice_has_the_documented_shape() {
+        let notice = TypingNotice { chat_id: Uuid::nil(), user_id: "alice".into(), typing: true, expires_in_ms: TYPING_TTL_MS };
+        assert_eq!(
+            serde_json::to_value(&notice).unwrap(),
+            serde_json::json!({"chatId": Uuid::nil(), "userId": "alice", "typing": true, "expiresInMs": 6000})
+        );
+    }
+
+    #[test]
     fn send_validation() {
         let send = |content: &str, kind: &str| SendMessage {
             chat_id: Uuid::nil(),
@@ -361,6 +428,8 @@ mod fuzz {
             Just("message:read".to_owned()),
             Just("message:delivered".to_owned()),
             Just("ack".to_owned()),
+            Just("typing:start".to_owned()),
+            Just("typing:stop".to_owned()),
             ".{0,20}",
         ];
         let value = prop_oneof![

@@ -219,6 +219,41 @@ test('mixed clients: a Socket.IO sender and a /ws recipient, and back', async ()
   bob.close();
 });
 
+test('typing indicators: a Socket.IO typer, Socket.IO and /ws members, never the typer', async () => {
+  const [a, b, c, m] = [user('alice'), user('bob'), user('carol'), user('mallory')];
+  const [ta, tb, tc, tm] = await Promise.all([token(a), token(b), token(c), token(m)]);
+  const chatId = await createChat(ta, 'group', [b, c]);
+  const alice = await connect(ta).ready();
+  const bob = await connect(tb).ready();
+  const carol = connectWs(tc);
+  await carol.open();
+  // Each connection is recorded (and so reachable) once its catch-up is done.
+  await Promise.all([alice.waitFor('sync:done'), bob.waitFor('sync:done'), carol.waitFor('sync:done')]);
+
+  assert.deepEqual(await alice.request('typing:start', { chatId }), {});
+  const [atBob] = await bob.waitFor('typing');
+  assert.deepEqual(atBob, { chatId, userId: a, typing: true, expiresInMs: 6000 });
+  const [atCarol] = await carol.waitFor('typing');
+  assert.deepEqual(atCarol, { chatId, userId: a, typing: true, expiresInMs: 6000 });
+  alice.emit('typing:stop', { chatId }); // no callback: no reply on success
+  const stops = await bob.waitFor('typing', 2);
+  assert.deepEqual(stops[1], { chatId, userId: a, typing: false, expiresInMs: 0 });
+
+  // Bob types: Alice gets his, and never saw her own before it.
+  assert.deepEqual(await bob.request('typing:start', { chatId }), {});
+  const [atAlice] = await alice.waitFor('typing');
+  assert.equal(atAlice.userId, b);
+  assert.deepEqual(alice.all('typing').map((t) => t.userId), [b]);
+  assert.equal(alice.all('error').length, 0);
+
+  const stranger = await connect(tm).ready();
+  assert.equal((await stranger.request('typing:start', { chatId })).error.code, 'not_member');
+  assert.equal((await alice.request('typing:start', {})).error.code, 'invalid_payload');
+  assert.equal((await alice.request('typing:stop', { chatId: 'nope' })).error.code, 'invalid_payload');
+  for (const socket of [alice, bob, stranger]) socket.close();
+  carol.close();
+});
+
 test('auth: a bad or missing token is refused at connect with the reason', async () => {
   const forged = io(URL, { auth: { token: 'not.a.jwt' }, reconnection: false, forceNew: true, transports: ['websocket'] });
   const refused = await new Promise((resolve) => forged.once('connect_error', resolve));

@@ -240,6 +240,13 @@ impl Session {
                 let data = serde_json::json!(receipt);
                 transport.send_event(id, Outgoing::Other { event: server_events::RECEIPT, data: &data }).await
             }
+            SessionInput::Typing(notice) => {
+                // Numbered like every server event, but not awaited: it is
+                // never sent again, and an ack of it changes nothing.
+                let id = self.acks.next_frame_id();
+                let data = serde_json::json!(notice);
+                transport.send_event(id, Outgoing::Other { event: server_events::TYPING, data: &data }).await
+            }
             SessionInput::DrainBegin { drain_id, worker_id, baselines } => {
                 if let Some(cancel) = self.catch_up.begin(drain_id, worker_id, baselines, Instant::now()) {
                     self.tell_worker(cancel);

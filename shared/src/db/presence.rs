@@ -189,3 +189,35 @@ pub async fn online_co_members(pool: &PgPool, user_id: &str) -> Result<Vec<(Stri
     .fetch_all(pool)
     .await
 }
+
+/// Where a `typing` of `user_id` in `chat_id` goes: the chat's other members
+/// that are connected, and their nodes (user_id, node_id), one row per pair.
+/// `None` if `user_id` is not a member of the chat (or there is no such chat).
+/// One statement, on the chat's member key and `connections_by_user`.
+pub async fn typing_audience(
+    pool: &PgPool,
+    chat_id: Uuid,
+    user_id: &str,
+) -> Result<Option<Vec<(String, String)>>, sqlx::Error> {
+    // The typer's own row, then (lateral) the others' connections: no row at
+    // all means not a member; one row of NULLs, a member nobody else hears.
+    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT online.user_id, online.node_id
+           FROM chat_members me
+           LEFT JOIN LATERAL (
+                SELECT c.user_id, c.node_id
+                  FROM chat_members them
+                  JOIN connections c ON c.user_id = them.user_id
+                 WHERE them.chat_id = me.chat_id AND them.user_id <> me.user_id
+           ) online ON true
+          WHERE me.chat_id = $1 AND me.user_id = $2",
+    )
+    .bind(chat_id)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(rows.into_iter().filter_map(|(user, node)| Some((user?, node?))).collect()))
+}
