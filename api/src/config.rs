@@ -96,6 +96,14 @@ pub struct ApiConfig {
     #[arg(long, env = "MAX_DEVICES_PER_USER", default_value_t = 10)]
     pub max_devices_per_user: usize,
 
+    /// How long after sending its sender may edit a message (`message:edit`).
+    #[arg(long, env = "EDIT_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    pub edit_window: Duration,
+
+    /// How long after sending its sender may delete a message for everyone.
+    #[arg(long, env = "DELETE_WINDOW", default_value = "48h", value_parser = parse_duration)]
+    pub delete_window: Duration,
+
     /// How long a message that arrived ahead of its predecessor waits for it
     /// before the connection reads the gap from PostgreSQL.
     #[arg(long, env = "REORDER_WAIT", default_value = "500ms", value_parser = parse_duration)]

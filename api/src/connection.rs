@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc};
 
 use courier_shared::{
     ClientError, ErrorCode,
-    protocol::{ClientEvent, SessionReady, server_events},
+    protocol::{ClientEvent, EntryAccepted, SentMessage, SessionReady, server_events},
 };
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -133,6 +133,18 @@ impl Connection {
             ClientEvent::Read(receipt) => {
                 (events::mark_read(state, &self.user_id, receipt).await.map(|updated| json!({ "updated": updated })), None)
             }
+            ClientEvent::Edit(edit) => {
+                own_entry(events::edit_message(state, &self.user_id, Some(&self.device_id), edit).await)
+            }
+            ClientEvent::Delete(delete) => {
+                own_entry(events::delete_message(state, &self.user_id, Some(&self.device_id), delete).await)
+            }
+            ClientEvent::React(reaction) => {
+                own_entry(events::react(state, &self.user_id, Some(&self.device_id), reaction, true).await)
+            }
+            ClientEvent::Unreact(reaction) => {
+                own_entry(events::react(state, &self.user_id, Some(&self.device_id), reaction, false).await)
+            }
             ClientEvent::Ping => (Ok(json!({ "pong": true })), None),
             ClientEvent::Typing(change) => (typing::typing(state, &self.user_id, change).await.map(|()| json!({})), None),
             // Transports take acks before they get here (a `/ws` frame id, a Socket.IO ack packet).
@@ -152,5 +164,26 @@ impl Connection {
         presence::disconnected(&state, &user_id, &device_id, connection_id).await;
         tracing::debug!(?reason, "connection closed");
         reason
+    }
+}
+
+/// The reply to an edit, delete or reaction and, if it wrote a log entry,
+/// the entry this device passes over (it made the change; its other devices
+/// get it).
+fn own_entry(result: Result<EntryAccepted, ClientError>) -> (Result<Value, ClientError>, Option<ClientInput>) {
+    match result {
+        Ok(accepted) => {
+            let own = accepted.entry_id.zip(accepted.seq).map(|(message_id, seq)| {
+                ClientInput::Own(SentMessage {
+                    message_id,
+                    chat_id: accepted.chat_id,
+                    seq,
+                    created_at: accepted.at,
+                    client_msg_id: None,
+                })
+            });
+            (Ok(json!(accepted)), own)
+        }
+        Err(error) => (Err(error), None),
     }
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use courier_shared::{
     ClientError,
     job::{Delivery, PresenceNotice},
-    protocol::StatusUpdate,
+    protocol::{SentMessage, StatusUpdate},
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -62,6 +62,9 @@ pub enum ClientInput {
     Reply(Reply),
     /// A server event to number and send, e.g. `message:sent`.
     Event { event: &'static str, data: Value },
+    /// An entry this device wrote (an edit, delete or reaction): the chat's
+    /// order goes on past it here, as past its own `message:sent`.
+    Own(SentMessage),
     /// The client acknowledged server frame `id`.
     Ack(u64),
     /// The client reported `message:delivered` for a message (already written).

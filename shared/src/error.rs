@@ -44,6 +44,16 @@ pub enum ErrorCode {
     TooManyDevices,
     /// The device was revoked (`DELETE /api/devices/{id}`); it may not connect again.
     DeviceRevoked,
+    /// Editing or deleting someone else's message.
+    NotSender,
+    /// The message is older than EDIT_WINDOW / DELETE_WINDOW.
+    WindowPassed,
+    /// The message was deleted for everyone; it cannot be edited, deleted or reacted to again.
+    AlreadyDeleted,
+    /// `replyTo` names a message of another chat.
+    OtherChat,
+    /// A new emoji on a message that already has MAX_DISTINCT_REACTIONS distinct ones.
+    TooManyReactions,
     /// A dependency (database, broker) is unavailable; safe to retry with the same clientMsgId.
     Unavailable,
     /// A bug on our side.
@@ -55,7 +65,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::NotMember | ErrorCode::DeviceRevoked => 403,
+            ErrorCode::Forbidden | ErrorCode::NotMember | ErrorCode::DeviceRevoked | ErrorCode::NotSender => 403,
             ErrorCode::NotFound | ErrorCode::UnknownFrame => 404,
             ErrorCode::InvalidJson
             | ErrorCode::InvalidFrame
@@ -63,8 +73,14 @@ impl ErrorCode {
             | ErrorCode::InvalidPayload
             | ErrorCode::ContentEmpty
             | ErrorCode::InvalidMessageType
-            | ErrorCode::BinaryNotSupported => 400,
-            ErrorCode::ClientMsgIdConflict | ErrorCode::Conflict | ErrorCode::TooManyDevices => 409,
+            | ErrorCode::BinaryNotSupported
+            | ErrorCode::OtherChat => 400,
+            ErrorCode::ClientMsgIdConflict
+            | ErrorCode::Conflict
+            | ErrorCode::TooManyDevices
+            | ErrorCode::WindowPassed
+            | ErrorCode::AlreadyDeleted
+            | ErrorCode::TooManyReactions => 409,
             ErrorCode::ContentTooLarge | ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
@@ -94,6 +110,11 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyDevices => "too_many_devices",
             ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::NotSender => "not_sender",
+            ErrorCode::WindowPassed => "window_passed",
+            ErrorCode::AlreadyDeleted => "already_deleted",
+            ErrorCode::OtherChat => "other_chat",
+            ErrorCode::TooManyReactions => "too_many_reactions",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

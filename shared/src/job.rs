@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::protocol::{Receipt, ReceivedMessage, SenderInfo, StatusUpdate, TypingNotice, UserOffline, UserOnline};
+use crate::protocol::{
+    DeletedMessage, EditedMessage, EntryKind, ReactionChange, Receipt, ReceivedMessage, ReplyQuote, SenderInfo,
+    StatusUpdate, TypingNotice, UserOffline, UserOnline,
+};
 
 /// Header carrying how many retry tiers a job has already been through.
 pub const ATTEMPT_HEADER: &str = "x-courier-attempt";
@@ -24,8 +27,9 @@ pub struct DeliveryJob {
     pub seq: i64,
 }
 
-/// A message ready for one recipient's sockets, with what a connection needs to keep order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A log entry (a message, or an edit, delete or reaction of one) ready for
+/// one recipient's sockets, with what a connection needs to keep order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// Unused since delivery state became cursors (0); kept so that jobs and
@@ -51,6 +55,43 @@ pub struct Delivery {
     /// over it as if the client had acknowledged it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub silent: bool,
+    /// What the entry is (`message` when absent: jobs of the release before).
+    #[serde(default, skip_serializing_if = "EntryKind::is_message")]
+    pub kind: EntryKind,
+    /// The message an edit, delete or reaction is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<Uuid>,
+    /// A message's: what it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyQuote>,
+    /// A message's: when it was last edited (its content is the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// A message's: deleted for everyone (its content is erased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// What a connection sends for a log entry: its event name and payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EntryEvent {
+    Receive(ReceivedMessage),
+    Edited(EditedMessage),
+    Deleted(DeletedMessage),
+    Reaction(ReactionChange),
+}
+
+impl EntryEvent {
+    pub fn name(&self) -> &'static str {
+        use crate::protocol::server_events;
+        match self {
+            EntryEvent::Receive(_) => server_events::RECEIVE,
+            EntryEvent::Edited(_) => server_events::EDITED,
+            EntryEvent::Deleted(_) => server_events::DELETED,
+            EntryEvent::Reaction(_) => server_events::REACTION,
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -75,6 +116,43 @@ impl Delivery {
             created_at: self.created_at,
             seq: self.seq,
             sender: SenderInfo { name: self.sender_name.clone(), profile_picture: self.sender_picture.clone() },
+            reply_to: self.reply_to.clone(),
+            edited_at: self.edited_at,
+            deleted: self.deleted_at.is_some(),
+        }
+    }
+
+    /// The event a connection sends for this entry: `message:receive` for a
+    /// message, `message:edited` / `message:deleted` / `message:reaction` for
+    /// the entries about one.
+    pub fn to_event(&self) -> EntryEvent {
+        let target = self.target_id.unwrap_or(self.message_id);
+        match self.kind {
+            EntryKind::Message => EntryEvent::Receive(self.to_received()),
+            EntryKind::Edit => EntryEvent::Edited(EditedMessage {
+                message_id: target,
+                chat_id: self.chat_id,
+                sender_id: self.sender_id.clone(),
+                content: self.content.clone(),
+                edited_at: self.created_at,
+                seq: self.seq,
+            }),
+            EntryKind::Delete => EntryEvent::Deleted(DeletedMessage {
+                message_id: target,
+                chat_id: self.chat_id,
+                sender_id: self.sender_id.clone(),
+                deleted_at: self.created_at,
+                seq: self.seq,
+            }),
+            EntryKind::React | EntryKind::Unreact => EntryEvent::Reaction(ReactionChange {
+                message_id: target,
+                chat_id: self.chat_id,
+                user_id: self.sender_id.clone(),
+                emoji: self.content.clone(),
+                added: self.kind == EntryKind::React,
+                at: self.created_at,
+                seq: self.seq,
+            }),
         }
     }
 }

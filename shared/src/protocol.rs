@@ -18,12 +18,22 @@ pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 128;
 /// The `messageType` values a client may send.
 pub const MESSAGE_TYPES: &[&str] = &["text", "image", "video", "audio", "file", "location", "sticker"];
+/// Largest reaction emoji, in bytes of UTF-8 (a flag or a skin-toned family fits).
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// Most distinct emoji one message may carry.
+pub const MAX_DISTINCT_REACTIONS: usize = 20;
+/// Characters of the original a reply quotes.
+pub const QUOTE_CHARS: usize = 100;
 
 /// Event names, client to server.
 pub mod client_events {
     pub const SEND: &str = "message:send";
     pub const DELIVERED: &str = "message:delivered";
     pub const READ: &str = "message:read";
+    pub const EDIT: &str = "message:edit";
+    pub const DELETE: &str = "message:delete";
+    pub const REACT: &str = "message:react";
+    pub const UNREACT: &str = "message:unreact";
     pub const ACK: &str = "ack";
     pub const PING: &str = "ping";
     pub const TYPING_START: &str = "typing:start";
@@ -37,6 +47,9 @@ pub mod server_events {
     pub const READY: &str = "session:ready";
     pub const SENT: &str = "message:sent";
     pub const RECEIVE: &str = "message:receive";
+    pub const EDITED: &str = "message:edited";
+    pub const DELETED: &str = "message:deleted";
+    pub const REACTION: &str = "message:reaction";
     pub const STATUS: &str = "message:status";
     pub const USER_ONLINE: &str = "user:online";
     pub const USER_OFFLINE: &str = "user:offline";
@@ -51,6 +64,10 @@ pub enum ClientEvent {
     Send(SendMessage),
     Delivered(MessageRef),
     Read(ReadReceipt),
+    Edit(EditMessage),
+    Delete(DeleteMessage),
+    React(ReactionRef),
+    Unreact(ReactionRef),
     /// The client's reply to a server frame; the frame's `id` says which.
     Ack,
     Ping,
@@ -68,6 +85,9 @@ pub struct SendMessage {
     pub message_type: String,
     #[serde(default)]
     pub client_msg_id: Option<String>,
+    /// The message this one answers (same chat).
+    #[serde(default)]
+    pub reply_to: Option<Uuid>,
 }
 
 fn default_message_type() -> String {
@@ -77,15 +97,7 @@ fn default_message_type() -> String {
 impl SendMessage {
     /// Content, type and idempotency key rules; the database is not consulted.
     pub fn validate(&self) -> Result<(), ClientError> {
-        if self.content.trim().is_empty() {
-            return Err(ClientError::new(ErrorCode::ContentEmpty, "content is empty"));
-        }
-        if self.content.len() > MAX_CONTENT_BYTES {
-            return Err(ClientError::new(
-                ErrorCode::ContentTooLarge,
-                format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", self.content.len()),
-            ));
-        }
+        validate_content(&self.content)?;
         if !MESSAGE_TYPES.contains(&self.message_type.as_str()) {
             return Err(ClientError::new(
                 ErrorCode::InvalidMessageType,
@@ -98,6 +110,108 @@ impl SendMessage {
             return Err(ClientError::invalid_payload("clientMsgId must be 1-128 bytes without NUL"));
         }
         Ok(())
+    }
+}
+
+/// Content rules shared by sends and edits.
+fn validate_content(content: &str) -> Result<(), ClientError> {
+    if content.trim().is_empty() {
+        return Err(ClientError::new(ErrorCode::ContentEmpty, "content is empty"));
+    }
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(ClientError::new(
+            ErrorCode::ContentTooLarge,
+            format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", content.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `message:edit {messageId, content}`: the sender replaces a message's content.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditMessage {
+    pub message_id: Uuid,
+    pub content: String,
+}
+
+impl EditMessage {
+    pub fn validate(&self) -> Result<(), ClientError> {
+        validate_content(&self.content)
+    }
+}
+
+/// `message:delete {messageId, forMe?}`: for everyone (the sender, within
+/// DELETE_WINDOW), or with `forMe: true` hidden from the caller only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteMessage {
+    pub message_id: Uuid,
+    #[serde(default)]
+    pub for_me: bool,
+}
+
+/// `message:react` / `message:unreact {messageId, emoji}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionRef {
+    pub message_id: Uuid,
+    pub emoji: String,
+}
+
+impl ReactionRef {
+    /// 1 to MAX_EMOJI_BYTES bytes, no whitespace or control characters.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.emoji.is_empty() || self.emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ClientError::invalid_payload("emoji must be non-empty, without spaces or control characters"));
+        }
+        if self.emoji.len() > MAX_EMOJI_BYTES {
+            return Err(ClientError::new(
+                ErrorCode::ContentTooLarge,
+                format!("emoji is {} bytes; the limit is {MAX_EMOJI_BYTES}", self.emoji.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a log entry is. Every entry has its own seq in its chat; all but
+/// `message` are about an earlier message of the same chat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    #[default]
+    Message,
+    Edit,
+    Delete,
+    React,
+    Unreact,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Message => "message",
+            EntryKind::Edit => "edit",
+            EntryKind::Delete => "delete",
+            EntryKind::React => "react",
+            EntryKind::Unreact => "unreact",
+        }
+    }
+
+    /// The kind stored in `messages.kind` (a CHECK constraint keeps it to these).
+    pub fn from_db(kind: &str) -> Self {
+        match kind {
+            "edit" => EntryKind::Edit,
+            "delete" => EntryKind::Delete,
+            "react" => EntryKind::React,
+            "unreact" => EntryKind::Unreact,
+            _ => EntryKind::Message,
+        }
+    }
+
+    pub fn is_message(&self) -> bool {
+        *self == EntryKind::Message
     }
 }
 
@@ -193,6 +307,10 @@ pub fn parse_event(event: &str, data: Value, has_id: bool) -> Result<ClientEvent
         client_events::SEND => decode(data).map(ClientEvent::Send),
         client_events::DELIVERED => decode(data).map(ClientEvent::Delivered),
         client_events::READ => decode(data).map(ClientEvent::Read),
+        client_events::EDIT => decode(data).map(ClientEvent::Edit),
+        client_events::DELETE => decode(data).map(ClientEvent::Delete),
+        client_events::REACT => decode(data).map(ClientEvent::React),
+        client_events::UNREACT => decode(data).map(ClientEvent::Unreact),
         client_events::ACK if has_id => Ok(ClientEvent::Ack),
         client_events::ACK => Err(ClientError::new(ErrorCode::InvalidFrame, "an ack needs the `id` it answers")),
         client_events::PING => Ok(ClientEvent::Ping),
@@ -228,7 +346,9 @@ pub struct SenderInfo {
     pub profile_picture: Option<String>,
 }
 
-/// `message:receive`: the guide's payload plus `seq`.
+/// `message:receive`: the guide's payload plus `seq`, and what happened to
+/// the message before this device got it: its latest content (`editedAt`),
+/// or a tombstone (`deleted`, empty content) if it was deleted for everyone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceivedMessage {
@@ -240,6 +360,78 @@ pub struct ReceivedMessage {
     pub created_at: DateTime<Utc>,
     pub seq: i64,
     pub sender: SenderInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyQuote>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// What a reply shows of the message it answers: the first QUOTE_CHARS
+/// characters, or nothing if that message was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyQuote {
+    pub message_id: Uuid,
+    pub sender_id: String,
+    pub quote: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// `message:edited`: a log entry; the message keeps its seq, `seq` is the edit's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditedMessage {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub sender_id: String,
+    pub content: String,
+    pub edited_at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+/// `message:deleted`: deleted for everyone; show a tombstone. `seq` is the delete's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedMessage {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub sender_id: String,
+    pub deleted_at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+/// `message:reaction`: `userId` added (`added: true`) or removed `emoji` on
+/// a message. A device applies them in seq order as a set per (user, emoji).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionChange {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub user_id: String,
+    pub emoji: String,
+    pub added: bool,
+    pub at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+/// The reply to `message:edit`, `message:delete` (for everyone) and
+/// `message:react`/`unreact`: the entry's seq in the chat's log, or
+/// `changed: false` (and no entry) when there was nothing to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryAccepted {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub changed: bool,
+    /// The entry's own id and seq in the chat's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    pub at: DateTime<Utc>,
 }
 
 /// A message's delivery state for one recipient.
@@ -406,6 +598,7 @@ mod tests {
             content: content.into(),
             message_type: kind.into(),
             client_msg_id: None,
+            reply_to: None,
         };
         assert_eq!(send("", "text").validate().unwrap_err().code, ErrorCode::ContentEmpty);
         assert_eq!(send("a", "bogus").validate().unwrap_err().code, ErrorCode::InvalidMessageType);

@@ -29,7 +29,8 @@ pub enum WsError {
 }
 
 /// One client connection. A background task reads frames into a queue and,
-/// when `auto_ack` is on, acknowledges every `message:receive` and
+/// when `auto_ack` is on, acknowledges every log entry (`message:receive`,
+/// `message:edited`, `message:deleted`, `message:reaction`) and
 /// `message:status` like a real client.
 pub struct WsClient {
     sink: Arc<Mutex<Sink>>,
@@ -82,7 +83,10 @@ impl WsClient {
                     Ok(_) => continue,
                     Err(_) => json!({ "event": "__closed", "code": null }),
                 };
-                let needs_ack = frame["event"] == "message:receive" || frame["event"] == "message:status";
+                let needs_ack = matches!(
+                    frame["event"].as_str(),
+                    Some("message:receive" | "message:edited" | "message:deleted" | "message:reaction" | "message:status")
+                );
                 if needs_ack && reader_auto_ack.load(Ordering::SeqCst) {
                     let ack = json!({ "event": "ack", "id": frame["id"] }).to_string();
                     let _ = reader_sink.lock().await.send(Message::Text(ack.into())).await;

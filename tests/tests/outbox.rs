@@ -18,15 +18,7 @@ async fn outbox_rows(env: &TestEnv) -> i64 {
 async fn store_without_publishing(env: &TestEnv, chat: &str, sender: &str, count: usize) {
     let chat_id = Uuid::parse_str(chat).unwrap();
     let batch: Vec<messages::NewMessage> = (0..count)
-        .map(|i| messages::NewMessage {
-            message_id: Uuid::now_v7(),
-            chat_id,
-            sender_id: sender.into(),
-            sender_device: None,
-            content: format!("orphan {i}"),
-            message_type: "text".into(),
-            client_msg_id: None,
-        })
+        .map(|i| messages::NewMessage::message(chat_id, sender, None, format!("orphan {i}"), "text".into()))
         .collect();
     for result in messages::store_batch(&env.db, &batch).await.unwrap() {
         result.unwrap();

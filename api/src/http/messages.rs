@@ -58,6 +58,8 @@ pub struct SendBody {
     message_type: Option<String>,
     #[serde(default)]
     client_msg_id: Option<String>,
+    #[serde(default)]
+    reply_to: Option<Uuid>,
 }
 
 /// `POST /api/chats/{id}/messages`: the WebSocket send path over HTTP.
@@ -75,6 +77,7 @@ pub async fn send(
         content: body.content,
         message_type: body.message_type.unwrap_or_else(|| "text".into()),
         client_msg_id: body.client_msg_id,
+        reply_to: body.reply_to,
     };
     let stored = events::send_message(&state, user.id(), user.claims.did.as_deref(), send).await?;
     let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };

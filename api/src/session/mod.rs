@@ -176,6 +176,10 @@ impl Session {
                 }
                 Ok(())
             }
+            ClientInput::Own(sent) => {
+                let own = self.own_message(sent);
+                self.on_push(transport, SessionInput::Deliver(Box::new(own))).await
+            }
             ClientInput::Ack(id) => match self.acks.ack(id) {
                 Ok(settled) => self.on_settled(transport, settled).await,
                 Err(UnknownFrame(id)) => {
@@ -218,6 +222,7 @@ impl Session {
             sender_name: None,
             sender_picture: None,
             silent: true,
+            ..Delivery::default()
         }
     }
 
@@ -540,6 +545,7 @@ mod fixtures {
             sender_name: None,
             sender_picture: None,
             silent: false,
+            ..Delivery::default()
         }
     }
 }

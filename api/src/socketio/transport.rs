@@ -149,7 +149,8 @@ impl Transport for SioTransport {
     async fn send_event(&mut self, id: u64, event: Outgoing<'_>) -> Result<(), TransportClosed> {
         match event {
             Outgoing::Receive(delivery) => {
-                self.emit_awaited(id, server_events::RECEIVE, &delivery.to_received(), Awaited::Delivery).await
+                let event = delivery.to_event();
+                self.emit_awaited(id, event.name(), &event, Awaited::Delivery).await
             }
             Outgoing::Status(update) => self.emit_awaited(id, server_events::STATUS, update, Awaited::Status).await,
             Outgoing::Presence(PresenceNotice::Online(online)) => self.emit(server_events::USER_ONLINE, online).await,

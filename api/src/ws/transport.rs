@@ -48,7 +48,10 @@ impl WsTransport {
 pub fn encode(id: u64, event: Outgoing<'_>) -> String {
     let id = Some(id);
     match event {
-        Outgoing::Receive(delivery) => protocol::event_frame(server_events::RECEIVE, id, &delivery.to_received()),
+        Outgoing::Receive(delivery) => {
+            let event = delivery.to_event();
+            protocol::event_frame(event.name(), id, &event)
+        }
         Outgoing::Status(update) => protocol::event_frame(server_events::STATUS, id, update),
         Outgoing::Presence(PresenceNotice::Online(online)) => protocol::event_frame(server_events::USER_ONLINE, id, online),
         Outgoing::Presence(PresenceNotice::Offline(offline)) => {

@@ -168,7 +168,7 @@ async fn list_where(pool: &PgPool, user_id: &str, only: Option<Uuid>) -> Result<
           CROSS JOIN LATERAL (
                 SELECT count(*) AS unread FROM messages m
                  WHERE m.chat_id = cm.chat_id AND m.seq > GREATEST(cm.read_seq, cm.joined_seq)
-                   AND m.sender_id <> cm.user_id
+                   AND m.sender_id <> cm.user_id AND m.kind = 'message'
                    AND NOT EXISTS (SELECT 1 FROM expired_ranges er
                                     WHERE er.chat_id = m.chat_id AND er.user_id = cm.user_id
                                       AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)

@@ -14,7 +14,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::job::{ChatBaseline, Delivery};
+use super::messages::ReplyRow;
+use crate::{
+    job::{ChatBaseline, Delivery},
+    protocol::EntryKind,
+};
 
 /// The chats a device reads, one row each: `after_seq` (what it has
 /// acknowledged, or where it starts), `until_seq` (the chat's end, or where
@@ -37,6 +41,24 @@ const SOURCES: &str = "sources AS (
          WHERE dc.user_id = $1 AND dc.device_id = $2 AND dc.until_seq IS NOT NULL AND dc.acked_seq < dc.until_seq
            AND NOT EXISTS (SELECT 1 FROM chat_members cm WHERE cm.user_id = $1 AND cm.chat_id = dc.chat_id))";
 
+/// Columns of a log entry every read of it selects, beyond the message's own:
+/// what it is about (`t`, the target of an edit, delete or reaction) and
+/// what it answers (`r`). [`LOG_JOINS`] joins them.
+const ENTRY: &str = "m.kind, m.target_id, m.edited_at, m.deleted_at,
+     r.id AS reply_id, r.sender_id AS reply_sender, substring(r.content FROM 1 FOR 4 * 100) AS reply_content,
+     r.deleted_at IS NOT NULL AS reply_deleted";
+const LOG_JOINS: &str = "JOIN users u ON u.id = m.sender_id
+           LEFT JOIN messages t ON t.id = m.target_id
+           LEFT JOIN messages r ON r.id = m.reply_to";
+
+/// An entry every device passes over without showing, whoever reads it: an
+/// edit or reaction of a message since deleted for everyone (the delete
+/// erased it), and an edit a later edit of the same message supersedes (the
+/// message, read now, already has the later content).
+const MOOT: &str = "(m.kind IN ('edit', 'react', 'unreact') AND t.deleted_at IS NOT NULL)
+        OR (m.kind = 'edit' AND EXISTS (SELECT 1 FROM messages e
+                                         WHERE e.target_id = m.target_id AND e.kind = 'edit' AND e.seq > m.seq))";
+
 /// Columns of a [`Delivery`] read from the log (`m` joined with its `sources`
 /// row `s`). Silent: the device's own message (one sent without a device, over
 /// REST or before devices, counts as `default`'s); one that expired for the
@@ -45,10 +67,11 @@ const SOURCES: &str = "sources AS (
 const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device, m.content, m.message_type, m.created_at,
      u.name AS sender_name, u.profile_picture AS sender_picture,
      (m.sender_id = $1 AND COALESCE(m.sender_device, 'default') = $2)
+        OR EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = COALESCE(m.target_id, m.id))
         OR EXISTS (SELECT 1 FROM expired_ranges er
                     WHERE er.chat_id = m.chat_id AND er.user_id = $1 AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
         OR (m.seq <= s.legacy_seq AND $2 = 'default'
-            AND EXISTS (SELECT 1 FROM message_status_legacy l WHERE l.message_id = m.id AND l.user_id = $1)) AS silent";
+            AND EXISTS (SELECT 1 FROM message_status_legacy l WHERE l.message_id = m.id AND l.user_id = $1))";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -63,6 +86,12 @@ struct Row {
     sender_name: Option<String>,
     sender_picture: Option<String>,
     silent: bool,
+    kind: String,
+    target_id: Option<Uuid>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    reply: ReplyRow,
 }
 
 impl From<Row> for Delivery {
@@ -83,6 +112,11 @@ impl From<Row> for Delivery {
             sender_name: row.sender_name,
             sender_picture: row.sender_picture,
             silent: row.silent,
+            kind: EntryKind::from_db(&row.kind),
+            target_id: row.target_id,
+            reply_to: row.reply.quote(),
+            edited_at: row.edited_at,
+            deleted_at: row.deleted_at,
         }
     }
 }
@@ -164,10 +198,10 @@ pub async fn device_gap(
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {SOURCES}
-         SELECT {COLUMNS}
+         SELECT {COLUMNS} OR {MOOT} AS silent, {ENTRY}
            FROM sources s
            JOIN messages m ON m.chat_id = s.chat_id AND m.seq > GREATEST($4, s.after_seq) AND m.seq <= LEAST($5, s.until_seq)
-           JOIN users u ON u.id = m.sender_id
+           {LOG_JOINS}
           WHERE s.chat_id = $3
           ORDER BY m.seq
           LIMIT $6"
@@ -198,14 +232,16 @@ pub async fn pending_deliveries(
         #[sqlx(flatten)]
         row: Row,
     }
-    let rows: Vec<Pending> = sqlx::query_as(
+    let rows: Vec<Pending> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT j.user_id AS recipient_id, m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device,
                 m.content, m.message_type, m.created_at, u.name AS sender_name, u.profile_picture AS sender_picture,
-                false AS silent
+                {MOOT} OR EXISTS (SELECT 1 FROM hidden_messages h
+                                   WHERE h.user_id = j.user_id AND h.message_id = COALESCE(m.target_id, m.id)) AS silent,
+                {ENTRY}
            FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
            JOIN messages m ON m.id = j.message_id
            JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = j.user_id AND m.seq > cm.joined_seq
-           JOIN users u ON u.id = m.sender_id
+           {LOG_JOINS}
           WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
                              WHERE er.chat_id = m.chat_id AND er.user_id = j.user_id
                                AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
@@ -215,8 +251,8 @@ pub async fn pending_deliveries(
                                      ON dc.user_id = d.user_id AND dc.device_id = d.device_id AND dc.chat_id = m.chat_id
                              WHERE d.user_id = j.user_id AND d.revoked_at IS NULL
                                AND COALESCE(dc.acked_seq, cm.delivered_seq) < m.seq))
-          ORDER BY j.ord",
-    )
+          ORDER BY j.ord"
+    )))
     .bind(message_ids)
     .bind(user_ids)
     .fetch_all(pool)

@@ -7,7 +7,7 @@
 //! it. Nothing is written per recipient: where each member and device stands
 //! is a cursor (`status`, `devices`).
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::collections::{HashMap, HashSet, hash_map::Entry};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{ClientError, ErrorCode},
-    protocol::{DeliveryStatus, SenderInfo, SentMessage},
+    protocol::{DeliveryStatus, EntryKind, MAX_DISTINCT_REACTIONS, QUOTE_CHARS, ReplyQuote, SenderInfo, SentMessage},
 };
 
 /// A send, validated but not yet stored.
@@ -30,6 +30,33 @@ pub struct NewMessage {
     pub content: String,
     pub message_type: String,
     pub client_msg_id: Option<String>,
+    /// `message`, or an edit, delete or reaction of `target_id`.
+    pub kind: EntryKind,
+    /// The message an edit, delete or reaction is about (same chat).
+    pub target_id: Option<Uuid>,
+    /// The message a message answers (same chat).
+    pub reply_to: Option<Uuid>,
+    /// An edit or delete is refused for a target sent before this (EDIT_WINDOW, DELETE_WINDOW).
+    pub window_start: Option<DateTime<Utc>>,
+}
+
+impl NewMessage {
+    /// A plain message (no reply).
+    pub fn message(chat_id: Uuid, sender_id: &str, sender_device: Option<&str>, content: String, message_type: String) -> Self {
+        Self {
+            message_id: Uuid::now_v7(),
+            chat_id,
+            sender_id: sender_id.to_owned(),
+            sender_device: sender_device.map(str::to_owned),
+            content,
+            message_type,
+            client_msg_id: None,
+            kind: EntryKind::Message,
+            target_id: None,
+            reply_to: None,
+            window_start: None,
+        }
+    }
 }
 
 /// A stored message and the recipients whose delivery jobs must be published.
@@ -40,6 +67,9 @@ pub struct StoredMessage {
     /// Recipients of a new message; empty when this was a resend of an existing
     /// `clientMsgId` (that message's jobs are already in the outbox).
     pub recipients: Vec<String>,
+    /// Nothing was written: a resend of an existing `clientMsgId`, or a
+    /// reaction that was already there (or, removed, was not); `sent.seq` is
+    /// then 0 for the reaction.
     pub duplicate: bool,
 }
 
@@ -88,6 +118,86 @@ struct Rows {
     contents: Vec<Vec<u8>>,
     types: Vec<String>,
     client_msg_ids: Vec<Option<String>>,
+    kinds: Vec<&'static str>,
+    target_ids: Vec<Option<Uuid>>,
+    reply_tos: Vec<Option<Uuid>>,
+}
+
+/// A message an entry of the batch is about (its target, or what it answers),
+/// as this batch has changed it so far.
+struct Target {
+    chat_id: Uuid,
+    sender_id: String,
+    is_message: bool,
+    created_at: DateTime<Utc>,
+    deleted: bool,
+    /// (user, emoji) reactions; read only for targets of reactions.
+    reactions: HashSet<(String, String)>,
+}
+
+/// What a batch's entries do to the messages they are about, applied after the inserts.
+#[derive(Default)]
+struct Effects {
+    /// (message, new content, edit entry) in batch order.
+    edits: Vec<(Uuid, Vec<u8>, Uuid)>,
+    /// (message, delete entry).
+    deletes: Vec<(Uuid, Uuid)>,
+    /// (message, user, emoji) → present at the end of the batch.
+    reactions: HashMap<(Uuid, String, String), bool>,
+}
+
+/// Whether `message` may be written given its target; `Ok(false)`: a reaction
+/// that changes nothing (already there, or not there to remove).
+fn check_entry(message: &NewMessage, targets: &mut HashMap<Uuid, Target>, effects: &mut Effects) -> Result<bool, ClientError> {
+    let unknown = || ClientError::new(ErrorCode::NotFound, "no such message in this chat");
+    if let Some(reply_to) = message.reply_to {
+        let target = targets.get(&reply_to).filter(|t| t.is_message).ok_or_else(unknown)?;
+        if target.chat_id != message.chat_id {
+            return Err(ClientError::new(ErrorCode::OtherChat, "replyTo names a message of another chat"));
+        }
+    }
+    let Some(target_id) = message.target_id else { return Ok(true) };
+    let target = targets.get_mut(&target_id).filter(|t| t.is_message && t.chat_id == message.chat_id).ok_or_else(unknown)?;
+    if target.deleted {
+        return Err(ClientError::new(ErrorCode::AlreadyDeleted, "the message was deleted"));
+    }
+    match message.kind {
+        EntryKind::Message => Ok(true),
+        EntryKind::Edit | EntryKind::Delete => {
+            if target.sender_id != message.sender_id {
+                return Err(ClientError::new(ErrorCode::NotSender, "only its sender may edit or delete a message"));
+            }
+            if message.window_start.is_some_and(|start| target.created_at < start) {
+                let what = if message.kind == EntryKind::Edit { "edit" } else { "delete" };
+                return Err(ClientError::new(ErrorCode::WindowPassed, format!("the message is too old to {what}")));
+            }
+            if message.kind == EntryKind::Delete {
+                target.deleted = true;
+            }
+            Ok(true)
+        }
+        EntryKind::React | EntryKind::Unreact => {
+            let key = (message.sender_id.clone(), message.content.clone());
+            let add = message.kind == EntryKind::React;
+            if target.reactions.contains(&key) == add {
+                return Ok(false);
+            }
+            if add {
+                let distinct: HashSet<&str> = target.reactions.iter().map(|(_, emoji)| emoji.as_str()).collect();
+                if !distinct.contains(message.content.as_str()) && distinct.len() >= MAX_DISTINCT_REACTIONS {
+                    return Err(ClientError::new(
+                        ErrorCode::TooManyReactions,
+                        format!("a message carries at most {MAX_DISTINCT_REACTIONS} distinct reactions"),
+                    ));
+                }
+                target.reactions.insert(key.clone());
+            } else {
+                target.reactions.remove(&key);
+            }
+            effects.reactions.insert((target_id, key.0, key.1), add);
+            Ok(true)
+        }
+    }
 }
 
 async fn try_store_batch(
@@ -97,11 +207,16 @@ async fn try_store_batch(
     let mut tx = pool.begin().await?;
     let mut chats = lock_chats(&mut tx, batch).await?;
     let mut originals = existing_client_msg_ids(&mut tx, batch).await?;
+    // Read after the chats are locked: every entry about a message of these
+    // chats that committed before is seen, and none can commit meanwhile.
+    let mut targets = targets_of(&mut tx, batch).await?;
+    let mut effects = Effects::default();
 
     // Decide every send's fate and assign seqs, in batch order.
     enum Plan {
         Rejected(ClientError),
         Original(StoredMessage),
+        Unchanged(StoredMessage),
         New { index: usize, recipients: Vec<String> },
     }
     let mut plans = Vec::with_capacity(batch.len());
@@ -127,6 +242,28 @@ async fn try_store_batch(
             plans.push(Plan::Rejected(ClientError::not_member()));
             continue;
         }
+        match check_entry(message, &mut targets, &mut effects) {
+            Err(error) => {
+                plans.push(Plan::Rejected(error));
+                continue;
+            }
+            Ok(false) => {
+                plans.push(Plan::Unchanged(StoredMessage {
+                    sent: SentMessage {
+                        message_id: message.message_id,
+                        chat_id: message.chat_id,
+                        seq: 0,
+                        created_at: Utc::now(),
+                        client_msg_id: None,
+                    },
+                    sender_id: message.sender_id.clone(),
+                    recipients: Vec::new(),
+                    duplicate: true,
+                }));
+                continue;
+            }
+            Ok(true) => {}
+        }
         chat.last_seq += 1;
         chat.changed = true;
         let seq = chat.last_seq;
@@ -149,6 +286,16 @@ async fn try_store_batch(
         rows.contents.push(message.content.as_bytes().to_vec());
         rows.types.push(message.message_type.clone());
         rows.client_msg_ids.push(message.client_msg_id.clone());
+        rows.kinds.push(message.kind.as_str());
+        rows.target_ids.push(message.target_id);
+        rows.reply_tos.push(message.reply_to);
+        match (message.kind, message.target_id) {
+            (EntryKind::Edit, Some(target)) => {
+                effects.edits.push((target, message.content.as_bytes().to_vec(), message.message_id));
+            }
+            (EntryKind::Delete, Some(target)) => effects.deletes.push((target, message.message_id)),
+            _ => {}
+        }
         // A second send with the same key later in this batch gets this one.
         if let Some(key) = key {
             let placeholder = StoredMessage {
@@ -169,15 +316,17 @@ async fn try_store_batch(
     }
 
     let created_at = insert_rows(&mut tx, &rows).await?;
+    let by_id: HashMap<Uuid, DateTime<Utc>> = created_at.into_iter().collect();
+    apply_effects(&mut tx, &effects, &by_id).await?;
     update_counters(&mut tx, &chats).await?;
     tx.commit().await?;
 
-    let by_id: HashMap<Uuid, DateTime<Utc>> = created_at.into_iter().collect();
     let stamp = |id: &Uuid| by_id.get(id).copied().unwrap_or_else(Utc::now);
     Ok(plans
         .into_iter()
         .map(|plan| match plan {
             Plan::Rejected(error) => Err(error),
+            Plan::Unchanged(stored) => Ok(stored),
             Plan::Original(mut stored) => {
                 // An in-batch original has no timestamp until now.
                 if stored.sent.created_at == DateTime::<Utc>::MIN_UTC {
@@ -283,8 +432,10 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
         return Ok(Vec::new());
     }
     let created: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id, sender_device)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[])
+        "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id, sender_device,
+                               kind, target_id, reply_to)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[],
+                              $9::text[], $10::uuid[], $11::uuid[])
          RETURNING id, created_at",
     )
     .bind(&rows.message_ids)
@@ -295,6 +446,9 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
     .bind(&rows.types)
     .bind(&rows.client_msg_ids)
     .bind(&rows.sender_devices)
+    .bind(&rows.kinds)
+    .bind(&rows.target_ids)
+    .bind(&rows.reply_tos)
     .fetch_all(&mut **tx)
     .await?;
     sqlx::query("INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])")
@@ -302,6 +456,162 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
         .execute(&mut **tx)
         .await?;
     Ok(created)
+}
+
+/// The messages the batch's entries are about or answer, with the reactions
+/// of those reacted to. Empty (no query) for a batch of plain messages.
+async fn targets_of(tx: &mut Transaction<'_, Postgres>, batch: &[NewMessage]) -> Result<HashMap<Uuid, Target>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = batch.iter().flat_map(|m| [m.target_id, m.reply_to]).flatten().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<(Uuid, Uuid, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT id, chat_id, sender_id, kind, created_at, deleted_at IS NOT NULL FROM messages WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut targets: HashMap<Uuid, Target> = rows
+        .into_iter()
+        .map(|(id, chat_id, sender_id, kind, created_at, deleted)| {
+            let is_message = EntryKind::from_db(&kind) == EntryKind::Message;
+            (id, Target { chat_id, sender_id, is_message, created_at, deleted, reactions: HashSet::new() })
+        })
+        .collect();
+    let mut reacted: Vec<Uuid> = batch
+        .iter()
+        .filter(|m| matches!(m.kind, EntryKind::React | EntryKind::Unreact))
+        .filter_map(|m| m.target_id)
+        .collect();
+    if !reacted.is_empty() {
+        reacted.sort();
+        reacted.dedup();
+        let reactions: Vec<(Uuid, String, String)> =
+            sqlx::query_as("SELECT message_id, user_id, emoji FROM reactions WHERE message_id = ANY($1)")
+                .bind(&reacted)
+                .fetch_all(&mut **tx)
+                .await?;
+        for (message_id, user_id, emoji) in reactions {
+            if let Some(target) = targets.get_mut(&message_id) {
+                target.reactions.insert((user_id, emoji));
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// Applies the batch's edits, deletes and reactions to the messages they are
+/// about. Edits come first: a delete later in the batch erases them too.
+async fn apply_effects(
+    tx: &mut Transaction<'_, Postgres>,
+    effects: &Effects,
+    created_at: &HashMap<Uuid, DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    let at = |entry: &Uuid| created_at.get(entry).copied().unwrap_or_else(Utc::now);
+    if !effects.edits.is_empty() {
+        // The last edit of each message wins.
+        let mut last: HashMap<Uuid, (&[u8], DateTime<Utc>)> = HashMap::new();
+        for (target, content, entry) in &effects.edits {
+            last.insert(*target, (content, at(entry)));
+        }
+        let (mut ids, mut contents, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for (target, (content, edited_at)) in last {
+            ids.push(target);
+            contents.push(content.to_vec());
+            times.push(edited_at);
+        }
+        sqlx::query(
+            "UPDATE messages m SET content = e.content, edited_at = e.edited_at
+               FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[]) AS e(id, content, edited_at)
+              WHERE m.id = e.id",
+        )
+        .bind(&ids)
+        .bind(&contents)
+        .bind(&times)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !effects.deletes.is_empty() {
+        let ids: Vec<Uuid> = effects.deletes.iter().map(|(target, _)| *target).collect();
+        let times: Vec<DateTime<Utc>> = effects.deletes.iter().map(|(_, entry)| at(entry)).collect();
+        // Erased, not hidden: the message's content and every edit's.
+        sqlx::query(
+            "UPDATE messages m SET content = '', deleted_at = d.deleted_at
+               FROM UNNEST($1::uuid[], $2::timestamptz[]) AS d(id, deleted_at)
+              WHERE m.id = d.id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE messages SET content = '' WHERE target_id = ANY($1) AND kind = 'edit'")
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM reactions WHERE message_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
+    }
+    if !effects.reactions.is_empty() {
+        let (mut added, mut removed): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for ((message_id, user_id, emoji), present) in &effects.reactions {
+            let row = (*message_id, user_id.clone(), emoji.clone());
+            if *present { added.push(row) } else { removed.push(row) }
+        }
+        for (rows, statement) in [
+            (
+                added,
+                "INSERT INTO reactions (message_id, user_id, emoji)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            ),
+            (
+                removed,
+                "DELETE FROM reactions r USING UNNEST($1::uuid[], $2::text[], $3::text[]) AS d(message_id, user_id, emoji)
+                  WHERE r.message_id = d.message_id AND r.user_id = d.user_id AND r.emoji = d.emoji",
+            ),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let (ids, (users, emojis)): (Vec<Uuid>, (Vec<String>, Vec<String>)) =
+                rows.into_iter().map(|(id, user, emoji)| (id, (user, emoji))).unzip();
+            sqlx::query(statement).bind(&ids).bind(&users).bind(&emojis).execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The chat a message (kind `message`) is in, if it exists.
+pub async fn chat_of(pool: &PgPool, message_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT chat_id FROM messages WHERE id = $1 AND kind = 'message'")
+        .bind(message_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// "Delete for me": hides a message of a chat `user_id` is in from their
+/// history and catch-up. Returns false if there is no such message for them.
+pub async fn hide_for(pool: &PgPool, user_id: &str, message_id: Uuid) -> Result<bool, sqlx::Error> {
+    let hidden = sqlx::query(
+        "INSERT INTO hidden_messages (user_id, message_id)
+         SELECT $1, m.id FROM messages m
+           JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $1 AND m.seq > cm.joined_seq
+          WHERE m.id = $2 AND m.kind = 'message'
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(message_id)
+    .execute(pool)
+    .await?;
+    if hidden.rows_affected() > 0 {
+        return Ok(true);
+    }
+    // Already hidden counts as done.
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hidden_messages WHERE user_id = $1 AND message_id = $2)")
+        .bind(user_id)
+        .bind(message_id)
+        .fetch_one(pool)
+        .await
 }
 
 /// Writes back the chats' last_seq (one row per chat, not per member).
@@ -329,18 +639,41 @@ pub struct HistoryMessage {
     pub message_id: Uuid,
     pub chat_id: Uuid,
     pub seq: i64,
-    /// What the entry is: `message` so far; edits, deletes and reactions are
-    /// to become further kinds of the same log, so clients skip kinds they do not know.
+    /// `message`, or (in catch-up) `edit`, `delete`, `react`, `unreact`:
+    /// an entry about `targetId`. Clients skip kinds they do not know.
     pub kind: String,
     pub sender_id: String,
     pub sender: SenderInfo,
+    /// A message's latest content (empty once deleted); an edit's new
+    /// content; a reaction's emoji.
     pub content: String,
     pub message_type: String,
     pub client_msg_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyQuote>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Deleted for everyone: a tombstone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// A message's reactions, per emoji (history only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<Vec<ReactionCount>>,
     /// Per-recipient statuses; only on the caller's own messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statuses: Option<Vec<RecipientStatus>>,
+}
+
+/// How many reacted with one emoji, and whether the caller did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i64,
+    pub mine: bool,
 }
 
 /// One recipient's status of a message.
@@ -352,9 +685,16 @@ pub struct RecipientStatus {
     pub timestamp: DateTime<Utc>,
 }
 
-/// A log entry as read from `messages` joined with its sender's profile.
-/// Queries select `m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content,
-/// m.message_type, m.client_msg_id, m.created_at, u.name, u.profile_picture`.
+/// The columns an [`EntryRow`] reads, from `messages m` joined with
+/// [`ENTRY_JOINS`].
+pub(crate) const ENTRY_COLUMNS: &str = "m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type,
+    m.client_msg_id, m.created_at, u.name, u.profile_picture, m.target_id, m.edited_at, m.deleted_at,
+    r.id AS reply_id, r.sender_id AS reply_sender, substring(r.content FROM 1 FOR 4 * 100) AS reply_content,
+    r.deleted_at IS NOT NULL AS reply_deleted";
+/// The sender's profile and the message replied to.
+pub(crate) const ENTRY_JOINS: &str = "JOIN users u ON u.id = m.sender_id LEFT JOIN messages r ON r.id = m.reply_to";
+
+/// A log entry as read with [`ENTRY_COLUMNS`].
 #[derive(sqlx::FromRow)]
 pub(crate) struct EntryRow {
     id: Uuid,
@@ -368,6 +708,39 @@ pub(crate) struct EntryRow {
     created_at: DateTime<Utc>,
     name: Option<String>,
     profile_picture: Option<String>,
+    target_id: Option<Uuid>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    reply: ReplyRow,
+    /// Catch-up only: the caller deleted it (or its target) for themselves.
+    #[sqlx(default)]
+    pub(crate) hidden: bool,
+}
+
+/// The message a reply answers, as [`ENTRY_COLUMNS`] and the log's reads select it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ReplyRow {
+    reply_id: Option<Uuid>,
+    reply_sender: Option<String>,
+    /// Its first bytes: enough for QUOTE_CHARS characters.
+    reply_content: Option<Vec<u8>>,
+    reply_deleted: Option<bool>,
+}
+
+impl ReplyRow {
+    pub(crate) fn quote(self) -> Option<ReplyQuote> {
+        let message_id = self.reply_id?;
+        let deleted = self.reply_deleted.unwrap_or(false);
+        let bytes = self.reply_content.unwrap_or_default();
+        // Cut at a character boundary: a prefix of UTF-8 may end mid-character.
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default(),
+        };
+        let quote = if deleted { String::new() } else { text.chars().take(QUOTE_CHARS).collect() };
+        Some(ReplyQuote { message_id, sender_id: self.reply_sender.unwrap_or_default(), quote, deleted })
+    }
 }
 
 impl EntryRow {
@@ -383,6 +756,11 @@ impl EntryRow {
             message_type: self.message_type,
             client_msg_id: self.client_msg_id,
             created_at: self.created_at,
+            target_id: self.target_id,
+            reply_to: self.reply.quote(),
+            edited_at: self.edited_at,
+            deleted_at: self.deleted_at,
+            reactions: None,
             statuses,
         }
     }
@@ -413,34 +791,51 @@ pub async fn history(
             .await?;
     let Some(joined_seq) = joined_seq else { return Err(ClientError::not_member()) };
 
+    // Messages only (edits, deletes and reactions are already applied to
+    // them), less those the caller deleted for themselves.
     let rows: Vec<EntryRow> = match page {
-        HistoryPage::Before(before) => sqlx::query_as(
-            "SELECT m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type, m.client_msg_id,
-                    m.created_at, u.name, u.profile_picture
-               FROM messages m JOIN users u ON u.id = m.sender_id
-              WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3
-              ORDER BY m.seq DESC LIMIT $4",
-        )
+        HistoryPage::Before(before) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS}
+               FROM messages m {ENTRY_JOINS}
+              WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3 AND m.kind = 'message'
+                AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $5 AND h.message_id = m.id)
+              ORDER BY m.seq DESC LIMIT $4"
+        )))
         .bind(chat_id)
         .bind(joined_seq)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
+        .bind(user_id)
         .fetch_all(pool)
         .await?,
-        HistoryPage::After(after) => sqlx::query_as(
-            "SELECT m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type, m.client_msg_id,
-                    m.created_at, u.name, u.profile_picture
-               FROM messages m JOIN users u ON u.id = m.sender_id
-              WHERE m.chat_id = $1 AND m.seq > GREATEST($2, $3)
-              ORDER BY m.seq LIMIT $4",
-        )
+        HistoryPage::After(after) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS}
+               FROM messages m {ENTRY_JOINS}
+              WHERE m.chat_id = $1 AND m.seq > GREATEST($2, $3) AND m.kind = 'message'
+                AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $5 AND h.message_id = m.id)
+              ORDER BY m.seq LIMIT $4"
+        )))
         .bind(chat_id)
         .bind(joined_seq)
         .bind(after)
         .bind(limit)
+        .bind(user_id)
         .fetch_all(pool)
         .await?,
     };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut reactions: HashMap<Uuid, Vec<ReactionCount>> = HashMap::new();
+    let counted: Vec<(Uuid, String, i64, bool)> = sqlx::query_as(
+        "SELECT message_id, emoji, count(*), bool_or(user_id = $2) FROM reactions
+          WHERE message_id = ANY($1) GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji",
+    )
+    .bind(&ids)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    for (message_id, emoji, count, mine) in counted {
+        reactions.entry(message_id).or_default().push(ReactionCount { emoji, count, mine });
+    }
 
     let mine: Vec<Uuid> = rows.iter().filter(|r| r.sender_id == user_id).map(|r| r.id).collect();
     let mut statuses: HashMap<Uuid, Vec<RecipientStatus>> = HashMap::new();
@@ -468,7 +863,10 @@ pub async fn history(
         .into_iter()
         .map(|row| {
             let own = (row.sender_id == user_id).then(|| statuses.remove(&row.id).unwrap_or_default());
-            row.into_history(own)
+            let counts = reactions.remove(&row.id).unwrap_or_default();
+            let mut message = row.into_history(own);
+            message.reactions = Some(counts);
+            message
         })
         .collect())
 }

@@ -31,7 +31,7 @@ pub async fn addressed(executor: impl PgExecutor<'_>, message_id: Uuid, user_id:
         "SELECT m.chat_id, m.seq, m.seq <= cm.delivered_seq
            FROM messages m
            JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $2 AND m.seq > cm.joined_seq
-          WHERE m.id = $1 AND m.sender_id <> $2",
+          WHERE m.id = $1 AND m.sender_id <> $2 AND m.kind = 'message'",
     )
     .bind(message_id)
     .bind(user_id)
@@ -138,7 +138,7 @@ pub async fn read_up_to(
     .await?;
     let Some(moved) = moves_of(rows).pop() else { return Ok((0, None)) };
     let newly_read: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4",
+        "SELECT count(*) FROM messages WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4 AND kind = 'message'",
     )
     .bind(chat_id)
     .bind(moved.from_read)
@@ -187,7 +187,7 @@ pub async fn statuses_of_moves(pool: &PgPool, moves: &[WatermarkMove]) -> Result
                   FROM r CROSS JOIN LATERAL (
                         SELECT m.* FROM messages m
                          WHERE m.chat_id = r.chat_id AND m.seq > r.from_read AND m.seq <= r.to_read
-                           AND m.sender_id <> r.user_id
+                           AND m.sender_id <> r.user_id AND m.kind = 'message'
                         OFFSET 0) m
                  WHERE r.to_read > r.from_read
                 UNION ALL
@@ -195,13 +195,14 @@ pub async fn statuses_of_moves(pool: &PgPool, moves: &[WatermarkMove]) -> Result
                   FROM r CROSS JOIN LATERAL (
                         SELECT m.* FROM messages m
                          WHERE m.chat_id = r.chat_id AND m.seq > GREATEST(r.from_delivered, r.to_read)
-                           AND m.seq <= r.to_delivered AND m.sender_id <> r.user_id
+                           AND m.seq <= r.to_delivered AND m.sender_id <> r.user_id AND m.kind = 'message'
                         OFFSET 0) m
                  WHERE r.to_delivered > GREATEST(r.from_delivered, r.to_read))
          SELECT n.id AS message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
                 COALESCE(LAG(n.seq) OVER (PARTITION BY n.ord, n.status ORDER BY n.seq),
                          (SELECT max(p.seq) FROM messages p
-                           WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start),
+                           WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start
+                             AND p.kind = 'message'),
                          0) AS anchor
            FROM news n
           WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
@@ -279,7 +280,7 @@ pub async fn owed_statuses(
                    CASE WHEN m.seq <= o.read_seq THEN o.told_read_seq
                         ELSE GREATEST(o.told_delivered_seq, o.told_read_seq) END AS chain_start
               FROM owed o
-              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1
+              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
                              AND m.seq > GREATEST(o.told_read_seq, o.joined_seq) AND m.seq <= o.delivered_seq
              WHERE (m.seq <= o.read_seq OR m.seq > GREATEST(o.told_delivered_seq, o.read_seq))
                AND NOT EXISTS (SELECT 1 FROM expired_ranges er
@@ -290,7 +291,7 @@ pub async fn owed_statuses(
               FROM owed o
               JOIN expired_ranges er ON er.chat_id = o.chat_id AND er.user_id = o.recipient_id
                                     AND er.up_to_seq > o.told_expired_seq
-              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1
+              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
                              AND m.seq > GREATEST(er.after_seq, o.told_expired_seq) AND m.seq <= er.up_to_seq) s
           WHERE (s.chat_id, s.seq) > ($3, $4)
           ORDER BY s.chat_id, s.seq

@@ -16,7 +16,7 @@ use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::messages::{EntryRow, HistoryMessage};
+use super::messages::{ENTRY_COLUMNS, ENTRY_JOINS, EntryRow, HistoryMessage};
 use crate::{
     error::{ClientError, ErrorCode},
     protocol::Receipt,
@@ -184,24 +184,28 @@ pub async fn sync(pool: &PgPool, user_id: &str, given: &Cursors, limit: i64) -> 
     // index. The chats come sorted, so the planner can produce the page in order
     // chat by chat (incremental sort on seq) and stop at the outer LIMIT instead
     // of reading a page from every chat.
-    let mut rows: Vec<EntryRow> = sqlx::query_as(
-        "SELECT e.id, e.chat_id, e.seq, e.kind, e.sender_id, e.content, e.message_type, e.client_msg_id,
-                e.created_at, e.name, e.profile_picture
+    // Every kind of entry, so a client applies edits, deletes and reactions
+    // in order; a message the caller deleted for themselves (and the entries
+    // about it) is left out, but still moves the cursors.
+    let mut rows: Vec<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT e.*
            FROM (SELECT * FROM UNNEST($1::uuid[], $2::int8[]) AS g(chat_id, after_seq) ORDER BY chat_id) c
           CROSS JOIN LATERAL (
-                SELECT m.id, m.chat_id, m.seq, m.kind, m.sender_id, m.content, m.message_type, m.client_msg_id,
-                       m.created_at, u.name, u.profile_picture
-                  FROM messages m JOIN users u ON u.id = m.sender_id
+                SELECT {ENTRY_COLUMNS},
+                       EXISTS (SELECT 1 FROM hidden_messages h
+                                WHERE h.user_id = $4 AND h.message_id = COALESCE(m.target_id, m.id)) AS hidden
+                  FROM messages m {ENTRY_JOINS}
                  WHERE m.chat_id = c.chat_id AND m.seq > c.after_seq
                  ORDER BY m.seq
                  LIMIT $3) e
-          ORDER BY c.chat_id, e.seq
-          LIMIT $3",
-    )
+          ORDER BY e.chat_id, e.seq
+          LIMIT $3"
+    )))
     .bind(&chat_ids)
     .bind(&after_seqs)
     // One more than the page, to know whether there is more.
     .bind(limit.saturating_add(1))
+    .bind(user_id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -213,7 +217,7 @@ pub async fn sync(pool: &PgPool, user_id: &str, given: &Cursors, limit: i64) -> 
             *cursor = (*cursor).max(row.seq);
         }
     }
-    let entries = rows.into_iter().map(|row| row.into_history(None)).collect();
+    let entries = rows.into_iter().filter(|row| !row.hidden).map(|row| row.into_history(None)).collect();
     Ok(SyncPage { entries, receipts, cursors, has_more })
 }
 
