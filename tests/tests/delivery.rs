@@ -283,3 +283,44 @@ async fn messages_reach_only_members_at_the_time_they_were_sent() {
     let _ = after;
     env.cleanup().await;
 }
+
+/// An ack is not stuck behind the client's own send while that send waits for
+/// PostgreSQL: the session would resend the frame the client acknowledged.
+#[tokio::test]
+async fn an_ack_is_taken_while_an_earlier_send_of_the_connection_waits() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.ack_timeout = Duration::from_millis(300);
+    let addr = env.start_api_with(config).await;
+    env.start_worker().await;
+    let alice_rest = Rest::new(&addr, Some(&env.token("alice")));
+    let chat = alice_rest.create_chat("direct", &["bob"]).await;
+    let other = alice_rest.create_chat("group", &["bob", "carol"]).await;
+    let mut alice = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
+    let mut bob = WsClient::connect_without_acks(&addr, &env.token("bob")).await.unwrap();
+    alice.send_message(&chat, "one").await;
+    let frame = bob.wait_event("message:receive").await;
+
+    // Hold the other chat's row: bob's send to it waits for the lock.
+    let mut blocker = env.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM chats WHERE id = $1::uuid FOR UPDATE").bind(&other).execute(&mut *blocker).await.unwrap();
+    bob.send_frame(json!({ "event": "message:send", "id": 900, "data": { "chatId": other, "content": "waits" } })).await;
+    bob.ack(&frame["id"]).await;
+    // The ack is taken while the send still waits: the device's cursor moves.
+    eventually("bob's cursor past message one while his send waits", || async {
+        let acked: Option<i64> =
+            sqlx::query_scalar("SELECT acked_seq FROM device_cursors WHERE user_id = 'bob' AND chat_id = $1::uuid")
+                .bind(&chat)
+                .fetch_optional(&env.db)
+                .await
+                .unwrap();
+        (acked == Some(1)).then_some(())
+    })
+    .await;
+    blocker.rollback().await.unwrap();
+    bob.reply_to(900).await.expect("the send is stored once the lock is gone");
+    bob.barrier().await;
+    let again = bob.drain_pending("message:receive");
+    assert!(again.is_empty(), "the acknowledged frame was sent again: {again:?}");
+    env.cleanup().await;
+}

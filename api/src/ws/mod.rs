@@ -4,7 +4,9 @@
 //! frames and runs them through the shared event layer (`connection.rs`) in
 //! order, so one client's sends are stored in the order it sent them; the
 //! session (`session/`) owns the sending half, numbers server frames, and
-//! decides what to deliver when.
+//! decides what to deliver when. Acks skip the queue of events: one behind
+//! a send that waits for PostgreSQL would otherwise reach the session after
+//! it resent the frame the client had acknowledged.
 
 mod transport;
 
@@ -22,6 +24,7 @@ use courier_shared::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -42,6 +45,8 @@ use crate::{
 const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
 /// Socket read and write buffers: small, because idle connections must be cheap.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+/// Client events read ahead of the one being handled (acks are not queued).
+const EVENT_QUEUE: usize = 16;
 
 /// `GET /ws[?deviceId=…]`: the token and the device are checked (401, 403 or
 /// 409 with a JSON body) before the upgrade.
@@ -93,31 +98,57 @@ async fn run_connection(
         WsTransport::new(sink, link.too_slow, write_timeout)
     })
     .await;
-    let reader = Reader { state: &state, connection: &connection };
-    loop {
-        let message = tokio::select! {
-            message = stream.next() => message,
-            () = connection.session_ended() => break, // slow client, node stopping
-        };
-        let message = match message {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => {
-                tracing::debug!(%error, "socket read failed");
-                break;
+    let reader = &Reader { state: &state, connection: &connection };
+    let (events, mut queued) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let read = async move {
+        loop {
+            let message = tokio::select! {
+                message = stream.next() => message,
+                () = reader.connection.session_ended() => break, // slow client, node stopping
+            };
+            let message = match message {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "socket read failed");
+                    break;
+                }
+                None => break,
+            };
+            let event = match message {
+                Message::Text(text) => reader.parse(text.as_str()),
+                Message::Binary(_) => Event::Refused(ClientError::new(ErrorCode::BinaryNotSupported, "frames are JSON text")),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            match event {
+                Event::Frame(Some(id), Ok(ClientEvent::Ack)) => reader.connection.to_session(ClientInput::Ack(id)).await,
+                event => {
+                    if events.send(event).await.is_err() {
+                        break;
+                    }
+                }
             }
-            None => break,
-        };
-        match message {
-            Message::Text(text) => reader.on_text(text.as_str()).await,
-            Message::Binary(_) => {
-                let error = ClientError::new(ErrorCode::BinaryNotSupported, "frames are JSON text");
-                reader.reply(None, Err(error)).await;
-            }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => {}
         }
-    }
+        // Dropping `events` ends the handling below once it has run what was read.
+    };
+    let handle = async {
+        while let Some(event) = queued.recv().await {
+            match event {
+                Event::Refused(error) => reader.reply(None, Err(error)).await,
+                Event::Frame(id, event) => reader.on_event(id, event).await,
+            }
+        }
+    };
+    tokio::join!(read, handle);
     connection.close().await;
+}
+
+/// What the reader hands on, in the order the client sent it.
+enum Event {
+    /// A frame that is not JSON text within the size limit: answered as is.
+    Refused(ClientError),
+    /// A frame's id and event (or why it is not a valid one), for the event layer.
+    Frame(Option<u64>, Result<ClientEvent, ClientError>),
 }
 
 /// Turns text frames into events for the shared event layer, and its results into replies.
@@ -133,25 +164,24 @@ impl Reader<'_> {
         self.connection.to_session(ClientInput::Reply(Reply { id, result })).await;
     }
 
-    async fn on_text(&self, text: &str) {
+    /// A text frame as an event with its id, or the error to answer it with.
+    /// An ack (`id` names the server frame acknowledged) goes straight to the
+    /// session: acks are not rate limited (the server bounds them) and get no reply.
+    fn parse(&self, text: &str) -> Event {
         if text.len() > self.state.config.max_frame_bytes {
             let error = ClientError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("frame is {} bytes; the limit is {}", text.len(), self.state.config.max_frame_bytes),
             );
-            self.reply(None, Err(error)).await;
-            return;
+            return Event::Refused(error);
         }
-        let (id, event) = match protocol::parse_client_frame(text) {
-            // `id` names the server frame being acknowledged; acks are not
-            // rate limited (the server bounds them) and get no reply.
-            Ok(ClientFrame { id: Some(id), event: ClientEvent::Ack }) => {
-                self.connection.to_session(ClientInput::Ack(id)).await;
-                return;
-            }
-            Ok(ClientFrame { id, event }) => (id, Ok(event)),
-            Err((id, error)) => (id, Err(error)),
-        };
+        match protocol::parse_client_frame(text) {
+            Ok(ClientFrame { id, event }) => Event::Frame(id, Ok(event)),
+            Err((id, error)) => Event::Frame(id, Err(error)),
+        }
+    }
+
+    async fn on_event(&self, id: Option<u64>, event: Result<ClientEvent, ClientError>) {
         self.connection
             .handle(event, |result| async move {
                 match (id, result) {
