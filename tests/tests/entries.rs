@@ -252,3 +252,44 @@ async fn delete_for_me_hides_a_message_from_that_user_only_and_edits_and_reactio
     assert_eq!(kinds, ["message", "edit", "react"]);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_client_that_acknowledges_with_message_delivered_is_not_held_up_by_entries_it_does_not_know() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    env.start_worker().await;
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
+    let mut alice = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
+    let first = alice.send_message(&chat, "one").await["messageId"].as_str().unwrap().to_owned();
+    request(&mut alice, "message:edit", json!({ "messageId": first, "content": "one, edited" })).await;
+    let second = alice.send_message(&chat, "two").await["messageId"].clone();
+    request(&mut alice, "message:react", json!({ "messageId": first, "emoji": "👍" })).await;
+
+    // The guide's client: no frame acks, `message:delivered` per message:receive.
+    let mut bob = WsClient::connect_without_acks(&addr, &env.token("bob")).await.unwrap();
+    for expected in ["one, edited", "two"] {
+        let received = bob.wait_event("message:receive").await["data"].clone();
+        assert_eq!(received["content"], expected);
+        request(&mut bob, "message:delivered", json!({ "messageId": received["messageId"] })).await;
+    }
+    // The drain ended with a reaction this client never acknowledges:
+    // sync:done does not wait for it. (`count` is of entries: 2 messages, an edit, a reaction.)
+    assert_eq!(bob.wait_event("sync:done").await["data"]["count"], 4);
+    // Message two acknowledged the edit before it: bob's device is past seq 3.
+    courier_tests::eventually("bob's cursor past the edit and message two", || async {
+        let acked: Option<i64> = sqlx::query_scalar("SELECT max(acked_seq) FROM device_cursors WHERE user_id = 'bob'")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        (acked == Some(3)).then_some(())
+    })
+    .await;
+    // And the sender sees ✓✓ on message two, behind the edit.
+    alice
+        .wait_for("✓✓ of message two", |f| {
+            f["event"] == "message:status" && f["data"]["status"] == "delivered" && f["data"]["messageId"] == second
+        })
+        .await;
+    bob.close().await;
+    env.cleanup().await;
+}

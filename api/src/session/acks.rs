@@ -59,7 +59,9 @@ pub struct AckWindow {
     max_unacked: usize,
     last_frame_id: u64,
     unacked: HashMap<u64, Pending>,
-    /// Delivery frames from the drain not yet acked (`sync:done` waits for none).
+    /// Message frames from the drain not yet acked (`sync:done` waits for
+    /// none). Entries about messages (edits, deletes, reactions) are not
+    /// counted: a client written for messages only never acks them.
     drain_deliveries: u64,
     /// Earliest time a resend may be due.
     next_resend: Option<Instant>,
@@ -112,7 +114,7 @@ impl AckWindow {
     pub fn sent_delivery(&mut self, frame_id: u64, delivery: Delivery, from_drain: bool, now: Instant) {
         let due = now + self.ack_timeout;
         self.next_resend = Some(self.next_resend.map_or(due, |at| at.min(due)));
-        if from_drain {
+        if from_drain && delivery.kind.is_message() {
             self.drain_deliveries += 1;
         }
         self.unacked.insert(frame_id, Pending::Delivery { delivery, from_drain, due, sends: 1 });
@@ -137,7 +139,7 @@ impl AckWindow {
     pub fn settle(&mut self, frame_id: u64) -> Option<Settled> {
         match self.unacked.remove(&frame_id)? {
             Pending::Delivery { delivery, from_drain, .. } => {
-                if from_drain {
+                if from_drain && delivery.kind.is_message() {
                     self.drain_deliveries = self.drain_deliveries.saturating_sub(1);
                 }
                 Some(Settled::Delivery { delivery, from_drain })
@@ -146,12 +148,36 @@ impl AckWindow {
         }
     }
 
-    /// The frame carrying `message_id`, if it awaits an ack (`message:delivered` names messages, not frames).
-    pub fn frame_of(&self, message_id: Uuid) -> Option<u64> {
-        self.unacked.iter().find_map(|(id, pending)| match pending {
-            Pending::Delivery { delivery, .. } if delivery.message_id == message_id => Some(*id),
+    /// What `message:delivered {messageId}` acknowledges (it names messages,
+    /// not frames): the frame carrying that message, if it awaits an ack, and
+    /// the frames of entries about messages (edits, deletes, reactions) sent
+    /// before it in its chat. A client that acknowledges with
+    /// `message:delivered` (the guide's) has no id to name those by, and has
+    /// been sent them: frames go out in seq order per chat.
+    pub fn frames_delivered_with(&self, message_id: Uuid) -> Vec<u64> {
+        let Some((frame_id, chat_id, seq)) = self.unacked.iter().find_map(|(id, pending)| match pending {
+            Pending::Delivery { delivery, .. } if delivery.message_id == message_id && delivery.kind.is_message() => {
+                Some((*id, delivery.chat_id, delivery.seq))
+            }
             _ => None,
-        })
+        }) else {
+            return Vec::new();
+        };
+        let mut frames: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter_map(|(id, pending)| match pending {
+                Pending::Delivery { delivery, .. }
+                    if !delivery.kind.is_message() && delivery.chat_id == chat_id && delivery.seq < seq =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect();
+        frames.push(frame_id);
+        frames.sort_unstable();
+        frames
     }
 
     /// The client will never acknowledge frame `frame_id`. A status update
@@ -414,6 +440,25 @@ mod tests {
     }
 
     #[test]
+    fn message_delivered_also_acknowledges_the_entries_sent_before_it_in_its_chat() {
+        use courier_shared::protocol::EntryKind;
+        let mut window = window(8);
+        let now = Instant::now();
+        let entry = |seq: i64, kind: EntryKind| Delivery { kind, ..delivery(seq) };
+        window.sent_delivery(1, entry(1, EntryKind::Message), true, now);
+        window.sent_delivery(2, entry(2, EntryKind::Edit), true, now);
+        window.sent_delivery(3, entry(3, EntryKind::React), true, now);
+        window.sent_delivery(4, entry(4, EntryKind::Message), true, now);
+        window.sent_delivery(5, entry(5, EntryKind::Delete), true, now);
+        // Entries do not hold `sync:done` back: only the two messages count.
+        assert_eq!(window.drain_deliveries_unacked(), 2);
+        // Message 4 covers the edit and the reaction before it, not message 1 nor the delete after it.
+        assert_eq!(window.frames_delivered_with(Uuid::from_u128(4)), [2, 3, 4]);
+        // An entry's own id is not a message a client can report delivered.
+        assert!(window.frames_delivered_with(Uuid::from_u128(5)).is_empty());
+    }
+
+    #[test]
     fn drain_deliveries_are_counted_until_acked_or_reported_delivered() {
         let now = Instant::now();
         let mut window = window(8);
@@ -425,10 +470,10 @@ mod tests {
         assert!(window.ack(first).unwrap().is_some_and(|settled| settled.is_from_drain()));
         assert_eq!(window.drain_deliveries_unacked(), 1);
         // `message:delivered` names the message; its frame is settled the same way.
-        assert_eq!(window.frame_of(delivery(3).message_id), Some(second));
+        assert_eq!(window.frames_delivered_with(delivery(3).message_id), [second]);
         assert!(window.settle(second).is_some());
         assert_eq!(window.drain_deliveries_unacked(), 0);
-        assert_eq!(window.frame_of(delivery(3).message_id), None);
+        assert!(window.frames_delivered_with(delivery(3).message_id).is_empty());
     }
 
     #[test]

@@ -188,9 +188,13 @@ impl Session {
                 }
             },
             ClientInput::Delivered(message_id) => {
-                // The same as an ack of the frame that carried it.
-                let settled = self.acks.frame_of(message_id).and_then(|id| self.acks.settle(id));
-                self.on_settled(transport, settled).await
+                // The same as an ack of the frame that carried it (and of the
+                // entries about messages sent before it in the chat).
+                for frame_id in self.acks.frames_delivered_with(message_id) {
+                    let settled = self.acks.settle(frame_id);
+                    self.on_settled(transport, settled).await?;
+                }
+                Ok(())
             }
             ClientInput::Unanswered(id) => {
                 if let Some(from_drain) = self.acks.give_up_status(id) {

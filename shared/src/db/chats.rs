@@ -147,7 +147,9 @@ pub async fn list(pool: &PgPool, user_id: &str) -> Result<Vec<Chat>, ClientError
 async fn list_where(pool: &PgPool, user_id: &str, only: Option<Uuid>) -> Result<Vec<Chat>, ClientError> {
     let rows: Vec<ChatRow> = sqlx::query_as(
         "SELECT c.id, c.kind, c.name, c.created_by, c.created_at, c.last_seq,
-                (SELECT m.created_at FROM messages m WHERE m.chat_id = c.id ORDER BY m.seq DESC LIMIT 1) AS last_message_at
+                -- the last message: an edit or a reaction does not bring a chat up
+                (SELECT m.created_at FROM messages m WHERE m.chat_id = c.id AND m.kind = 'message'
+                  ORDER BY m.seq DESC LIMIT 1) AS last_message_at
            FROM chat_members cm JOIN chats c ON c.id = cm.chat_id
           WHERE cm.user_id = $1 AND ($2::uuid IS NULL OR c.id = $2)
           ORDER BY last_message_at DESC NULLS LAST, c.created_at DESC",
