@@ -12,7 +12,18 @@ const state = {
   users: new Map(),      // userId -> {name, online, lastSeen}
   current: null,         // open chatId
   messages: new Map(),   // chatId -> Map(messageId -> message)
+  selected: null,        // messageId whose actions (react, reply, edit, delete) show
+  composing: null,       // {mode: 'edit' | 'reply', chatId, messageId} or null: a plain send
+  typing: new Map(),     // chatId -> Map(userId -> timer that hides it)
+  myTyping: null,        // {chatId, at}: the chat this page said typing:start in, and when
+  reactionLoads: new Map(), // messageId -> number of the latest reactions read started
 };
+
+/// The reactions offered on every message (any emoji works on the wire).
+const EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
+/// How often typing:start is repeated while the user keeps typing (the
+/// server's indicator lasts 6 s; the rate limit allows 10 per 5 s).
+const TYPING_REPEAT_MS = 3000;
 
 // ---- sign in -------------------------------------------------------------
 
@@ -153,6 +164,7 @@ function start() {
       messageId: message.messageId, chatId: message.chatId, senderId: message.senderId,
       senderName: message.sender && message.sender.name, content: message.content,
       seq: message.seq, createdAt: message.createdAt,
+      replyTo: message.replyTo || null, editedAt: message.editedAt || null, deleted: Boolean(message.deleted),
     });
     const chat = state.chats.get(message.chatId);
     if (!chat) return loadChats();
@@ -173,6 +185,23 @@ function start() {
     message.statuses[update.userId] = maxStatus(message.statuses[update.userId], update.status);
     renderMessage(message);
   });
+
+  // Edits, deletes and reactions: entries of the chat's log, acknowledged
+  // like messages (until then the server sends them again). The page's own
+  // changes are not sent back to it: it applies them from the replies.
+  socket.on('message:edited', (edit, ack) => {
+    if (typeof ack === 'function') ack({ received: true });
+    applyEdit(edit.chatId, edit.messageId, edit.content, edit.editedAt);
+  });
+  socket.on('message:deleted', (deletion, ack) => {
+    if (typeof ack === 'function') ack({ received: true });
+    applyDelete(deletion.chatId, deletion.messageId);
+  });
+  socket.on('message:reaction', (change, ack) => {
+    if (typeof ack === 'function') ack({ received: true });
+    loadReactions(change.chatId, change.messageId);
+  });
+  socket.on('typing', ({ chatId, userId, typing, expiresInMs }) => showTyping(chatId, userId, typing ? expiresInMs : 0));
 
   socket.on('user:online', ({ userId }) => setPresence(userId, true, null));
   socket.on('user:offline', ({ userId, lastSeen }) => setPresence(userId, false, lastSeen));
@@ -297,7 +326,12 @@ function maxStatus(a, b) {
 }
 
 async function openChat(chatId) {
+  if (chatId !== state.current) {
+    stopTyping();
+    setComposing(null);
+  }
   state.current = chatId;
+  renderTyping();
   $('app').classList.add('chat-open'); // on a phone, the chat replaces the list
   $('composer').hidden = false;
   renderChats();
@@ -310,11 +344,14 @@ async function openChat(chatId) {
 /// Back to the list (phones only: elsewhere the list is always beside the
 /// chat). No chat is open then, so what arrives counts as unread.
 function closeChat() {
+  stopTyping();
+  setComposing(null);
   state.current = null;
   $('app').classList.remove('chat-open');
   $('composer').hidden = true;
   $('messages').replaceChildren();
   renderChats();
+  renderTyping();
 }
 
 $('back').addEventListener('click', closeChat);
@@ -327,36 +364,107 @@ async function loadHistory(chatId) {
     $('chats-error').textContent = error.message;
     return;
   }
-  for (const m of page.reverse()) {
-    const statuses = {};
-    for (const s of m.statuses || []) statuses[s.userId] = s.status;
-    addMessage(chatId, {
-      messageId: m.messageId || m.id, chatId, senderId: m.senderId, content: m.content,
-      seq: m.seq, createdAt: m.createdAt, statuses,
-    }, false);
-  }
+  for (const m of page.reverse()) addMessage(chatId, fromHistory(chatId, m), false);
   if (chatId === state.current) renderMessages();
+}
+
+/// A message of GET /api/chats/{id}/messages as the page keeps it.
+function fromHistory(chatId, m) {
+  const statuses = {};
+  for (const s of m.statuses || []) statuses[s.userId] = s.status;
+  return {
+    messageId: m.messageId || m.id, chatId, senderId: m.senderId, senderName: m.sender && m.sender.name,
+    content: m.content, seq: m.seq, createdAt: m.createdAt, statuses,
+    replyTo: m.replyTo || null, editedAt: m.editedAt || null, deleted: Boolean(m.deletedAt),
+    reactions: m.reactions || [],
+  };
 }
 
 function addMessage(chatId, message, render = true) {
   if (!state.messages.has(chatId)) state.messages.set(chatId, new Map());
   const known = state.messages.get(chatId).get(message.messageId);
   if (known) {
-    Object.assign(known, { ...message, statuses: { ...known.statuses, ...(message.statuses || {}) } });
+    // What the page already applied wins over an older copy (a message sent
+    // again, or a history page read before an edit or delete came in).
+    const update = { ...message, statuses: { ...known.statuses, ...(message.statuses || {}) } };
+    if (known.deleted) Object.assign(update, { deleted: true, content: '', reactions: [] });
+    else if (isOlder(message.editedAt, known.editedAt)) Object.assign(update, { content: known.content, editedAt: known.editedAt });
+    Object.assign(known, update);
   } else {
-    state.messages.get(chatId).set(message.messageId, { statuses: {}, ...message });
+    state.messages.get(chatId).set(message.messageId, { statuses: {}, reactions: [], ...message });
   }
   if (render && chatId === state.current) renderMessages();
+}
+
+/// Whether edit time `a` is before `b` (an unedited message's null is before any).
+function isOlder(a, b) {
+  if (!b) return false;
+  return !a || Date.parse(a) < Date.parse(b);
+}
+
+function findMessage(chatId, messageId) {
+  return state.messages.get(chatId)?.get(messageId);
+}
+
+/// The first 100 characters, as the server quotes a message a reply answers.
+function quoteOf(content) {
+  return [...content].slice(0, 100).join('');
+}
+
+/// `message:edited`, or this page's own edit: the latest content wins.
+function applyEdit(chatId, messageId, content, editedAt) {
+  const message = findMessage(chatId, messageId);
+  if (!message || message.deleted || isOlder(editedAt, message.editedAt)) return;
+  Object.assign(message, { content, editedAt });
+  for (const other of state.messages.get(chatId).values()) {
+    if (other.replyTo?.messageId === messageId && !other.replyTo.deleted) other.replyTo = { ...other.replyTo, quote: quoteOf(content) };
+  }
+  if (chatId === state.current) renderMessages(true);
+}
+
+/// `message:deleted`, or this page's own delete: a tombstone in its place.
+function applyDelete(chatId, messageId) {
+  const message = findMessage(chatId, messageId);
+  if (!message) return;
+  Object.assign(message, { deleted: true, content: '', reactions: [] });
+  for (const other of state.messages.get(chatId).values()) {
+    if (other.replyTo?.messageId === messageId) other.replyTo = { ...other.replyTo, quote: '', deleted: true };
+  }
+  if (state.composing?.mode === 'edit' && state.composing.messageId === messageId) setComposing(null);
+  if (chatId === state.current) renderMessages(true);
+}
+
+/// A message's reactions as the server counts them now (one message of
+/// history: the page keeps counts per emoji, not who reacted). Only the
+/// latest read started for a message may replace them.
+async function loadReactions(chatId, messageId) {
+  const message = findMessage(chatId, messageId);
+  if (!message || !message.seq) return;
+  const load = (state.reactionLoads.get(messageId) || 0) + 1;
+  state.reactionLoads.set(messageId, load);
+  let page;
+  try {
+    page = await api('GET', `/chats/${chatId}/messages?before=${message.seq + 1}&limit=1`);
+  } catch (error) {
+    $('chats-error').textContent = error.message;
+    return;
+  }
+  if (state.reactionLoads.get(messageId) !== load || page[0]?.messageId !== messageId) return;
+  addMessage(chatId, fromHistory(chatId, page[0]), false);
+  if (chatId === state.current) renderMessages(true);
 }
 
 function sortedMessages(chatId) {
   return [...(state.messages.get(chatId)?.values() || [])].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
 }
 
-function renderMessages() {
+/// Redraws the open chat: scrolled to the newest message, or (`keepScroll`,
+/// for a change to a message already shown) where the user was.
+function renderMessages(keepScroll = false) {
   const list = $('messages');
+  const top = list.scrollTop;
   list.replaceChildren(...sortedMessages(state.current).map(messageElement));
-  list.scrollTop = list.scrollHeight;
+  list.scrollTop = keepScroll ? top : list.scrollHeight;
 }
 
 function renderMessage(message) {
@@ -386,12 +494,21 @@ function messageElement(message) {
     from.textContent = message.senderName || state.users.get(message.senderId)?.name || message.senderId;
     item.append(from);
   }
+  if (message.replyTo) item.append(quoteElement(message.chatId, message.replyTo));
   const text = document.createElement('span');
   text.className = 'text';
-  text.textContent = message.content;
+  text.textContent = message.deleted ? 'This message was deleted' : message.content;
+  if (message.deleted) item.classList.add('deleted');
   const meta = document.createElement('span');
   meta.className = 'meta';
-  meta.textContent = message.createdAt ? new Date(message.createdAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+  if (message.editedAt && !message.deleted) {
+    const edited = document.createElement('span');
+    edited.className = 'edited';
+    edited.title = 'edited ' + new Date(message.editedAt).toLocaleString();
+    edited.textContent = 'edited ';
+    meta.append(edited);
+  }
+  meta.append(message.createdAt ? new Date(message.createdAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '');
   item.append(text, meta);
   if (mine) {
     const status = overallStatus(message);
@@ -402,7 +519,193 @@ function messageElement(message) {
     tick.textContent = status === 'pending' ? '…' : status === 'sent' ? '✓' : '✓✓';
     meta.append(tick);
   }
+  if (message.reactions?.length) item.append(reactionsElement(message));
+  // Stored and not deleted: a tap (or hover) shows what can be done with it.
+  if (message.seq && !message.deleted) {
+    item.classList.add('actionable');
+    if (state.selected === message.messageId) item.classList.add('selected');
+    item.append(actionsElement(message, mine));
+    item.addEventListener('click', (event) => {
+      if (!event.target.closest('button')) select(state.selected === message.messageId ? null : message.messageId);
+    });
+  }
   return item;
+}
+
+/// Shows the actions of one message (null: of none).
+function select(messageId) {
+  state.selected = messageId;
+  for (const item of document.querySelectorAll('.msg.actionable')) item.classList.toggle('selected', item.dataset.messageId === messageId);
+}
+
+function senderName(userId) {
+  if (userId === state.userId) return 'You';
+  return state.users.get(userId)?.name || userId;
+}
+
+/// What a reply answers: its sender and first words, or that it was deleted.
+function quoteElement(chatId, replyTo) {
+  const quote = document.createElement('span');
+  quote.className = 'quote' + (replyTo.deleted ? ' deleted' : '');
+  quote.dataset.replyTo = replyTo.messageId;
+  const from = document.createElement('span');
+  from.className = 'quote-from';
+  from.textContent = senderName(replyTo.senderId);
+  const text = document.createElement('span');
+  text.className = 'quote-text';
+  text.textContent = replyTo.deleted ? 'deleted message' : replyTo.quote;
+  quote.append(from, text);
+  return quote;
+}
+
+/// One chip per emoji with its count; the user's own are marked, and a
+/// click on a chip adds or takes back the user's reaction.
+function reactionsElement(message) {
+  const list = document.createElement('span');
+  list.className = 'reactions';
+  for (const { emoji, count, mine } of message.reactions) {
+    const chip = document.createElement('button');
+    chip.type = 'button';
+    chip.className = 'reaction' + (mine ? ' mine' : '');
+    chip.dataset.emoji = emoji;
+    chip.title = mine ? 'take back your ' + emoji : 'react with ' + emoji;
+    const count_ = document.createElement('span');
+    count_.className = 'count';
+    count_.textContent = String(count);
+    chip.append(emoji + ' ', count_);
+    chip.addEventListener('click', () => toggleReaction(message, emoji));
+    list.append(chip);
+  }
+  return list;
+}
+
+function actionsElement(message, mine) {
+  const actions = document.createElement('span');
+  actions.className = 'actions';
+  const button = (action, label, title, onClick) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'action';
+    b.dataset.action = action;
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener('click', onClick);
+    actions.append(b);
+  };
+  for (const emoji of EMOJI) {
+    button('react', emoji, 'react with ' + emoji, () => toggleReaction(message, emoji));
+    actions.lastChild.dataset.emoji = emoji;
+  }
+  button('reply', 'Reply', 'reply to this message', () => setComposing({ mode: 'reply', chatId: message.chatId, messageId: message.messageId }));
+  if (mine) {
+    button('edit', 'Edit', 'edit this message', () => setComposing({ mode: 'edit', chatId: message.chatId, messageId: message.messageId }));
+    button('delete', 'Delete', 'delete this message for everyone', () => deleteMessage(message));
+  }
+  return actions;
+}
+
+function toggleReaction(message, emoji) {
+  const mine = message.reactions?.some((r) => r.emoji === emoji && r.mine);
+  const { chatId, messageId } = message;
+  state.socket.emit(mine ? 'message:unreact' : 'message:react', { messageId, emoji }, (reply) => {
+    if (reply.error) {
+      $('chats-error').textContent = reply.error.message;
+      return;
+    }
+    // This page is not sent its own change; read back the counts it made.
+    loadReactions(chatId, messageId);
+  });
+}
+
+function deleteMessage(message) {
+  if (!confirm('Delete this message for everyone?')) return;
+  const { chatId, messageId } = message;
+  state.socket.emit('message:delete', { messageId }, (reply) => {
+    if (reply.error) $('chats-error').textContent = reply.error.message;
+    else applyDelete(chatId, messageId);
+  });
+}
+
+// ---- composer: send, reply, edit; typing --------------------------------
+
+/// Puts the composer in reply or edit mode for a message (null: plain send).
+function setComposing(composing) {
+  const message = composing && findMessage(composing.chatId, composing.messageId);
+  if (state.composing?.mode === 'edit' && composing?.mode !== 'edit') $('composer-text').value = ''; // the edit is dropped
+  state.composing = message ? composing : null;
+  const context = $('composer-context');
+  const button = $('composer').querySelector('button[type=submit]');
+  select(null);
+  if (!state.composing) {
+    context.hidden = true;
+    button.textContent = 'Send';
+    return;
+  }
+  const label = context.querySelector('.label');
+  if (composing.mode === 'edit') {
+    stopTyping();
+    label.textContent = 'Editing your message';
+    $('composer-text').value = message.content;
+    button.textContent = 'Save';
+  } else {
+    label.textContent = 'Replying to ' + senderName(message.senderId) + ': ' + (message.deleted ? 'deleted message' : quoteOf(message.content));
+    button.textContent = 'Send';
+  }
+  context.hidden = false;
+  $('composer-text').focus();
+}
+
+$('composer-cancel').addEventListener('click', () => setComposing(null));
+$('composer-text').addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && state.composing) $('composer-cancel').click();
+});
+
+/// typing:start when the user types (again every few seconds while they
+/// go on), typing:stop when they send, clear the field or leave it.
+$('composer-text').addEventListener('input', () => {
+  if (!state.current || state.composing?.mode === 'edit') return;
+  if (!$('composer-text').value) return stopTyping();
+  const now = Date.now();
+  const mine = state.myTyping;
+  if (mine && mine.chatId === state.current && now - mine.at < TYPING_REPEAT_MS) return;
+  if (mine && mine.chatId !== state.current) stopTyping();
+  state.myTyping = { chatId: state.current, at: now };
+  state.socket?.emit('typing:start', { chatId: state.current }, () => {}); // a rate_limited reply is harmless
+});
+$('composer-text').addEventListener('blur', () => stopTyping());
+
+function stopTyping() {
+  const mine = state.myTyping;
+  if (!mine) return;
+  state.myTyping = null;
+  state.socket?.emit('typing:stop', { chatId: mine.chatId }, () => {});
+}
+
+/// Shows (for `expiresInMs`) or hides "X is typing…" for a member of a chat.
+function showTyping(chatId, userId, expiresInMs) {
+  if (userId === state.userId) return;
+  if (!state.typing.has(chatId)) state.typing.set(chatId, new Map());
+  const typers = state.typing.get(chatId);
+  clearTimeout(typers.get(userId));
+  typers.delete(userId);
+  if (expiresInMs > 0) {
+    typers.set(userId, setTimeout(() => {
+      typers.delete(userId);
+      renderTyping();
+    }, expiresInMs));
+  }
+  renderTyping();
+}
+
+function renderTyping() {
+  const line = $('typing');
+  const names = [...(state.typing.get(state.current)?.keys() || [])].map(senderName);
+  line.textContent =
+    names.length === 0 ? '' :
+    names.length === 1 ? `${names[0]} is typing…` :
+    names.length === 2 ? `${names[0]} and ${names[1]} are typing…` :
+    `${names.length} people are typing…`;
+  line.hidden = names.length === 0;
 }
 
 /// Everything received in the chat is read once the chat is on screen.
@@ -422,11 +725,29 @@ $('composer').addEventListener('submit', (event) => {
   const content = $('composer-text').value;
   if (!content.trim() || !state.current) return;
   $('composer-text').value = '';
+  stopTyping();
   const chatId = state.current;
+  const composing = state.composing;
+  setComposing(null);
+  if (composing?.mode === 'edit') {
+    const { messageId } = composing;
+    if (findMessage(chatId, messageId)?.content === content) return; // nothing changed
+    state.socket.emit('message:edit', { messageId, content }, (reply) => {
+      if (reply.error) $('chats-error').textContent = reply.error.message;
+      else applyEdit(chatId, messageId, content, reply.at);
+    });
+    return;
+  }
+  const original = composing?.mode === 'reply' ? findMessage(chatId, composing.messageId) : null;
+  const replyTo = original
+    ? { messageId: original.messageId, senderId: original.senderId, quote: original.deleted ? '' : quoteOf(original.content), deleted: original.deleted }
+    : null;
   const clientMsgId = crypto.randomUUID();
-  const pending = { messageId: 'pending-' + clientMsgId, chatId, senderId: state.userId, content, statuses: {} };
+  const pending = { messageId: 'pending-' + clientMsgId, chatId, senderId: state.userId, content, statuses: {}, replyTo };
   addMessage(chatId, pending);
-  state.socket.emit('message:send', { chatId, content, messageType: 'text', clientMsgId }, (reply) => {
+  const send = { chatId, content, messageType: 'text', clientMsgId };
+  if (replyTo) send.replyTo = replyTo.messageId;
+  state.socket.emit('message:send', send, (reply) => {
     state.messages.get(chatId).delete(pending.messageId);
     if (reply.error) {
       $('chats-error').textContent = reply.error.message;

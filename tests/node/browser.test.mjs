@@ -1,9 +1,11 @@
 // The web page at / in Debian's Chromium, driven by playwright-core: B is
 // offline, A sends three messages, B opens the page and sees them in order,
-// and A's ticks turn ✓✓ delivered, then read. Then the same page on a phone,
-// pasted tokens that are malformed or refused, and signing out while the
-// page is reconnecting. Screenshots go to SCREENSHOT_DIR (docs/). Needs a
-// running api (--dev-tokens) + worker at COURIER_URL.
+// and A's ticks turn ✓✓ delivered, then read. Then two windows where typing,
+// a reply, an edit, reactions and a delete show up in the other one; the
+// same page on a phone, pasted tokens that are malformed or refused, and
+// signing out while the page is reconnecting. Screenshots go to
+// SCREENSHOT_DIR (docs/). Needs a running api (--dev-tokens) + worker at
+// COURIER_URL.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -189,6 +191,137 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
 
   // A's server is out of reach: A can still sign out.
   await signOutWhileReconnecting(pageA);
+  assert.deepEqual(problems.flat(), []);
+  await contextA.close();
+  await contextB.close();
+});
+
+/// The list item of a message.
+const messageAt = (id) => `.msg[data-message-id="${id}"]`;
+
+/// Clicks one of a message's actions (react, reply, edit, delete), selecting
+/// the message first (a click on it shows them) unless it is selected.
+async function act(page, messageId, action, emoji) {
+  const item = page.locator(messageAt(messageId));
+  if (!(await item.evaluate((el) => el.classList.contains('selected')))) await item.locator('.text').click();
+  await item.locator(`.action[data-action="${action}"]${emoji ? `[data-emoji="${emoji}"]` : ''}`).click();
+}
+
+/// Waits until the open chat's typing line reads `text` ('' : hidden).
+function typingLine(page, text) {
+  return page.waitForFunction((text) => {
+    const line = document.getElementById('typing');
+    return text ? !line.hidden && line.textContent === text : line.hidden;
+  }, text);
+}
+
+/// Waits until a message's chip for `emoji` shows `count` (0: no chip), and whether it is the user's own.
+function chip(page, messageId, emoji, count, mine) {
+  return page.waitForFunction(([selector, emoji, count, mine]) => {
+    const chip = document.querySelector(`${selector} .reaction[data-emoji="${emoji}"]`);
+    if (count === 0) return document.querySelector(selector) && !chip;
+    return chip?.querySelector('.count').textContent === String(count) && chip.classList.contains('mine') === mine;
+  }, [messageAt(messageId), emoji, count, mine]);
+}
+
+test('two windows: typing, a reply, an edit, reactions and a delete show up in the other one', async () => {
+  const [frank, grace] = [`frank${TAG}`, `grace${TAG}`];
+  const size = { viewport: { width: 920, height: 600 } };
+  const [contextA, contextB] = [await browser.newContext(size), await browser.newContext(size)];
+  const problems = [watch(contextA), watch(contextB)];
+  const pageA = await signIn(contextA, frank, 'Frank');
+  const pageB = await signIn(contextB, grace, 'Grace');
+
+  // Frank starts the chat and writes; Grace opens it.
+  await pageA.fill('#new-chat-members', grace);
+  await pageA.click('#new-chat button[type=submit]');
+  await pageA.waitForSelector('#composer:not([hidden])');
+  await pageA.fill('#composer-text', 'Lunch at 12:30?');
+  await pageA.press('#composer-text', 'Enter');
+  await pageA.waitForSelector('.msg.mine.actionable'); // stored: it has its id and seq
+  const lunch = await pageA.getAttribute('.msg.mine', 'data-message-id');
+  await pageB.click('.chat');
+  await pageB.waitForSelector(messageAt(lunch));
+
+  // Typing: Grace types, Frank sees it; she leaves the field and it goes.
+  await pageB.fill('#composer-text', 'Sure');
+  await typingLine(pageA, 'Grace is typing…');
+  await pageB.locator('#composer-text').blur();
+  await typingLine(pageA, '');
+
+  // A reply: Grace answers Frank's message; both windows quote it. Sending stops her typing.
+  await act(pageB, lunch, 'reply');
+  await pageB.waitForSelector('#composer-context:not([hidden])');
+  assert.equal(await pageB.textContent('#composer-context .label'), 'Replying to Frank: Lunch at 12:30?');
+  await pageB.fill('#composer-text', '13:00 suits me better');
+  await typingLine(pageA, 'Grace is typing…');
+  await pageB.press('#composer-text', 'Enter');
+  await pageB.waitForSelector('#composer-context', { state: 'hidden' });
+  await pageA.waitForFunction(() => document.querySelector('.msg:not(.mine) .text')?.textContent === '13:00 suits me better');
+  await typingLine(pageA, '');
+  const reply = await pageA.getAttribute('.msg:not(.mine)', 'data-message-id');
+  for (const page of [pageA, pageB]) {
+    await page.waitForFunction((selector) => document.querySelector(`${selector}.actionable .quote-text`)?.textContent === 'Lunch at 12:30?', messageAt(reply));
+  }
+
+  // An edit: Frank corrects his message; Grace sees the new text, marked edited, and her reply's quote follows.
+  await act(pageA, lunch, 'edit');
+  assert.equal(await pageA.inputValue('#composer-text'), 'Lunch at 12:30?');
+  assert.equal(await pageA.textContent('#composer button[type=submit]'), 'Save');
+  await pageA.fill('#composer-text', 'Lunch at 13:00?');
+  await pageA.press('#composer-text', 'Enter');
+  await pageB.waitForFunction((selector) => {
+    const item = document.querySelector(selector);
+    return item?.querySelector('.text').textContent === 'Lunch at 13:00?' && item.querySelector('.edited');
+  }, messageAt(lunch));
+  await pageB.waitForFunction((selector) => document.querySelector(`${selector} .quote-text`)?.textContent === 'Lunch at 13:00?', messageAt(reply));
+  assert.equal(await pageA.textContent(`${messageAt(lunch)} .text`), 'Lunch at 13:00?');
+  assert.equal(await pageA.inputValue('#composer-text'), '');
+
+  // Reactions: Grace 👍 Frank's message, he adds his, she takes hers back; each window follows.
+  await act(pageB, lunch, 'react', '👍');
+  await chip(pageB, lunch, '👍', 1, true);
+  await chip(pageA, lunch, '👍', 1, false);
+  await pageA.click(`${messageAt(lunch)} .reaction[data-emoji="👍"]`);
+  await chip(pageA, lunch, '👍', 2, true);
+  await chip(pageB, lunch, '👍', 2, true);
+  await act(pageB, reply, 'react', '🎉');
+  await chip(pageA, reply, '🎉', 1, false);
+  await pageB.click(`${messageAt(lunch)} .reaction[data-emoji="👍"]`);
+  await chip(pageB, lunch, '👍', 1, false);
+  await chip(pageA, lunch, '👍', 1, true);
+  if (SHOTS) {
+    await pageA.screenshot({ path: path.join(SHOTS, 'screenshot-entries-a.png') });
+    await pageB.screenshot({ path: path.join(SHOTS, 'screenshot-entries-b.png') });
+  }
+
+  // A delete for everyone (after a confirm): a tombstone in both windows, without
+  // its reactions, and the reply's quote says so.
+  pageA.once('dialog', (dialog) => dialog.accept());
+  await act(pageA, lunch, 'delete');
+  for (const page of [pageB, pageA]) {
+    await page.waitForFunction((selector) => {
+      const item = document.querySelector(selector);
+      return item?.classList.contains('deleted') && item.querySelector('.text').textContent === 'This message was deleted' && !item.querySelector('.reactions, .actions');
+    }, messageAt(lunch));
+    await page.waitForFunction((selector) => document.querySelector(`${selector} .quote-text`)?.textContent === 'deleted message', messageAt(reply));
+  }
+  await chip(pageA, reply, '🎉', 1, false); // the reply keeps its own
+
+  // A typing:start never followed by a stop (a laptop closed mid-word) hides by itself after expiresInMs.
+  await pageA.evaluate(() => state.socket.emit('typing:start', { chatId: state.current }));
+  await typingLine(pageB, 'Frank is typing…');
+  const shown = Date.now();
+  await typingLine(pageB, '');
+  assert.ok(Date.now() - shown > 4000, `the indicator went after ${Date.now() - shown} ms, before its 6 s`);
+
+  // Grace's history after a reload shows the same: the tombstone, the reply's quote of it, her reaction.
+  await pageB.reload();
+  await pageB.waitForSelector('#app:not([hidden])');
+  await pageB.click('.chat');
+  await pageB.waitForSelector(`${messageAt(lunch)}.deleted`);
+  assert.equal(await pageB.textContent(`${messageAt(reply)} .quote-text`), 'deleted message');
+  await chip(pageB, reply, '🎉', 1, true);
   assert.deepEqual(problems.flat(), []);
   await contextA.close();
   await contextB.close();

@@ -71,15 +71,19 @@ function waitOn(subscribe, check, what, ms) {
   });
 }
 
+/// The log entries a device acknowledges like messages: `message:receive`,
+/// and the edits, deletes and reactions of messages.
+export const ENTRY_EVENTS = ['message:receive', 'message:edited', 'message:deleted', 'message:reaction'];
+
 /// A socket.io-client connection that records every event. By default it
-/// acknowledges `message:receive` with `{received: true}`, as the guide's edge case 3 does.
+/// acknowledges every log entry with `{received: true}`, as the guide's edge case 3 does.
 export function connect(auth, { ack = true, options = {}, base = URL } = {}) {
   const socket = io(base, { auth: { token: auth }, transports: ['websocket'], reconnection: false, forceNew: true, ...options });
   const events = [];
   const listeners = new Set();
   socket.onAny((event, ...args) => {
     const reply = typeof args.at(-1) === 'function' ? args.pop() : null;
-    if (event === 'message:receive' && ack && reply) reply({ received: true });
+    if (ENTRY_EVENTS.includes(event) && ack && reply) reply({ received: true });
     if (event === 'message:status' && reply) reply();
     events.push({ event, data: args[0] });
     for (const listener of listeners) listener();

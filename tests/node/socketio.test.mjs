@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { io } from 'socket.io-client';
-import { URL, connect, connectWs, createChat, eventually, rest, statusOf, token } from './lib.mjs';
+import { ENTRY_EVENTS, URL, connect, connectWs, createChat, eventually, rest, statusOf, token } from './lib.mjs';
 
 /// User ids unique to this run, so the cases cannot see each other's chats.
 const user = (name) => `${name}-${randomUUID().slice(0, 8)}`;
@@ -252,6 +252,98 @@ test('typing indicators: a Socket.IO typer, Socket.IO and /ws members, never the
   assert.equal((await alice.request('typing:stop', { chatId: 'nope' })).error.code, 'invalid_payload');
   for (const socket of [alice, bob, stranger]) socket.close();
   carol.close();
+});
+
+test('edits, deletes, reactions and replies: ack callbacks, the other user\'s events in order, error codes', async () => {
+  const [a, b, m] = [user('alice'), user('bob'), user('mallory')];
+  const [ta, tb, tm] = await Promise.all([token(a), token(b), token(m)]);
+  const chatId = await createChat(ta, 'direct', [b]);
+  const alice = await connect(ta).ready();
+  const bob = await connect(tb).ready();
+  await Promise.all([alice.waitFor('sync:done'), bob.waitFor('sync:done')]);
+  /// (event, seq) of the log entries a connection has been sent, in arrival order.
+  const entries = (socket) => socket.events.filter((e) => ENTRY_EVENTS.includes(e.event)).map((e) => [e.event, e.data.seq]);
+  const code = async (socket, event, data) => (await socket.request(event, data)).error?.code;
+
+  const sent = await alice.request('message:send', { chatId, content: 'Lunch at 12:30?', messageType: 'text' });
+  const { messageId } = sent;
+  assert.equal((await bob.waitFor('message:receive'))[0].messageId, messageId);
+
+  // A reply: Alice's copy carries a quote of what it answers.
+  const reply = await bob.request('message:send', { chatId, content: '13:00 suits me better', messageType: 'text', replyTo: messageId });
+  assert.equal(reply.error, undefined, JSON.stringify(reply.error));
+  const [answer] = await alice.waitFor('message:receive');
+  assert.equal(answer.messageId, reply.messageId);
+  assert.deepEqual(answer.replyTo, { messageId, senderId: a, quote: 'Lunch at 12:30?' });
+
+  // An edit: the ack callback names the edit's own entry; Bob gets message:edited.
+  const edit = await alice.request('message:edit', { messageId, content: 'Lunch at 13:00?' });
+  assert.deepEqual({ ...edit, entryId: typeof edit.entryId }, { messageId, chatId, changed: true, entryId: 'string', seq: 3, at: edit.at });
+  const [edited] = await bob.waitFor('message:edited');
+  assert.deepEqual(edited, { messageId, chatId, senderId: a, content: 'Lunch at 13:00?', editedAt: edit.at, seq: 3 });
+
+  // Reactions: one per user and emoji, so a repeat changes nothing and writes nothing.
+  const react = await bob.request('message:react', { messageId, emoji: '👍' });
+  assert.deepEqual([react.changed, react.seq], [true, 4]);
+  const again = await bob.request('message:react', { messageId, emoji: '👍' });
+  assert.deepEqual({ ...again, at: typeof again.at }, { messageId, chatId, changed: false, at: 'string' });
+  const [added] = await alice.waitFor('message:reaction');
+  assert.deepEqual(added, { messageId, chatId, userId: b, emoji: '👍', added: true, at: react.at, seq: 4 });
+  assert.equal((await bob.request('message:unreact', { messageId, emoji: '👍' })).seq, 5);
+  const [, removed] = await alice.waitFor('message:reaction', 2);
+  assert.deepEqual([removed.userId, removed.emoji, removed.added, removed.seq], [b, '👍', false, 5]);
+
+  // Bad input: a code each, and the connection stays.
+  assert.equal(await code(bob, 'message:edit', { messageId, content: 'mine now' }), 'not_sender');
+  assert.equal(await code(bob, 'message:delete', { messageId }), 'not_sender');
+  assert.equal(await code(alice, 'message:edit', { messageId: randomUUID(), content: 'x' }), 'not_found');
+  assert.equal(await code(alice, 'message:edit', { messageId, content: '   ' }), 'content_empty');
+  assert.equal(await code(alice, 'message:edit', { messageId: 'nope', content: 'x' }), 'invalid_payload');
+  assert.equal(await code(bob, 'message:react', { messageId, emoji: 'two words' }), 'invalid_payload');
+  assert.equal(await code(bob, 'message:react', { messageId, emoji: '🙂'.repeat(9) }), 'content_too_large');
+  assert.equal(await code(bob, 'message:send', { chatId, content: 're', replyTo: randomUUID() }), 'not_found');
+  const stranger = await connect(tm).ready();
+  assert.equal(await code(stranger, 'message:react', { messageId, emoji: '👀' }), 'not_member');
+  stranger.close();
+
+  // Delete for everyone: Bob gets message:deleted; nothing may change the message after it.
+  const deleted = await alice.request('message:delete', { messageId });
+  assert.deepEqual([deleted.changed, deleted.seq], [true, 6]);
+  const [gone] = await bob.waitFor('message:deleted');
+  assert.deepEqual(gone, { messageId, chatId, senderId: a, deletedAt: deleted.at, seq: 6 });
+  assert.equal(await code(bob, 'message:react', { messageId, emoji: '👍' }), 'already_deleted');
+  assert.equal(await code(alice, 'message:edit', { messageId, content: 'too late' }), 'already_deleted');
+  // Without a callback, the error comes as an `error` event.
+  alice.emit('message:delete', { messageId });
+  assert.equal((await alice.waitFor('error'))[0].code, 'already_deleted');
+
+  // Delete for me: no entry, nobody told; gone from Alice's history only.
+  const hidden = await alice.request('message:delete', { messageId: reply.messageId, forMe: true });
+  assert.deepEqual({ ...hidden, at: typeof hidden.at }, { messageId: reply.messageId, chatId, changed: true, at: 'string' });
+
+  // Each saw the other's entries once, in seq order, and never its own.
+  await Promise.all([alice.request('ping'), bob.request('ping')]); // barriers: all sent before them has arrived
+  assert.deepEqual(entries(bob), [['message:receive', 1], ['message:edited', 3], ['message:deleted', 6]]);
+  assert.deepEqual(entries(alice), [['message:receive', 2], ['message:reaction', 4], ['message:reaction', 5]]);
+
+  const history = async (auth) => (await rest(auth, 'GET', `/chats/${chatId}/messages`)).body;
+  const [bobsReply, bobsOriginal] = await history(tb);
+  assert.deepEqual([bobsOriginal.content, typeof bobsOriginal.deletedAt, bobsOriginal.reactions], ['', 'string', []]);
+  assert.deepEqual(bobsReply.replyTo, { messageId, senderId: a, quote: '', deleted: true });
+  assert.deepEqual((await history(ta)).map((h) => h.messageId), [messageId]);
+
+  // The callbacks acknowledged them: once Bob's position is past the delete, a reconnect sends nothing again.
+  await eventually('bob delivered up to seq 6', async () => {
+    const { body } = await rest(tb, 'GET', '/sync');
+    return body.receipts.some((r) => r.chatId === chatId && r.userId === b && r.deliveredSeq === 6);
+  });
+  alice.close();
+  bob.close();
+  const bobAgain = await connect(tb).ready();
+  assert.equal((await bobAgain.waitFor('sync:done'))[0].count, 0);
+  await bobAgain.request('ping');
+  assert.deepEqual(entries(bobAgain), []);
+  bobAgain.close();
 });
 
 test('auth: a bad or missing token is refused at connect with the reason', async () => {

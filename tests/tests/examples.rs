@@ -2,7 +2,8 @@
 //! `examples/alice.mjs`, run as the README runs them (Node 20, the same
 //! environment variables) against an api and a worker started here: Bob gets
 //! the message, Alice sees ✓ sent, ✓✓ delivered, then read. The output lines
-//! the README shows must be the ones the clients print.
+//! the README shows must be the ones the clients print. And the example
+//! frames of docs/protocol.md must be ones the server reads and writes.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -168,4 +169,172 @@ async fn alice_fails_when_nobody_reads() {
     assert!(!stdout.contains("delivered"), "{stdout}");
     assert!(stderr.contains("no read receipt within 2s"), "{stderr}");
     env.cleanup().await;
+}
+
+/// The fenced ```json blocks of a Markdown text.
+fn json_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, fence) if fence.starts_with("```json") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// `data` reads as `T` and `T` writes it back the same: no field missing,
+/// misnamed, mistyped or extra.
+fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, data: &serde_json::Value) {
+    let parsed: T = serde_json::from_value(data.clone()).unwrap_or_else(|error| panic!("{what}: {error}\n{data}"));
+    let written = serde_json::to_value(&parsed).expect("serializes");
+    assert_eq!(&written, data, "{what}: the server writes this payload differently");
+}
+
+/// The data fields each client event takes (serde ignores others, so a typo
+/// in the docs would otherwise parse).
+fn client_fields(event: &str) -> Option<&'static [&'static str]> {
+    Some(match event {
+        "message:send" => &["chatId", "content", "messageType", "clientMsgId", "replyTo"],
+        "message:edit" => &["messageId", "content"],
+        "message:delete" => &["messageId", "forMe"],
+        "message:react" | "message:unreact" => &["messageId", "emoji"],
+        "message:delivered" => &["messageId"],
+        "message:read" => &["chatId", "upToSeq", "messageId"],
+        "typing:start" | "typing:stop" => &["chatId"],
+        "ping" => &[],
+        _ => return None,
+    })
+}
+
+/// docs/protocol.md's example frames are what the code reads and writes:
+/// each client frame parses as the server parses it (and names no field the
+/// event does not take), each server event and each reply round-trips
+/// through its type in `courier_shared::protocol`. Frames abbreviated with
+/// "…" are skipped; the events of edits, deletes, reactions, replies and
+/// typing must each have an example.
+#[test]
+fn protocol_md_example_frames_match_the_code() {
+    use std::collections::{BTreeSet, HashMap};
+
+    use courier_shared::protocol::{
+        DeletedMessage, EditedMessage, EntryAccepted, ReactionChange, Receipt, ReceivedMessage, SentMessage, SessionReady,
+        StatusUpdate, SyncDone, TypingNotice, UserOffline, UserOnline, parse_client_frame,
+    };
+    use serde_json::{Value, json};
+
+    let protocol = std::fs::read_to_string(repo_root().join("docs/protocol.md")).expect("docs/protocol.md");
+    let mut shown = BTreeSet::new();
+    for block in json_blocks(&protocol) {
+        // Client frame ids of this block → their event, for the replies below them.
+        let mut requests: HashMap<u64, String> = HashMap::new();
+        for line in block.lines().map(str::trim).filter(|line| line.starts_with("{\"event\"")) {
+            if line.contains('…') {
+                continue;
+            }
+            let frame: Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+            let event = frame["event"].as_str().unwrap_or_else(|| panic!("no event: {line}")).to_owned();
+            let id = frame["id"].as_u64();
+            let data = frame.get("data").cloned();
+            match (event.as_str(), data) {
+                ("ack", None) => {
+                    assert!(id.is_some(), "a client ack names the frame it acknowledges: {line}");
+                    shown.insert("ack".to_owned());
+                }
+                ("ack", Some(reply)) => {
+                    let request = id
+                        .and_then(|id| requests.get(&id))
+                        .unwrap_or_else(|| panic!("a reply to no frame above it: {line}"));
+                    let what = format!("reply to {request}: {line}");
+                    match request.as_str() {
+                        "message:send" => round_trips::<SentMessage>(&what, &reply),
+                        "message:edit" | "message:delete" | "message:react" | "message:unreact" => {
+                            round_trips::<EntryAccepted>(&what, &reply);
+                            let label = if reply["changed"] == json!(false) { "unchanged" } else { "changed" };
+                            shown.insert(format!("reply to {request}: {label}"));
+                        }
+                        "typing:start" | "typing:stop" => assert_eq!(reply, json!({}), "{what}"),
+                        "ping" => assert_eq!(reply, json!({ "pong": true }), "{what}"),
+                        "message:delivered" | "message:read" => {
+                            assert!(reply["updated"].is_number() || reply["updated"].is_boolean(), "{what}");
+                        }
+                        other => panic!("no check for replies to {other}: {line}"),
+                    }
+                }
+                (name, data) if client_fields(name).is_some() => {
+                    let parsed = parse_client_frame(line);
+                    assert!(parsed.is_ok(), "the server refuses {line}: {:?}", parsed.err());
+                    let fields = client_fields(name).unwrap_or_default();
+                    for key in data.as_ref().and_then(Value::as_object).into_iter().flat_map(|data| data.keys()) {
+                        assert!(fields.contains(&key.as_str()), "{name} takes no `{key}`: {line}");
+                    }
+                    if let Some(id) = id {
+                        requests.insert(id, name.to_owned());
+                    }
+                    let data = data.unwrap_or(Value::Null);
+                    for optional in ["replyTo", "forMe"] {
+                        if data.get(optional).is_some() {
+                            shown.insert(format!("{name} with {optional}"));
+                        }
+                    }
+                    shown.insert(name.to_owned());
+                }
+                (name, Some(data)) => {
+                    assert!(id.is_some(), "server events are numbered: {line}");
+                    match name {
+                        "message:receive" => round_trips::<ReceivedMessage>(line, &data),
+                        "message:edited" => round_trips::<EditedMessage>(line, &data),
+                        "message:deleted" => round_trips::<DeletedMessage>(line, &data),
+                        "message:reaction" => round_trips::<ReactionChange>(line, &data),
+                        "message:sent" => round_trips::<SentMessage>(line, &data),
+                        "message:status" => round_trips::<StatusUpdate>(line, &data),
+                        "receipt" => round_trips::<Receipt>(line, &data),
+                        "session:ready" => round_trips::<SessionReady>(line, &data),
+                        "sync:done" => round_trips::<SyncDone>(line, &data),
+                        "user:online" => round_trips::<UserOnline>(line, &data),
+                        "user:offline" => round_trips::<UserOffline>(line, &data),
+                        "typing" => round_trips::<TypingNotice>(line, &data),
+                        other => panic!("no check for the server event {other}: {line}"),
+                    }
+                    for optional in ["replyTo", "editedAt", "deleted"] {
+                        if data.get(optional).is_some() {
+                            shown.insert(format!("{name} with {optional}"));
+                        }
+                    }
+                    shown.insert(name.to_owned());
+                }
+                (name, None) => panic!("{name} without data: {line}"),
+            }
+        }
+    }
+    let wanted = [
+        "message:send with replyTo",
+        "message:receive with replyTo",
+        "message:receive with editedAt",
+        "message:receive with deleted",
+        "message:edit",
+        "reply to message:edit: changed",
+        "message:edited",
+        "message:delete",
+        "message:delete with forMe",
+        "reply to message:delete: changed",
+        "message:deleted",
+        "message:react",
+        "reply to message:react: changed",
+        "reply to message:react: unchanged",
+        "message:unreact",
+        "message:reaction",
+        "ack",
+        "typing:start",
+        "typing:stop",
+        "typing",
+    ];
+    let missing: Vec<&str> = wanted.into_iter().filter(|label| !shown.contains(*label)).collect();
+    assert!(missing.is_empty(), "docs/protocol.md has no example of {missing:?} (it shows {shown:?})");
 }

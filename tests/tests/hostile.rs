@@ -17,6 +17,7 @@ const CODES: &[&str] = &[
     "unauthorized", "forbidden", "not_member", "not_found", "invalid_json", "invalid_frame", "unknown_event",
     "invalid_payload", "content_empty", "content_too_large", "invalid_message_type", "binary_not_supported",
     "payload_too_large", "client_msg_id_conflict", "conflict", "unknown_frame", "rate_limited", "unavailable",
+    "not_sender", "window_passed", "already_deleted", "other_chat", "too_many_reactions",
 ];
 
 fn cases() -> u32 {
@@ -24,14 +25,18 @@ fn cases() -> u32 {
 }
 
 /// JSON-ish values: real shapes with wrong types, odd strings and deep nesting.
-fn json_value() -> impl Strategy<Value = Value> {
+/// `ids` (a real chat's, a real message's) let some frames past the id
+/// checks, into edits, deletes, reactions and replies of a real message.
+fn json_value(ids: &[String]) -> impl Strategy<Value = Value> {
+    let mut ids = ids.to_vec();
+    ids.push("00000000-0000-0000-0000-000000000000".to_owned());
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "\\PC{0,40}".prop_map(Value::from),
-        Just(Value::from("00000000-0000-0000-0000-000000000000")),
+        prop::sample::select(ids).prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -43,6 +48,9 @@ fn json_value() -> impl Strategy<Value = Value> {
                     Just("messageType".to_owned()),
                     Just("clientMsgId".to_owned()),
                     Just("messageId".to_owned()),
+                    Just("replyTo".to_owned()),
+                    Just("emoji".to_owned()),
+                    Just("forMe".to_owned()),
                     Just("upToSeq".to_owned()),
                     Just("type".to_owned()),
                     Just("members".to_owned()),
@@ -66,27 +74,38 @@ fn assert_typed(error: &Value, context: &str) {
 #[test]
 fn fuzzed_frames_get_typed_errors_and_the_connection_stays_usable() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (env, addr, chat) = runtime.block_on(async {
+    let (env, addr, chat, message) = runtime.block_on(async {
         let mut env = TestEnv::new().await;
         let addr = env.start_api().await;
         env.start_worker().await;
-        let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
-        (env, addr, chat)
+        let rest = Rest::new(&addr, Some(&env.token("alice")));
+        let chat = rest.create_chat("direct", &["bob"]).await;
+        let (status, sent) = rest.post(&format!("/api/chats/{chat}/messages"), json!({ "content": "a target" })).await;
+        assert!(status.is_success(), "send: {status} {sent}");
+        let message = sent["messageId"].as_str().expect("message id").to_owned();
+        (env, addr, chat, message)
     });
+    let ids = [chat.clone(), message];
     // The runner's closure is `Fn`: the client and the count live in cells.
     let client = std::cell::RefCell::new(runtime.block_on(WsClient::connect(&addr, &env.token("alice"))).unwrap());
     let events = prop_oneof![
         Just("message:send"),
         Just("message:read"),
         Just("message:delivered"),
+        Just("message:edit"),
+        Just("message:delete"),
+        Just("message:react"),
+        Just("message:unreact"),
+        Just("typing:start"),
+        Just("typing:stop"),
         Just("ping"),
         Just("ack"),
         Just("bogus"),
     ];
     let frame = prop_oneof![
-        (events, json_value(), prop_oneof![Just(Value::Null), any::<u32>().prop_map(Value::from), json_value()])
+        (events, json_value(&ids), prop_oneof![Just(Value::Null), any::<u32>().prop_map(Value::from), json_value(&ids)])
             .prop_map(|(event, data, id)| json!({"event": event, "data": data, "id": id}).to_string()),
-        json_value().prop_map(|v| v.to_string()),
+        json_value(&ids).prop_map(|v| v.to_string()),
         "\\PC{0,100}",
     ];
     let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
@@ -134,7 +153,7 @@ fn fuzzed_rest_bodies_get_typed_errors() {
     ];
     let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
     runner
-        .run(&(0..paths.len(), json_value()), |(path, body)| {
+        .run(&(0..paths.len(), json_value(&[])), |(path, body)| {
             runtime.block_on(async {
                 let (status, reply) = rest.post(&paths[path], body.clone()).await;
                 assert!(status.as_u16() < 500, "{} {body}: {status} {reply}", paths[path]);
