@@ -75,7 +75,8 @@ pub async fn entry_about(
         chat_id,
         changed: !stored.duplicate,
         entry_id: (!stored.duplicate).then_some(stored.sent.message_id),
-        seq: (!stored.duplicate).then_some(stored.sent.seq),
+        // Unchanged: the chat's last seq when that was decided.
+        seq: Some(stored.sent.seq),
         at: stored.sent.created_at,
     };
     if !stored.duplicate {

@@ -419,16 +419,21 @@ pub struct ReactionChange {
 
 /// The reply to `message:edit`, `message:delete` (for everyone) and
 /// `message:react`/`unreact`: the entry's seq in the chat's log, or
-/// `changed: false` (and no entry) when there was nothing to change.
+/// `changed: false` (and no entry, `seq` the chat's last) when there was
+/// nothing to change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryAccepted {
     pub message_id: Uuid,
     pub chat_id: Uuid,
     pub changed: bool,
-    /// The entry's own id and seq in the chat's log.
+    /// The entry's own id (none when nothing changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry_id: Option<Uuid>,
+    /// The entry's seq in the chat's log; when nothing changed, the chat's
+    /// last seq at that moment: the state asked for holds as of it, and a
+    /// later entry about the same reaction (from another device) is newer.
+    /// None for a delete for me.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
     pub at: DateTime<Utc>,

@@ -64,7 +64,8 @@ async fn edits_deletes_and_reactions_reach_every_device_live_and_never_the_one_t
     let react = request(&mut bob, "message:react", json!({ "messageId": id, "emoji": "👍" })).await;
     assert_eq!((react["changed"].clone(), react["seq"].clone()), (json!(true), json!(3)));
     let again = request(&mut bob, "message:react", json!({ "messageId": id, "emoji": "👍" })).await;
-    assert_eq!((again["changed"].clone(), again.get("seq")), (json!(false), None), "one reaction per user, emoji and message");
+    assert_eq!((again["changed"].clone(), again.get("entryId")), (json!(false), None), "one reaction per user, emoji and message");
+    assert_eq!(again["seq"], 3, "as of the chat's last seq");
     for client in [&mut phone, &mut laptop] {
         let reaction = client.wait_event("message:reaction").await["data"].clone();
         assert_eq!(

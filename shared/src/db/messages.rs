@@ -69,7 +69,7 @@ pub struct StoredMessage {
     pub recipients: Vec<String>,
     /// Nothing was written: a resend of an existing `clientMsgId`, or a
     /// reaction that was already there (or, removed, was not); `sent.seq` is
-    /// then 0 for the reaction.
+    /// then the chat's last seq when that was decided.
     pub duplicate: bool,
 }
 
@@ -248,11 +248,13 @@ async fn try_store_batch(
                 continue;
             }
             Ok(false) => {
+                // The state the client asked for holds as of the chat's
+                // last entry: a later entry about the same reaction is newer.
                 plans.push(Plan::Unchanged(StoredMessage {
                     sent: SentMessage {
                         message_id: message.message_id,
                         chat_id: message.chat_id,
-                        seq: 0,
+                        seq: chat.last_seq,
                         created_at: Utc::now(),
                         client_msg_id: None,
                     },
