@@ -1,4 +1,5 @@
-//! The verdict on a run: a pure function over the clients' recorded history.
+//! The verdict on a run: a pure function over the clients' recorded history
+//! (and, for the final views, the server's state at the end).
 //!
 //! It reads no database on purpose: whatever the clients could not observe
 //! does not count, and whatever they did observe must be consistent with
@@ -6,7 +7,21 @@
 //! any member, one message per `clientMsgId`, per-connection order, nothing
 //! sent back to the device that sent it, no redelivery to a device whose
 //! cursor is known to be past the message, monotonic statuses, ✓✓ for
-//! everything acknowledged).
+//! everything acknowledged). The runner reads the server's messages and
+//! reactions once the run has settled and hands them in as [`ServerState`]:
+//! every device's final view of every message it has seen (folded from what
+//! it recorded, `view.rs`) must equal them.
+//!
+//! Entries about a message (edits, deletes for everyone, reactions) are log
+//! entries like messages: each has its own seq in the chat, is pushed and
+//! acknowledged like a `message:receive`, and is judged by the same order,
+//! redelivery and cursor checks under its [`entry_key`]. On top of those: an
+//! entry is owed to every device of every member but the one that made it
+//! (unless it became moot: an edit a later edit superseded, or an edit or
+//! reaction of a message since deleted, which devices reading it later pass
+//! over), never reaches a device before the message it is about, and the
+//! replies to a device's own edits, deletes and reactions are ones the
+//! protocol allows.
 //!
 //! Devices: a user's events carry the device they happened on, and a device
 //! is known from its first connection on. Delivery promises are per device
@@ -23,7 +38,15 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::history::{AppliedFault, Chats, Event, EventKind};
+use crate::{
+    history::{About, AppliedFault, Change, Chats, Event, EventKind, ServerState, entry_key},
+    view::DeviceView,
+};
+
+/// Error codes that end an edit, delete or reaction legitimately: the message
+/// was deleted for everyone meanwhile (perhaps by this very action's first,
+/// unanswered try, or by another device of the user), or is too old.
+pub const LEGITIMATE_REFUSALS: [&str; 2] = ["already_deleted", "window_passed"];
 
 /// Tunables of the checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,23 +73,29 @@ pub enum Check {
     DuplicateCreation,
     Inconsistent,
     OutOfOrder,
+    EntryBeforeMessage,
     RedeliveredSameConnection,
     RedeliveredOtherConnection,
     StatusRegression,
     MissingDeliveredStatus,
+    UnexpectedRefusal,
+    FinalView,
 }
 
 impl Check {
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 12] = [
         Check::Lost,
         Check::EchoedToSendingDevice,
         Check::DuplicateCreation,
         Check::Inconsistent,
         Check::OutOfOrder,
+        Check::EntryBeforeMessage,
         Check::RedeliveredSameConnection,
         Check::RedeliveredOtherConnection,
         Check::StatusRegression,
         Check::MissingDeliveredStatus,
+        Check::UnexpectedRefusal,
+        Check::FinalView,
     ];
 
     /// Stable name, the same as its JSON form: reports and scripts key on it.
@@ -77,10 +106,13 @@ impl Check {
             Check::DuplicateCreation => "duplicate_creation",
             Check::Inconsistent => "inconsistent",
             Check::OutOfOrder => "out_of_order",
+            Check::EntryBeforeMessage => "entry_before_message",
             Check::RedeliveredSameConnection => "redelivered_same_connection",
             Check::RedeliveredOtherConnection => "redelivered_other_connection",
             Check::StatusRegression => "status_regression",
             Check::MissingDeliveredStatus => "missing_delivered_status",
+            Check::UnexpectedRefusal => "unexpected_refusal",
+            Check::FinalView => "final_view",
         }
     }
 }
@@ -120,10 +152,37 @@ pub struct Counts {
     pub sends_answered: u64,
     /// Attempted but never answered (the run ended, or every try failed).
     pub sends_unanswered: u64,
-    /// `Received` events, resends and redeliveries included.
+    /// `Received` events of `message:receive`, resends and redeliveries included.
     pub received: u64,
     /// Distinct (message, user, device) received.
     pub deliveries: u64,
+    /// Edits, deletes and reactions: distinct actions tried, by kind
+    /// (`edit`, `delete`, `react`, `unreact`).
+    pub actions_attempted: BTreeMap<String, u64>,
+    /// Actions answered with an entry (`changed: true`), by kind.
+    pub actions_changed: BTreeMap<String, u64>,
+    /// Reactions answered `changed: false` (nothing to change, no entry).
+    pub actions_unchanged: u64,
+    /// Actions refused, by error code (`already_deleted`, …).
+    pub actions_refused: BTreeMap<String, u64>,
+    /// Actions tried and never answered nor refused.
+    pub actions_unanswered: u64,
+    /// Entry frames received (`message:edited`, `message:deleted`,
+    /// `message:reaction`), resends and redeliveries included.
+    pub entries_received: u64,
+    /// Distinct (entry, user, device) received.
+    pub entry_deliveries: u64,
+    /// (device, message) final views compared with the server's (0 when the
+    /// server's state was not read).
+    pub views_checked: u64,
+    /// Of those, views of a message that was edited, deleted, or carries
+    /// reactions at the end.
+    pub views_checked_changed: u64,
+    /// The server's messages at the end: edited (and not deleted), deleted,
+    /// and the reactions on them.
+    pub server_edited: u64,
+    pub server_deleted: u64,
+    pub server_reactions: u64,
     /// Receipts of a message again on the same connection, under the same
     /// frame, before it was acked there (the server's resend).
     pub resends: u64,
@@ -148,6 +207,8 @@ pub struct Counts {
     pub devices_caught_up: u64,
     /// Client-side send failures by reason.
     pub send_failures: BTreeMap<String, u64>,
+    /// Client-side failures of edits, deletes and reactions by reason (each retried).
+    pub action_failures: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,20 +220,28 @@ pub struct Verdict {
     pub violations: Vec<Violation>,
 }
 
-/// Judges a run. Deterministic and free of I/O.
-pub fn check(events: &[Event], chats: &Chats, rules: &Rules) -> Verdict {
+/// Judges a run. Deterministic and free of I/O. `server`: what the server
+/// holds once the run has settled; without it (while the run settles, or a
+/// folder judged again without one) the final views are not judged.
+pub fn check(events: &[Event], chats: &Chats, server: Option<&ServerState>, rules: &Rules) -> Verdict {
     let history = History::new(events);
     let mut found = Found::default();
     let mut counts = count(&history);
 
     check_lost(&history, chats, &mut found);
+    check_lost_entries(&history, chats, server, &mut found);
     check_echoed_to_sending_device(&history, &mut found);
     check_duplicate_creation(&history, &mut found);
     check_inconsistent(&history, chats, &mut found);
     counts.resends = check_connection_order_and_acks(&history, &mut found);
+    check_entry_before_message(&history, &mut found);
     counts.redeliveries_behind_cursor = check_redelivered_other_connection(&history, chats, rules, &mut found);
     check_status_regression(&history, &mut found);
     check_missing_delivered_status(&history, &mut found);
+    check_unexpected_refusal(&history, server, &mut found);
+    if let Some(server) = server {
+        check_final_views(&history, server, &mut counts, &mut found);
+    }
 
     let mut violations = found.0;
     // Stable: equal times keep the order above, so the output is reproducible.
@@ -193,15 +262,17 @@ impl Verdict {
         self.violations_by_check.get(&check).copied().unwrap_or(0)
     }
 
-    /// Nothing more can still arrive: every answered send reached every
-    /// device that should have it, every ack's ✓✓ reached its sender, no send
-    /// is left unanswered, and every device is connected and through its
-    /// catch-up. The runner polls this while the deployment settles; the
-    /// other checks are about things that already happened and cannot heal.
+    /// Nothing more can still arrive: every answered send and entry reached
+    /// every device that should have it, every ack's ✓✓ reached its sender,
+    /// no send or action is left unanswered, and every device is connected
+    /// and through its catch-up. The runner polls this while the deployment
+    /// settles; the other checks are about things that already happened and
+    /// cannot heal.
     pub fn is_settled(&self) -> bool {
         self.violation_count(Check::Lost) == 0
             && self.violation_count(Check::MissingDeliveredStatus) == 0
             && self.counts.sends_unanswered == 0
+            && self.counts.actions_unanswered == 0
             && self.counts.devices_caught_up == self.counts.devices
     }
 
@@ -211,7 +282,7 @@ impl Verdict {
     }
 
     /// A plain-text table of the run's figures, ending with the line
-    /// `N passed, M failed` (over the 9 checks).
+    /// `N passed, M failed` (over the 12 checks).
     pub fn report(&self, faults: &[AppliedFault]) -> String {
         let counts = &self.counts;
         let mut rows: Vec<(String, u64)> = vec![
@@ -222,6 +293,8 @@ impl Verdict {
             ("deliveries (message, device)".into(), counts.deliveries),
             ("resends before ack".into(), counts.resends),
             ("redeliveries behind the cursor".into(), counts.redeliveries_behind_cursor),
+            ("entries received".into(), counts.entries_received),
+            ("entry deliveries (entry, device)".into(), counts.entry_deliveries),
             ("acks".into(), counts.acks),
             ("statuses".into(), counts.statuses),
             ("receipts pushed".into(), counts.receipts_pushed),
@@ -230,6 +303,23 @@ impl Verdict {
             ("devices".into(), counts.devices),
             ("connections".into(), counts.connections),
         ];
+        let kinds = ["edit", "delete", "react", "unreact"];
+        for kind in kinds {
+            rows.push((format!("{kind}s attempted"), counts.actions_attempted.get(kind).copied().unwrap_or(0)));
+        }
+        for kind in kinds {
+            rows.push((format!("{kind}s made (an entry)"), counts.actions_changed.get(kind).copied().unwrap_or(0)));
+        }
+        rows.push(("reactions unchanged (changed: false)".into(), counts.actions_unchanged));
+        for (code, n) in &counts.actions_refused {
+            rows.push((format!("actions refused: {code}"), *n));
+        }
+        rows.push(("actions unanswered".into(), counts.actions_unanswered));
+        rows.push(("final views checked (message, device)".into(), counts.views_checked));
+        rows.push(("final views of edited/deleted/reacted messages".into(), counts.views_checked_changed));
+        rows.push(("server: messages edited".into(), counts.server_edited));
+        rows.push(("server: messages deleted".into(), counts.server_deleted));
+        rows.push(("server: reactions".into(), counts.server_reactions));
         for check in Check::ALL {
             rows.push((format!("violations: {check}"), self.violation_count(check)));
         }
@@ -244,6 +334,10 @@ impl Verdict {
         rows.push(("client-side errors".into(), counts.send_failures.values().sum()));
         for (reason, n) in &counts.send_failures {
             rows.push((format!("client-side errors: {reason}"), *n));
+        }
+        rows.push(("client-side action errors".into(), counts.action_failures.values().sum()));
+        for (reason, n) in &counts.action_failures {
+            rows.push((format!("client-side action errors: {reason}"), *n));
         }
 
         let label_width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
@@ -362,16 +456,39 @@ fn describe(kind: &EventKind) -> String {
         EventKind::SendAttempt { chat_id, client_msg_id } => {
             format!("send attempt: chat {chat_id}, client_msg_id {client_msg_id}")
         }
-        EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq } => {
+        EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq, .. } => {
             format!("send answered: {message_id} seq {seq} in chat {chat_id}, client_msg_id {client_msg_id}")
         }
         EventKind::SendFailed { client_msg_id, reason } => {
             format!("send failed: client_msg_id {client_msg_id}: {reason}")
         }
-        EventKind::Received { chat_id, message_id, sender_id, seq, frame_id } => {
+        EventKind::Received { chat_id, message_id, sender_id, seq, frame_id, deleted, about, .. } => {
             let frame = frame_id.map_or_else(String::new, |id| format!(" (frame {id})"));
-            format!("received {message_id} seq {seq} in chat {chat_id} from {sender_id}{frame}")
+            match about {
+                None => {
+                    let tombstone = if *deleted { " (tombstone)" } else { "" };
+                    format!("received {message_id} seq {seq} in chat {chat_id} from {sender_id}{tombstone}{frame}")
+                }
+                Some(About { message_id: target, change }) => {
+                    format!("received entry {message_id}: {} of {target} by {sender_id}{frame}", describe_change(change))
+                }
+            }
         }
+        EventKind::ActionAttempt { action_id, message_id, change, .. } => {
+            format!("action attempt {action_id}: {} of {message_id}", describe_change(change))
+        }
+        EventKind::ActionAnswered { action_id, chat_id, message_id, change, changed, seq } => match (changed, seq) {
+            (true, Some(seq)) => format!(
+                "action answered {action_id}: {} of {message_id}, entry {}",
+                describe_change(change),
+                entry_key(chat_id, *seq)
+            ),
+            _ => format!("action answered {action_id}: {} of {message_id}, changed: false", describe_change(change)),
+        },
+        EventKind::ActionRefused { action_id, message_id, change, code, .. } => {
+            format!("action refused {action_id}: {} of {message_id}: {code}", describe_change(change))
+        }
+        EventKind::ActionFailed { action_id, reason } => format!("action failed {action_id}: {reason}"),
         EventKind::Acked { message_id } => format!("acked {message_id}"),
         EventKind::Status { message_id, recipient, status } => {
             format!("status of {message_id} for {recipient}: {status}")
@@ -382,6 +499,15 @@ fn describe(kind: &EventKind) -> String {
             let how = if *pushed { "receipt" } else { "receipt read from /api/sync" };
             format!("{how}: {user_id} in chat {chat_id} delivered up to seq {delivered_seq}, read up to seq {read_seq}")
         }
+    }
+}
+
+fn describe_change(change: &Change) -> String {
+    match change {
+        Change::Edit { content } => format!("edit to {content:?}"),
+        Change::Delete => "delete".to_string(),
+        Change::React { emoji } => format!("react {emoji}"),
+        Change::Unreact { emoji } => format!("unreact {emoji}"),
     }
 }
 
@@ -421,18 +547,64 @@ struct DeviceInfo {
     conns: Vec<u64>,
 }
 
+/// A log entry about a message (an edit, delete or reaction), as the history
+/// knows it: from its maker's answer, or from any device that received it.
+struct EntryInfo<'a> {
+    chat_id: &'a str,
+    seq: i64,
+    /// Who wrote it (a reaction's user).
+    user: &'a str,
+    /// The message it is about.
+    target: &'a str,
+    change: &'a Change,
+    /// The maker's answer, if one came.
+    answer: Option<EntryAnswer<'a>>,
+    /// When it was first seen, answered or received.
+    first_seen_ms: u64,
+}
+
+/// Where and when an entry's maker got its answer.
+#[derive(Clone, Copy)]
+struct EntryAnswer<'a> {
+    device: &'a str,
+    conn: u64,
+    at_ms: u64,
+    /// When the action's first try was written (the entry cannot be older).
+    first_attempt_ms: u64,
+}
+
+/// One edit, delete, react or unreact of a device, over all its tries.
+struct Action<'a> {
+    device: &'a str,
+    target: &'a str,
+    change: &'a Change,
+    first_attempt_ms: u64,
+    /// Tries that failed on the client's side: each may have written an
+    /// entry whose answer never came (the device then knows nothing of its seq).
+    failed_tries: u32,
+    /// The answer: `Some(true)` an entry, `Some(false)` `changed: false`.
+    changed: Option<bool>,
+    /// The refusal's code, if it was refused.
+    refused: Option<&'a str>,
+}
+
 struct History<'a> {
     /// Every event by time; equal times keep the recording order, which is the
     /// order one client saw them in.
     timeline: Vec<&'a Event>,
     /// message id → its first answer. The sender of a message is whoever got it.
     answers: BTreeMap<&'a str, Answer<'a>>,
+    /// entry key → what is known of that entry (edits, deletes, reactions).
+    entries: BTreeMap<String, EntryInfo<'a>>,
+    /// (user, action id) → the action.
+    actions: BTreeMap<(&'a str, &'a str), Action<'a>>,
     /// (user, conn) → when it was opened and closed (first of each).
     lifetimes: HashMap<(&'a str, u64), Lifetime>,
     /// Every device that ever connected.
     devices: BTreeMap<DeviceKey<'a>, DeviceInfo>,
-    /// (chat, seq) → the first message seen there (answered or received).
-    at_seq: HashMap<(&'a str, i64), &'a str>,
+    /// (chat, seq) → the first message (id) or entry (key) seen there
+    /// (answered or received).
+    at_seq: HashMap<(&'a str, i64), String>,
 }
 
 impl<'a> History<'a> {
@@ -441,16 +613,67 @@ impl<'a> History<'a> {
         timeline.sort_by_key(|event| event.at_ms);
 
         let mut answers = BTreeMap::new();
+        let mut entries: BTreeMap<String, EntryInfo> = BTreeMap::new();
+        let mut actions: BTreeMap<(&str, &str), Action> = BTreeMap::new();
         let mut lifetimes: HashMap<(&str, u64), Lifetime> = HashMap::new();
         let mut devices: BTreeMap<DeviceKey, DeviceInfo> = BTreeMap::new();
-        let mut at_seq: HashMap<(&str, i64), &str> = HashMap::new();
+        let mut at_seq: HashMap<(&str, i64), String> = HashMap::new();
         let mut first_attempts: HashMap<(&str, &str), u64> = HashMap::new();
         for event in &timeline {
             match &event.kind {
                 EventKind::SendAttempt { client_msg_id, .. } => {
                     first_attempts.entry((event.user.as_str(), client_msg_id.as_str())).or_insert(event.at_ms);
                 }
-                EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq } => {
+                EventKind::ActionAttempt { action_id, message_id, change, .. } => {
+                    actions.entry((event.user.as_str(), action_id.as_str())).or_insert(Action {
+                        device: &event.device,
+                        target: message_id,
+                        change,
+                        first_attempt_ms: event.at_ms,
+                        failed_tries: 0,
+                        changed: None,
+                        refused: None,
+                    });
+                }
+                EventKind::ActionFailed { action_id, .. } => {
+                    if let Some(action) = actions.get_mut(&(event.user.as_str(), action_id.as_str())) {
+                        action.failed_tries += 1;
+                    }
+                }
+                EventKind::ActionRefused { action_id, code, .. } => {
+                    if let Some(action) = actions.get_mut(&(event.user.as_str(), action_id.as_str())) {
+                        action.refused.get_or_insert(code);
+                    }
+                }
+                EventKind::ActionAnswered { action_id, chat_id, message_id, change, changed, seq } => {
+                    let first_attempt_ms = match actions.get_mut(&(event.user.as_str(), action_id.as_str())) {
+                        Some(action) => {
+                            action.changed.get_or_insert(*changed);
+                            action.first_attempt_ms
+                        }
+                        None => event.at_ms,
+                    };
+                    if let (true, Some(seq)) = (*changed, *seq) {
+                        let key = entry_key(chat_id, seq);
+                        at_seq.entry((chat_id.as_str(), seq)).or_insert_with(|| key.clone());
+                        let entry = entries.entry(key).or_insert(EntryInfo {
+                            chat_id,
+                            seq,
+                            user: &event.user,
+                            target: message_id,
+                            change,
+                            answer: None,
+                            first_seen_ms: event.at_ms,
+                        });
+                        entry.answer.get_or_insert(EntryAnswer {
+                            device: &event.device,
+                            conn: event.conn,
+                            at_ms: event.at_ms,
+                            first_attempt_ms,
+                        });
+                    }
+                }
+                EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq, .. } => {
                     let first_attempt_ms = first_attempts
                         .get(&(event.user.as_str(), client_msg_id.as_str()))
                         .copied()
@@ -465,10 +688,21 @@ impl<'a> History<'a> {
                         seq: *seq,
                         first_attempt_ms,
                     });
-                    at_seq.entry((chat_id.as_str(), *seq)).or_insert(message_id.as_str());
+                    at_seq.entry((chat_id.as_str(), *seq)).or_insert_with(|| message_id.clone());
                 }
-                EventKind::Received { chat_id, message_id, seq, .. } => {
-                    at_seq.entry((chat_id.as_str(), *seq)).or_insert(message_id.as_str());
+                EventKind::Received { chat_id, message_id, sender_id, seq, about, .. } => {
+                    at_seq.entry((chat_id.as_str(), *seq)).or_insert_with(|| message_id.clone());
+                    if let Some(about) = about {
+                        entries.entry(message_id.clone()).or_insert(EntryInfo {
+                            chat_id,
+                            seq: *seq,
+                            user: sender_id,
+                            target: &about.message_id,
+                            change: &about.change,
+                            answer: None,
+                            first_seen_ms: event.at_ms,
+                        });
+                    }
                 }
                 EventKind::Connected { .. } => {
                     let lifetime = lifetimes.entry((event.user.as_str(), event.conn)).or_default();
@@ -489,7 +723,31 @@ impl<'a> History<'a> {
                 _ => {}
             }
         }
-        Self { timeline, answers, lifetimes, devices, at_seq }
+        Self { timeline, answers, entries, actions, lifetimes, devices, at_seq }
+    }
+
+    /// Whether the history shows `message_id` deleted for everyone: a delete
+    /// entry about it (answered or received), a tombstone received, or an
+    /// action on it refused `already_deleted`.
+    fn deleted_messages(&self) -> HashSet<&'a str> {
+        let mut deleted: HashSet<&str> = self
+            .entries
+            .values()
+            .filter(|entry| *entry.change == Change::Delete)
+            .map(|entry| entry.target)
+            .collect();
+        for event in &self.timeline {
+            match &event.kind {
+                EventKind::Received { message_id, deleted: true, about: None, .. } => {
+                    deleted.insert(message_id);
+                }
+                EventKind::ActionRefused { message_id, code, .. } if code == "already_deleted" => {
+                    deleted.insert(message_id);
+                }
+                _ => {}
+            }
+        }
+        deleted
     }
 
     fn lifetime(&self, user: &str, conn: u64) -> Lifetime {
@@ -501,8 +759,9 @@ impl<'a> History<'a> {
         self.devices.range((user, "")..).take_while(move |((u, _), _)| *u == user).map(|((_, device), info)| (*device, info))
     }
 
-    /// Every event naming `message_id`, plus the send tries that produced it
-    /// (same sender and client_msg_id), in time order.
+    /// Every event naming `message_id` (a message, or an entry's key), plus
+    /// the send tries that produced it (same sender and client_msg_id), and,
+    /// for a message, the entries and actions about it, in time order.
     fn events_of_message(&self, message_id: &str) -> Vec<&'a Event> {
         let tries: BTreeSet<(&str, &str)> = self
             .timeline
@@ -514,17 +773,46 @@ impl<'a> History<'a> {
                 _ => None,
             })
             .collect();
+        // The entries about it, and the action that made an entry named here.
+        let entry_keys: HashSet<&str> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.target == message_id)
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let action_ids: HashSet<(&str, &str)> = self
+            .timeline
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::ActionAttempt { action_id, message_id: target, .. } if target == message_id => {
+                    Some((event.user.as_str(), action_id.as_str()))
+                }
+                EventKind::ActionAnswered { action_id, chat_id, seq: Some(seq), changed: true, .. }
+                    if entry_key(chat_id, *seq) == message_id =>
+                {
+                    Some((event.user.as_str(), action_id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
         self.timeline
             .iter()
             .copied()
             .filter(|event| match &event.kind {
+                EventKind::Received { message_id: id, about: Some(about), .. } => {
+                    id == message_id || about.message_id == message_id
+                }
+                EventKind::Acked { message_id: id } => id == message_id || entry_keys.contains(id.as_str()),
                 EventKind::SendAnswered { message_id: id, .. }
                 | EventKind::Received { message_id: id, .. }
-                | EventKind::Acked { message_id: id }
                 | EventKind::Status { message_id: id, .. } => id == message_id,
                 EventKind::SendAttempt { client_msg_id, .. } | EventKind::SendFailed { client_msg_id, .. } => {
                     tries.contains(&(event.user.as_str(), client_msg_id.as_str()))
                 }
+                EventKind::ActionAttempt { action_id, .. }
+                | EventKind::ActionAnswered { action_id, .. }
+                | EventKind::ActionRefused { action_id, .. }
+                | EventKind::ActionFailed { action_id, .. } => action_ids.contains(&(event.user.as_str(), action_id.as_str())),
                 EventKind::Connected { .. }
                 | EventKind::Disconnected
                 | EventKind::ReadSent { .. }
@@ -582,8 +870,17 @@ fn count(history: &History) -> Counts {
     let mut attempted: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut answered: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut deliveries: HashSet<(&str, &str, &str)> = HashSet::new();
+    let mut entry_deliveries: HashSet<(&str, &str, &str)> = HashSet::new();
     for event in &history.timeline {
         match &event.kind {
+            EventKind::ActionAttempt { .. } | EventKind::ActionAnswered { .. } | EventKind::ActionRefused { .. } => {}
+            EventKind::ActionFailed { reason, .. } => {
+                *counts.action_failures.entry(reason.clone()).or_default() += 1;
+            }
+            EventKind::Received { message_id, about: Some(_), .. } => {
+                counts.entries_received += 1;
+                entry_deliveries.insert((message_id, &event.user, &event.device));
+            }
             EventKind::Connected { .. } => counts.connections += 1,
             EventKind::Disconnected | EventKind::SyncDone { .. } => {}
             EventKind::SendAttempt { client_msg_id, .. } => {
@@ -610,6 +907,17 @@ fn count(history: &History) -> Counts {
     counts.sends_answered = answered.len() as u64;
     counts.sends_unanswered = attempted.difference(&answered).count() as u64;
     counts.deliveries = deliveries.len() as u64;
+    counts.entry_deliveries = entry_deliveries.len() as u64;
+    for action in history.actions.values() {
+        let kind = action.change.kind().to_string();
+        *counts.actions_attempted.entry(kind.clone()).or_default() += 1;
+        match (action.changed, action.refused) {
+            (Some(true), _) => *counts.actions_changed.entry(kind).or_default() += 1,
+            (Some(false), _) => counts.actions_unchanged += 1,
+            (None, Some(code)) => *counts.actions_refused.entry(code.to_string()).or_default() += 1,
+            (None, None) => counts.actions_unanswered += 1,
+        }
+    }
     counts.devices = history.devices.len() as u64;
     counts.devices_caught_up = history
         .devices
@@ -703,12 +1011,130 @@ fn check_lost(history: &History, chats: &Chats, found: &mut Found) {
     }
 }
 
+/// `lost`, for entries about a message: every answered edit, delete and
+/// reaction reaches every device of every member of its chat except the one
+/// that made it (the maker's other devices included) — unless it became moot,
+/// which devices reading it after that pass over: an edit that a later edit
+/// of the same message supersedes, an edit or reaction of a message since
+/// deleted. (A delete is never moot.)
+fn check_lost_entries(history: &History, chats: &Chats, server: Option<&ServerState>, found: &mut Found) {
+    let mut received: HashSet<(&str, &str, &str)> = HashSet::new();
+    for event in &history.timeline {
+        if let EventKind::Received { message_id, about: Some(_), .. } = &event.kind {
+            received.insert((message_id, &event.user, &event.device));
+        }
+    }
+    let mut deleted = history.deleted_messages();
+    if let Some(server) = server {
+        deleted.extend(server.messages.iter().filter(|(_, message)| message.deleted).map(|(id, _)| id.as_str()));
+    }
+    // message → the seq of its latest edit the history knows of.
+    let mut latest_edit: HashMap<&str, i64> = HashMap::new();
+    for entry in history.entries.values() {
+        if let Change::Edit { .. } = entry.change {
+            let latest = latest_edit.entry(entry.target).or_insert(entry.seq);
+            *latest = (*latest).max(entry.seq);
+        }
+    }
+    for (key, entry) in &history.entries {
+        let moot = match entry.change {
+            Change::Delete => false,
+            Change::Edit { .. } => {
+                deleted.contains(entry.target) || latest_edit.get(entry.target).is_some_and(|&latest| latest > entry.seq)
+            }
+            Change::React { .. } | Change::Unreact { .. } => deleted.contains(entry.target),
+        };
+        if moot {
+            continue;
+        }
+        let Some(members) = chats.get(entry.chat_id) else { continue };
+        // The device that made it: the one answered; without an answer, any
+        // device of the user whose same action had a try go unanswered.
+        let (makers, made_ms, whence): (Vec<&str>, u64, String) = match entry.answer {
+            Some(answer) => (
+                vec![answer.device],
+                answer.first_attempt_ms,
+                format!("from {} (conn {}, answered at {} ms)", answer.device, answer.conn, answer.at_ms),
+            ),
+            None => (
+                history
+                    .actions
+                    .iter()
+                    .filter(|((user, _), action)| {
+                        *user == entry.user
+                            && action.target == entry.target
+                            && action.change == entry.change
+                            && (action.failed_tries > 0 || (action.changed.is_none() && action.refused.is_none()))
+                    })
+                    .map(|(_, action)| action.device)
+                    .collect(),
+                entry.first_seen_ms,
+                format!("(its answer never came; first seen at {} ms)", entry.first_seen_ms),
+            ),
+        };
+        for member in members {
+            for (device, info) in history.devices_of(member) {
+                let making_device = member == entry.user && makers.contains(&device);
+                if making_device || info.created_at > made_ms {
+                    continue;
+                }
+                if received.contains(&(key.as_str(), member.as_str(), device)) {
+                    continue;
+                }
+                let whose = if member == entry.user { "the maker's other device" } else { "their device" };
+                found.push(
+                    Check::Lost,
+                    At { user: member, device: Some(device), conn: 0 },
+                    Some(key),
+                    Some(entry.chat_id),
+                    Some(entry.seq),
+                    entry.answer.map_or(entry.first_seen_ms, |answer| answer.at_ms),
+                    format!(
+                        "{} of {} by {} {whence}, never received by {whose} {device} on any connection",
+                        describe_change(entry.change),
+                        entry.target,
+                        entry.user,
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// `echoed_to_sending_device`: a device never receives a message it sent
-/// itself (its user's other devices do), on any of its connections.
+/// itself (its user's other devices do), on any of its connections; nor an
+/// edit, delete or reaction it made.
 fn check_echoed_to_sending_device(history: &History, found: &mut Found) {
     let mut reported: HashSet<(&str, &str, &str)> = HashSet::new();
     for event in &history.timeline {
-        let EventKind::Received { chat_id, message_id, seq, .. } = &event.kind else { continue };
+        let EventKind::Received { chat_id, message_id, seq, about, .. } = &event.kind else { continue };
+        if about.is_some() {
+            let Some(entry) = history.entries.get(message_id.as_str()) else { continue };
+            let Some(answer) = entry.answer else { continue };
+            if entry.user != event.user || answer.device != event.device {
+                continue;
+            }
+            if !reported.insert((&event.user, &event.device, message_id)) {
+                continue;
+            }
+            found.push(
+                Check::EchoedToSendingDevice,
+                At::event(event),
+                Some(message_id),
+                Some(chat_id),
+                Some(*seq),
+                event.at_ms,
+                format!(
+                    "{} made this {} (conn {}, answered at {} ms) and got it back on conn {}",
+                    event.device,
+                    describe_change(entry.change),
+                    answer.conn,
+                    answer.at_ms,
+                    event.conn
+                ),
+            );
+            continue;
+        }
         let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
         if answer.user != event.user || answer.device != event.device {
             continue;
@@ -738,7 +1164,7 @@ fn check_duplicate_creation(history: &History, found: &mut Found) {
     let mut first: HashMap<(&str, &str), (&str, i64)> = HashMap::new();
     let mut reported: HashSet<(&str, &str, &str, i64)> = HashSet::new();
     for event in &history.timeline {
-        let EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq } = &event.kind else { continue };
+        let EventKind::SendAnswered { chat_id, client_msg_id, message_id, seq, .. } = &event.kind else { continue };
         let original = *first.entry((&event.user, client_msg_id)).or_insert((message_id, *seq));
         if original == (message_id.as_str(), *seq) {
             continue;
@@ -764,22 +1190,26 @@ fn check_duplicate_creation(history: &History, found: &mut Found) {
 /// `inconsistent`: a message id has one (chat, seq) and one sender everywhere; a (chat,
 /// seq) names one message (the schema's `UNIQUE (chat_id, seq)`).
 fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
-    // message id → the first (chat, seq) seen for it, in answers or receipts.
-    let mut placement: HashMap<&str, (&str, i64)> = HashMap::new();
-    // (chat, seq) → the first message id seen there.
-    let mut occupant: HashMap<(&str, i64), &str> = HashMap::new();
+    // message id (or entry key) → the first (chat, seq) seen for it, in answers or receipts.
+    let mut placement: HashMap<String, (&str, i64)> = HashMap::new();
+    // (chat, seq) → the first message id (or entry key) seen there.
+    let mut occupant: HashMap<(&str, i64), String> = HashMap::new();
     // One violation per distinct wrong value, not per event carrying it: a
     // message received a hundred times with the wrong seq is one bug.
-    let mut reported: HashSet<(&str, String)> = HashSet::new();
+    let mut reported: HashSet<(String, String)> = HashSet::new();
 
     for event in &history.timeline {
         let (chat_id, message_id, seq, what) = match &event.kind {
-            EventKind::SendAnswered { chat_id, message_id, seq, .. } => (chat_id, message_id, *seq, "answered"),
-            EventKind::Received { chat_id, message_id, seq, .. } => (chat_id, message_id, *seq, "received"),
+            EventKind::SendAnswered { chat_id, message_id, seq, .. } => (chat_id, message_id.clone(), *seq, "answered"),
+            EventKind::Received { chat_id, message_id, seq, .. } => (chat_id, message_id.clone(), *seq, "received"),
+            EventKind::ActionAnswered { chat_id, seq: Some(seq), changed: true, .. } => {
+                (chat_id, entry_key(chat_id, *seq), *seq, "answered")
+            }
             _ => continue,
         };
-        let first = *placement.entry(message_id).or_insert((chat_id, seq));
-        if first != (chat_id.as_str(), seq) && reported.insert((message_id, format!("placement {chat_id} {seq}"))) {
+        let message_id = message_id.as_str();
+        let first = *placement.entry(message_id.to_owned()).or_insert((chat_id, seq));
+        if first != (chat_id.as_str(), seq) && reported.insert((message_id.to_owned(), format!("placement {chat_id} {seq}"))) {
             found.push(
                 Check::Inconsistent,
                 At::event(event),
@@ -793,8 +1223,8 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                 ),
             );
         }
-        let holder = *occupant.entry((chat_id, seq)).or_insert(message_id);
-        if holder != message_id && reported.insert((message_id, format!("occupant {chat_id} {seq}"))) {
+        let holder = occupant.entry((chat_id, seq)).or_insert_with(|| message_id.to_owned());
+        if holder != message_id && reported.insert((message_id.to_owned(), format!("occupant {chat_id} {seq}"))) {
             found.push(
                 Check::Inconsistent,
                 At::event(event),
@@ -811,7 +1241,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
         match &event.kind {
             EventKind::SendAnswered { chat_id, message_id, seq, .. } => {
                 let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
-                if answer.user != event.user && reported.insert((message_id, format!("answered to {}", event.user))) {
+                if answer.user != event.user && reported.insert((message_id.clone(), format!("answered to {}", event.user))) {
                     found.push(
                         Check::Inconsistent,
                         At::event(event),
@@ -822,7 +1252,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                         format!("answered to {}, but first to {}", event.user, answer.user),
                     );
                 }
-                if !chats.contains_key(chat_id.as_str()) && reported.insert((message_id, "unknown chat".to_string())) {
+                if !chats.contains_key(chat_id.as_str()) && reported.insert((message_id.clone(), "unknown chat".to_string())) {
                     found.push(
                         Check::Inconsistent,
                         At::event(event),
@@ -834,10 +1264,58 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
                     );
                 }
             }
+            EventKind::Received { chat_id, message_id, sender_id, seq, about: Some(about), .. } => {
+                // Every copy of an entry says the same as the first seen (or its answer).
+                let Some(entry) = history.entries.get(message_id.as_str()) else { continue };
+                if (entry.user, entry.target, entry.change) != (sender_id.as_str(), about.message_id.as_str(), &about.change)
+                    && reported.insert((message_id.clone(), format!("entry {sender_id} {} {:?}", about.message_id, about.change)))
+                {
+                    found.push(
+                        Check::Inconsistent,
+                        At::event(event),
+                        Some(message_id),
+                        Some(chat_id),
+                        Some(*seq),
+                        event.at_ms,
+                        format!(
+                            "received as {} of {} by {sender_id}, but first seen as {} of {} by {}",
+                            describe_change(&about.change),
+                            about.message_id,
+                            describe_change(entry.change),
+                            entry.target,
+                            entry.user
+                        ),
+                    );
+                }
+            }
+            EventKind::ActionAnswered { chat_id, message_id, change, changed: true, seq: Some(seq), .. } => {
+                let key = entry_key(chat_id, *seq);
+                let Some(entry) = history.entries.get(&key) else { continue };
+                if (entry.user, entry.target, entry.change) != (event.user.as_str(), message_id.as_str(), change)
+                    && reported.insert((key.clone(), format!("answer {} {message_id} {change:?}", event.user)))
+                {
+                    found.push(
+                        Check::Inconsistent,
+                        At::event(event),
+                        Some(&key),
+                        Some(chat_id),
+                        Some(*seq),
+                        event.at_ms,
+                        format!(
+                            "answered to {} as {} of {message_id}, but received as {} of {} by {}",
+                            event.user,
+                            describe_change(change),
+                            describe_change(entry.change),
+                            entry.target,
+                            entry.user
+                        ),
+                    );
+                }
+            }
             EventKind::Received { chat_id, message_id, sender_id, seq, .. } => {
                 // A message whose answer never arrived has no known sender to compare with.
                 let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
-                if answer.user != sender_id && reported.insert((message_id, format!("sender {sender_id}"))) {
+                if answer.user != sender_id && reported.insert((message_id.clone(), format!("sender {sender_id}"))) {
                     found.push(
                         Check::Inconsistent,
                         At::event(event),
@@ -851,7 +1329,7 @@ fn check_inconsistent(history: &History, chats: &Chats, found: &mut Found) {
             }
             EventKind::Status { message_id, recipient, .. } => {
                 let Some(answer) = history.answers.get(message_id.as_str()) else { continue };
-                if answer.user != event.user && reported.insert((message_id, format!("status at {}", event.user))) {
+                if answer.user != event.user && reported.insert((message_id.clone(), format!("status at {}", event.user))) {
                     found.push(
                         Check::Inconsistent,
                         At::event(event),
@@ -977,6 +1455,12 @@ type CursorShown = (u64, u64, i64);
 ///   when it opened (answered or received by someone before), shows the
 ///   cursor at N or beyond from that `sync:done` on.
 ///
+/// "Message" here is any log entry: edits, deletes and reactions have seqs
+/// of their own, are acked like messages, and the ones the device made are no
+/// hole either. (An entry that became moot is passed over by every device
+/// without an ack: the known prefix stops there, which only makes the check
+/// see less, never more.)
+///
 /// A receipt that is not such a violation but repeats an ack of the device
 /// elsewhere is counted (at-least-once behind the cursor). Returns that count.
 fn check_redelivered_other_connection(history: &History, chats: &Chats, rules: &Rules, found: &mut Found) -> u64 {
@@ -995,6 +1479,14 @@ fn check_redelivered_other_connection(history: &History, chats: &Chats, rules: &
     let known_at = |user: &str, device: &str, message_id: &str| -> Option<u64> {
         if let Some(answer) = history.answers.get(message_id)
             && answer.user == user
+            && answer.device == device
+        {
+            return Some(answer.at_ms);
+        }
+        // An entry it made itself: the device passes over it, like its own message.
+        if let Some(entry) = history.entries.get(message_id)
+            && let Some(answer) = entry.answer
+            && entry.user == user
             && answer.device == device
         {
             return Some(answer.at_ms);
@@ -1031,12 +1523,19 @@ fn check_redelivered_other_connection(history: &History, chats: &Chats, rules: &
         if history.answers.get(message_id.as_str()).is_some_and(|a| a.user == event.user && a.device == event.device) {
             continue;
         }
+        if history
+            .entries
+            .get(message_id.as_str())
+            .is_some_and(|entry| entry.user == event.user && entry.answer.is_some_and(|a| a.device == event.device))
+        {
+            continue;
+        }
         let key = (event.user.as_str(), event.device.as_str(), chat_id.as_str());
         let known = cursors.entry(key).or_default();
         // Extend the prefix as far as `seq` if it can be.
         while (known.len() as i64) < *seq {
             let next_seq = known.len() as i64 + 1;
-            let Some(&at_next) = history.at_seq.get(&(chat_id.as_str(), next_seq)) else { break };
+            let Some(at_next) = history.at_seq.get(&(chat_id.as_str(), next_seq)) else { break };
             let Some(had_at) = known_at(&event.user, &event.device, at_next) else { break };
             let past = known.last().map_or(had_at, |&before| before.max(had_at));
             known.push(past);
@@ -1099,6 +1598,7 @@ fn cursors_shown_by_catch_ups<'a>(history: &History<'a>, chats: &'a Chats) -> Ha
     for event in &history.timeline {
         let (chat_id, seq) = match &event.kind {
             EventKind::SendAnswered { chat_id, seq, .. } => (chat_id.as_str(), *seq),
+            EventKind::ActionAnswered { chat_id, seq: Some(seq), changed: true, .. } => (chat_id.as_str(), *seq),
             EventKind::Received { chat_id, seq, .. } => {
                 let low = lowest.entry((event.conn, chat_id.as_str())).or_insert(*seq);
                 *low = (*low).min(*seq);
@@ -1274,9 +1774,223 @@ fn check_missing_delivered_status(history: &History, found: &mut Found) {
     }
 }
 
+/// `entry_before_message`: an edit, delete or reaction reaches a device only
+/// after the message it is about, which has a lower seq: the device received
+/// that message before (on any of its connections), or sent it itself (its
+/// first try was written before).
+fn check_entry_before_message(history: &History, found: &mut Found) {
+    // (user, device) → message → its seq, for every message the device has received so far.
+    let mut seen: HashMap<(&str, &str), HashMap<&str, i64>> = HashMap::new();
+    let mut reported: HashSet<(&str, &str, &str)> = HashSet::new();
+    for event in &history.timeline {
+        let EventKind::Received { chat_id, message_id, seq, about, .. } = &event.kind else { continue };
+        let device = (event.user.as_str(), event.device.as_str());
+        let Some(about) = about else {
+            seen.entry(device).or_default().insert(message_id, *seq);
+            continue;
+        };
+        let target = about.message_id.as_str();
+        let target_seq = seen.get(&device).and_then(|messages| messages.get(target)).copied().or_else(|| {
+            history
+                .answers
+                .get(target)
+                .filter(|answer| answer.user == event.user && answer.device == event.device && answer.first_attempt_ms <= event.at_ms)
+                .map(|answer| answer.seq)
+        });
+        let problem = match target_seq {
+            Some(target_seq) if target_seq < *seq => continue,
+            Some(target_seq) => format!("{target} was seen here at seq {target_seq}, not below the entry's seq {seq}"),
+            None => format!("{} never received {target} (nor sent it) before", event.device),
+        };
+        if !reported.insert((&event.user, &event.device, message_id)) {
+            continue;
+        }
+        found.push(
+            Check::EntryBeforeMessage,
+            At::event(event),
+            Some(message_id),
+            Some(chat_id),
+            Some(*seq),
+            event.at_ms,
+            format!("received {} of {target} on conn {}: {problem}", describe_change(&about.change), event.conn),
+        );
+    }
+}
+
+/// `unexpected_refusal`: an edit, delete or reaction of a device ends with an
+/// error it cannot legitimately get. The clients only edit and delete their
+/// user's own messages, and only react to messages they have seen, with a
+/// few short emoji: the only legitimate refusals are `already_deleted` (the
+/// message was deleted for everyone meanwhile, perhaps by this action's own
+/// unanswered first try or the user's other device) and `window_passed`. An
+/// `already_deleted` for a message the server holds as not deleted is wrong
+/// too (judged when the server's state is known).
+fn check_unexpected_refusal(history: &History, server: Option<&ServerState>, found: &mut Found) {
+    for event in &history.timeline {
+        let EventKind::ActionRefused { action_id, chat_id, message_id, change, code } = &event.kind else { continue };
+        let problem = if !LEGITIMATE_REFUSALS.contains(&code.as_str()) {
+            format!("refused with {code}")
+        } else if code == "already_deleted"
+            && let Some(server) = server
+            && server.messages.get(message_id).is_some_and(|message| !message.deleted)
+        {
+            "refused with already_deleted, but the message is not deleted".to_string()
+        } else {
+            continue;
+        };
+        found.push(
+            Check::UnexpectedRefusal,
+            At::event(event),
+            Some(message_id),
+            Some(chat_id),
+            history.answers.get(message_id.as_str()).map(|answer| answer.seq),
+            event.at_ms,
+            format!("{action_id}: {} of {message_id} {problem}", describe_change(change)),
+        );
+    }
+}
+
+/// What `user`'s `device` shows at the end, folded from what it recorded: the
+/// messages it sent and received (latest content or tombstone), the entries
+/// it received, its own answered edits, deletes and reactions, the
+/// `already_deleted` it was told, and — for an action a try of which went
+/// unanswered — its own entries it never learnt the seq of (another device
+/// received them; its own device never does: it passes over them).
+fn device_view(history: &History, user: &str, device: &str) -> DeviceView {
+    let mut view = DeviceView::default();
+    let of_device = || history.timeline.iter().filter(move |event| event.user == user && event.device == device);
+    // Messages first: entries apply by seq whatever their order, and one that
+    // arrived before its message is `entry_before_message`'s business.
+    for event in of_device() {
+        match &event.kind {
+            EventKind::SendAnswered { chat_id, message_id, seq, content, .. } => {
+                view.sent(message_id, chat_id, *seq, user, content.as_deref().unwrap_or_default());
+            }
+            EventKind::Received { chat_id, message_id, sender_id, seq, content, deleted, about: None, .. } => {
+                view.received(message_id, chat_id, *seq, sender_id, content.as_deref().unwrap_or_default(), *deleted);
+            }
+            _ => {}
+        }
+    }
+    let mut received_entries: HashSet<&str> = HashSet::new();
+    for event in of_device() {
+        match &event.kind {
+            EventKind::Received { message_id, sender_id, seq, about: Some(about), .. } => {
+                view.entry(&about.message_id, *seq, sender_id, &about.change);
+                received_entries.insert(message_id);
+            }
+            EventKind::ActionAnswered { message_id, change, changed: true, seq: Some(seq), .. } => {
+                view.entry(message_id, *seq, user, change);
+            }
+            EventKind::ActionRefused { message_id, code, .. } if code == "already_deleted" => view.deleted(message_id),
+            _ => {}
+        }
+    }
+    for entry in own_unanswered_entries(history, user, device, &received_entries) {
+        view.entry(entry.target, entry.seq, user, entry.change);
+    }
+    view
+}
+
+/// The entries `user`'s `device` made without learning their seq: entries of
+/// the user, answered to nobody, that the device never received, matching
+/// (message, change) an action of the device a try of which went unanswered.
+fn own_unanswered_entries<'h, 'a>(
+    history: &'h History<'a>,
+    user: &str,
+    device: &str,
+    received_entries: &HashSet<&str>,
+) -> Vec<&'h EntryInfo<'a>> {
+    let uncertain: HashSet<(&str, &Change)> = history
+        .actions
+        .iter()
+        .filter(|((action_user, _), action)| {
+            *action_user == user && action.device == device && (action.failed_tries > 0 || (action.changed.is_none() && action.refused.is_none()))
+        })
+        .map(|(_, action)| (action.target, action.change))
+        .collect();
+    if uncertain.is_empty() {
+        return Vec::new();
+    }
+    history
+        .entries
+        .iter()
+        .filter(|(key, entry)| {
+            entry.answer.is_none()
+                && entry.user == user
+                && !received_entries.contains(key.as_str())
+                && uncertain.contains(&(entry.target, entry.change))
+        })
+        .map(|(_, entry)| entry)
+        .collect()
+}
+
+/// `final_view`: once the run has settled, every device's view of every
+/// message it has seen ([`device_view`]) equals the server's: the content
+/// (the latest edit's, "" once deleted), the deleted flag, and the set of
+/// (user, emoji) reactions.
+fn check_final_views(history: &History, server: &ServerState, counts: &mut Counts, found: &mut Found) {
+    let end_ms = history.timeline.last().map_or(0, |event| event.at_ms);
+    for message in server.messages.values() {
+        counts.server_edited += u64::from(message.edited && !message.deleted);
+        counts.server_deleted += u64::from(message.deleted);
+        counts.server_reactions += message.reactions.len() as u64;
+    }
+    for &(user, device) in history.devices.keys() {
+        let view = device_view(history, user, device);
+        for (message_id, shown) in &view.messages {
+            counts.views_checked += 1;
+            let Some(truth) = server.messages.get(message_id) else {
+                found.push(
+                    Check::FinalView,
+                    At { user, device: Some(device), conn: 0 },
+                    Some(message_id),
+                    Some(&shown.chat_id),
+                    Some(shown.seq),
+                    end_ms,
+                    format!("{device} shows {message_id}, which the server does not hold"),
+                );
+                continue;
+            };
+            if truth.deleted || truth.edited || !truth.reactions.is_empty() {
+                counts.views_checked_changed += 1;
+            }
+            let mut differences = Vec::new();
+            if shown.deleted != truth.deleted {
+                differences.push(format!("deleted: shows {}, the server {}", shown.deleted, truth.deleted));
+            }
+            if shown.content != truth.content {
+                differences.push(format!("content: shows {:?}, the server {:?}", shown.content, truth.content));
+            }
+            let reactions = shown.reactions();
+            if reactions != truth.reactions {
+                let pairs = |set: &mut dyn Iterator<Item = &(String, String)>| {
+                    set.map(|(user, emoji)| format!("{user} {emoji}")).collect::<Vec<_>>().join(", ")
+                };
+                let extra = pairs(&mut reactions.difference(&truth.reactions));
+                let missing = pairs(&mut truth.reactions.difference(&reactions));
+                differences.push(format!("reactions: shows [{extra}] the server has not, lacks [{missing}]"));
+            }
+            if differences.is_empty() {
+                continue;
+            }
+            found.push(
+                Check::FinalView,
+                At { user, device: Some(device), conn: 0 },
+                Some(message_id),
+                Some(&truth.chat_id),
+                Some(truth.seq),
+                end_ms,
+                format!("{device}'s final view differs from the server's: {}", differences.join("; ")),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::ServerMessage;
 
     /// An event on the user's phone (`alice-phone`), the only device most tests need.
     fn event(at_ms: u64, user: &str, conn: u64, kind: EventKind) -> Event {
@@ -1301,6 +2015,7 @@ mod tests {
             client_msg_id: client_msg_id.into(),
             message_id: message.into(),
             seq,
+            content: None,
         }
     }
 
@@ -1309,7 +2024,16 @@ mod tests {
     }
 
     fn received(chat: &str, message: &str, sender: &str, seq: i64) -> EventKind {
-        EventKind::Received { chat_id: chat.into(), message_id: message.into(), sender_id: sender.into(), seq, frame_id: None }
+        EventKind::Received {
+            chat_id: chat.into(),
+            message_id: message.into(),
+            sender_id: sender.into(),
+            seq,
+            frame_id: None,
+            content: None,
+            deleted: false,
+            about: None,
+        }
     }
 
     fn received_as(frame: u64, chat: &str, message: &str, sender: &str, seq: i64) -> EventKind {
@@ -1319,6 +2043,9 @@ mod tests {
             sender_id: sender.into(),
             seq,
             frame_id: Some(frame),
+            content: None,
+            deleted: false,
+            about: None,
         }
     }
 
@@ -1401,7 +2128,7 @@ mod tests {
     }
 
     fn judge(events: &[Event]) -> Verdict {
-        check(events, &chats(), &Rules::default())
+        check(events, &chats(), None, &Rules::default())
     }
 
     /// Asserts that exactly `expected` fails, `times` times, and every other check passes.
@@ -1426,7 +2153,7 @@ mod tests {
         let verdict = judge(&clean_history());
         assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
         assert!(verdict.is_settled());
-        assert_eq!(verdict.violations_by_check.len(), 9);
+        assert_eq!(verdict.violations_by_check.len(), 12);
         assert!(verdict.violations_by_check.values().all(|&n| n == 0));
         assert_eq!(
             verdict.counts,
@@ -1447,6 +2174,7 @@ mod tests {
                 devices: 3,
                 devices_caught_up: 3,
                 send_failures: BTreeMap::from([("timeout".to_string(), 1)]),
+                ..Counts::default()
             }
         );
         assert!(verdict.first_violation_context(&clean_history(), &[]).is_none());
@@ -1621,7 +2349,7 @@ mod tests {
     #[test]
     fn redelivery_grace_comes_from_the_rules() {
         let events = second_connection_history(9000, 1000);
-        let verdict = check(&events, &chats(), &Rules { redelivery_grace_ms: 500 });
+        let verdict = check(&events, &chats(), None, &Rules { redelivery_grace_ms: 500 });
         assert_only(&verdict, Check::RedeliveredOtherConnection, 1);
     }
 
@@ -1827,6 +2555,315 @@ mod tests {
         assert_eq!(verdict.violations[0].message_id.as_deref(), Some("m5"));
     }
 
+    // --- Edits, deletes and reactions ------------------------------------
+
+    fn entry(chat: &str, seq: i64, target: &str, by: &str, change: Change) -> EventKind {
+        EventKind::Received {
+            chat_id: chat.into(),
+            message_id: entry_key(chat, seq),
+            sender_id: by.into(),
+            seq,
+            frame_id: None,
+            content: None,
+            deleted: false,
+            about: Some(About { message_id: target.into(), change }),
+        }
+    }
+
+    fn acted(action: &str, chat: &str, target: &str, change: Change) -> EventKind {
+        EventKind::ActionAttempt { action_id: action.into(), chat_id: chat.into(), message_id: target.into(), change }
+    }
+
+    /// The answer: an entry at `seq`, or `changed: false` when `None`.
+    fn action_answered(action: &str, chat: &str, target: &str, change: Change, seq: Option<i64>) -> EventKind {
+        EventKind::ActionAnswered {
+            action_id: action.into(),
+            chat_id: chat.into(),
+            message_id: target.into(),
+            change,
+            changed: seq.is_some(),
+            seq,
+        }
+    }
+
+    fn refused(action: &str, chat: &str, target: &str, change: Change, code: &str) -> EventKind {
+        EventKind::ActionRefused {
+            action_id: action.into(),
+            chat_id: chat.into(),
+            message_id: target.into(),
+            change,
+            code: code.into(),
+        }
+    }
+
+    fn edit(content: &str) -> Change {
+        Change::Edit { content: content.into() }
+    }
+
+    fn react(emoji: &str) -> Change {
+        Change::React { emoji: emoji.into() }
+    }
+
+    fn unreact(emoji: &str) -> Change {
+        Change::Unreact { emoji: emoji.into() }
+    }
+
+    /// Sends and `message:receive` carry the content "`m1` text".
+    fn with_contents(events: Vec<Event>) -> Vec<Event> {
+        events
+            .into_iter()
+            .map(|mut event| {
+                match &mut event.kind {
+                    EventKind::SendAnswered { message_id, content, .. }
+                    | EventKind::Received { message_id, content, about: None, .. } => {
+                        *content = Some(format!("{message_id} text"));
+                    }
+                    _ => {}
+                }
+                event
+            })
+            .collect()
+    }
+
+    /// The two-device history, then: alice edits m1 (c1#3); bob's phone
+    /// reacts 👍 to m2 (c1#4), his laptop does the same (`changed: false`);
+    /// alice deletes m2 (c1#5); bob's laptop then tries to take its 👍 back
+    /// (`already_deleted`). Everyone else gets every entry and acks it.
+    fn entries_history() -> Vec<Event> {
+        let mut events = with_contents(two_device_history());
+        let laptop = |at, kind| event_on(at, "bob", "bob-laptop", 6, kind);
+        events.extend([
+            event(2000, "alice", 1, acted("alice-a1", "c1", "m1", edit("m1 edited"))),
+            event(2010, "alice", 1, action_answered("alice-a1", "c1", "m1", edit("m1 edited"), Some(3))),
+            event(2020, "bob", 2, entry("c1", 3, "m1", "alice", edit("m1 edited"))),
+            event(2021, "bob", 2, acked("c1#3")),
+            laptop(2022, entry("c1", 3, "m1", "alice", edit("m1 edited"))),
+            laptop(2023, acked("c1#3")),
+            event(2024, "carol", 3, entry("c1", 3, "m1", "alice", edit("m1 edited"))),
+            event(2025, "carol", 3, acked("c1#3")),
+            event(2100, "bob", 2, acted("bob-a1", "c1", "m2", react("👍"))),
+            event(2110, "bob", 2, action_answered("bob-a1", "c1", "m2", react("👍"), Some(4))),
+            event(2120, "alice", 1, entry("c1", 4, "m2", "bob", react("👍"))),
+            event(2121, "alice", 1, acked("c1#4")),
+            laptop(2122, entry("c1", 4, "m2", "bob", react("👍"))),
+            laptop(2123, acked("c1#4")),
+            event(2124, "carol", 3, entry("c1", 4, "m2", "bob", react("👍"))),
+            event(2125, "carol", 3, acked("c1#4")),
+            laptop(2200, acted("bob-laptop-a1", "c1", "m2", react("👍"))),
+            laptop(2210, action_answered("bob-laptop-a1", "c1", "m2", react("👍"), None)),
+            event(2300, "alice", 1, acted("alice-a2", "c1", "m2", Change::Delete)),
+            event(2310, "alice", 1, action_answered("alice-a2", "c1", "m2", Change::Delete, Some(5))),
+            event(2320, "bob", 2, entry("c1", 5, "m2", "alice", Change::Delete)),
+            event(2321, "bob", 2, acked("c1#5")),
+            laptop(2322, entry("c1", 5, "m2", "alice", Change::Delete)),
+            laptop(2323, acked("c1#5")),
+            event(2324, "carol", 3, entry("c1", 5, "m2", "alice", Change::Delete)),
+            event(2325, "carol", 3, acked("c1#5")),
+            laptop(2400, acted("bob-laptop-a2", "c1", "m2", unreact("👍"))),
+            laptop(2410, refused("bob-laptop-a2", "c1", "m2", unreact("👍"), "already_deleted")),
+        ]);
+        events
+    }
+
+    fn server_message(chat: &str, seq: i64, content: &str, deleted: bool, edited: bool) -> ServerMessage {
+        ServerMessage { chat_id: chat.into(), seq, content: content.into(), deleted, edited, reactions: BTreeSet::new() }
+    }
+
+    /// What the server holds after `entries_history`.
+    fn entries_server() -> ServerState {
+        ServerState {
+            messages: BTreeMap::from([
+                ("m1".to_string(), server_message("c1", 1, "m1 edited", false, true)),
+                ("m2".to_string(), server_message("c1", 2, "", true, false)),
+                ("m3".to_string(), server_message("d1", 1, "m3 text", false, false)),
+            ]),
+        }
+    }
+
+    fn judge_final(events: &[Event], server: &ServerState) -> Verdict {
+        check(events, &chats(), Some(server), &Rules::default())
+    }
+
+    #[test]
+    fn edits_deletes_and_reactions_everyone_got_pass_every_check_and_are_counted() {
+        let events = entries_history();
+        let verdict = judge_final(&events, &entries_server());
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert!(verdict.is_settled());
+        let counts = &verdict.counts;
+        let by_kind = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect::<BTreeMap<_, _>>();
+        assert_eq!(counts.actions_attempted, by_kind(&[("delete", 1), ("edit", 1), ("react", 2), ("unreact", 1)]));
+        assert_eq!(counts.actions_changed, by_kind(&[("delete", 1), ("edit", 1), ("react", 1)]));
+        assert_eq!(counts.actions_unchanged, 1);
+        assert_eq!(counts.actions_refused, by_kind(&[("already_deleted", 1)]));
+        assert_eq!((counts.entries_received, counts.entry_deliveries), (9, 9));
+        assert_eq!(counts.received, 8, "message:receive only");
+        // alice 3, bob's phone 3, his laptop 3, carol 2 (she is not in d1).
+        assert_eq!((counts.views_checked, counts.views_checked_changed), (11, 8));
+        assert_eq!((counts.server_edited, counts.server_deleted, counts.server_reactions), (1, 1, 0));
+        // Without the server's state the final views are not judged.
+        assert!(judge(&events).passed());
+        assert_eq!(judge(&events).counts.views_checked, 0);
+    }
+
+    #[test]
+    fn a_final_view_unlike_the_servers_is_a_final_view_violation_per_device() {
+        let events = entries_history();
+        let mut server = entries_server();
+        server.messages.get_mut("m1").expect("m1").content = "something else".into();
+        let verdict = judge_final(&events, &server);
+        // Every device that has seen m1: alice's phone, bob's two, carol's phone.
+        assert_only(&verdict, Check::FinalView, 4);
+        assert!(verdict.violations[0].detail.contains(r#"content: shows "m1 edited", the server "something else""#), "{:#?}", verdict.violations);
+
+        let mut server = entries_server();
+        server.messages.get_mut("m3").expect("m3").reactions.insert(("alice".into(), "🎉".into()));
+        let verdict = judge_final(&events, &server);
+        // m3 is in d1: alice's phone and bob's two devices.
+        assert_only(&verdict, Check::FinalView, 3);
+        assert!(verdict.violations[0].detail.contains("lacks [alice 🎉]"), "{}", verdict.violations[0].detail);
+
+        // Not deleted at the server: every view of m2 is wrong, and so was
+        // the laptop's already_deleted.
+        let mut server = entries_server();
+        server.messages.get_mut("m2").expect("m2").deleted = false;
+        let verdict = judge_final(&events, &server);
+        assert_eq!(verdict.failed_checks(), vec![Check::UnexpectedRefusal, Check::FinalView]);
+        assert_eq!(verdict.violation_count(Check::FinalView), 4);
+    }
+
+    #[test]
+    fn an_answered_entry_a_device_never_gets_is_lost_and_shows_in_its_final_view() {
+        let events = without(entries_history(), &[("bob-laptop", entry("c1", 3, "m1", "alice", edit("m1 edited")))]);
+        let verdict = judge_final(&events, &entries_server());
+        assert_eq!(verdict.failed_checks(), vec![Check::Lost, Check::FinalView], "{:#?}", verdict.violations);
+        let lost = &verdict.violations.iter().find(|v| v.check == Check::Lost).expect("lost");
+        assert_eq!((lost.device.as_deref(), lost.message_id.as_deref()), (Some("bob-laptop"), Some("c1#3")));
+        assert!(!verdict.is_settled());
+    }
+
+    #[test]
+    fn a_superseded_edit_or_an_entry_about_a_deleted_message_may_be_passed_over() {
+        // Carol never gets the first edit of m1 (alice edited it again) nor
+        // bob's 👍 on m2 (deleted since).
+        let mut events = without(
+            entries_history(),
+            &[("carol", entry("c1", 3, "m1", "alice", edit("m1 edited"))), ("carol", entry("c1", 4, "m2", "bob", react("👍")))],
+        );
+        events.extend([
+            event(2500, "alice", 1, acted("alice-a3", "c1", "m1", edit("m1 again"))),
+            event(2510, "alice", 1, action_answered("alice-a3", "c1", "m1", edit("m1 again"), Some(6))),
+            event(2520, "bob", 2, entry("c1", 6, "m1", "alice", edit("m1 again"))),
+            event_on(2522, "bob", "bob-laptop", 6, entry("c1", 6, "m1", "alice", edit("m1 again"))),
+            event(2524, "carol", 3, entry("c1", 6, "m1", "alice", edit("m1 again"))),
+        ]);
+        let mut server = entries_server();
+        server.messages.get_mut("m1").expect("m1").content = "m1 again".into();
+        let verdict = judge_final(&events, &server);
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+
+        // The latest edit is never moot.
+        let events = without(events, &[("carol", entry("c1", 6, "m1", "alice", edit("m1 again")))]);
+        let verdict = judge_final(&events, &server);
+        assert_eq!(verdict.failed_checks(), vec![Check::Lost, Check::FinalView], "{:#?}", verdict.violations);
+    }
+
+    #[test]
+    fn an_entry_reaching_a_device_before_its_message_is_entry_before_message() {
+        // Carol's second connection gets alice's edit of m1 before any of her
+        // connections got m1.
+        let mut events = entries_history();
+        events.extend([
+            event(22, "carol", 9, connected(1)),
+            event(23, "carol", 9, entry("c1", 3, "m1", "alice", edit("m1 edited"))),
+        ]);
+        let verdict = judge_final(&events, &entries_server());
+        assert_only(&verdict, Check::EntryBeforeMessage, 1);
+        let violation = &verdict.violations[0];
+        assert_eq!((violation.user.as_str(), violation.conn, violation.at_ms), ("carol", 9, 23));
+        assert!(violation.detail.contains("never received m1"), "{}", violation.detail);
+    }
+
+    #[test]
+    fn an_entry_sent_back_to_the_device_that_made_it_is_echoed() {
+        let mut events = entries_history();
+        events.push(event(2030, "alice", 1, entry("c1", 3, "m1", "alice", edit("m1 edited"))));
+        let verdict = judge_final(&events, &entries_server());
+        assert_only(&verdict, Check::EchoedToSendingDevice, 1);
+        assert_eq!(verdict.violations[0].message_id.as_deref(), Some("c1#3"));
+    }
+
+    #[test]
+    fn entries_out_of_seq_order_on_a_connection_are_out_of_order() {
+        // Bob's phone gets the delete (seq 5) before the edit (seq 3).
+        let mut events =
+            without(entries_history(), &[("bob-phone", entry("c1", 3, "m1", "alice", edit("m1 edited"))), ("bob-phone", acked("c1#3"))]);
+        events.push(event(2330, "bob", 2, entry("c1", 3, "m1", "alice", edit("m1 edited"))));
+        events.push(event(2331, "bob", 2, acked("c1#3")));
+        let verdict = judge_final(&events, &entries_server());
+        assert_only(&verdict, Check::OutOfOrder, 1);
+        assert_eq!(verdict.violations[0].message_id.as_deref(), Some("c1#3"));
+    }
+
+    #[test]
+    fn an_entry_seen_differently_by_two_devices_is_inconsistent() {
+        // Carol is told the edit was bob's.
+        let mut events = without(entries_history(), &[("carol", entry("c1", 3, "m1", "alice", edit("m1 edited")))]);
+        events.push(event(2024, "carol", 3, entry("c1", 3, "m1", "bob", edit("m1 edited"))));
+        let verdict = judge_final(&events, &entries_server());
+        assert_only(&verdict, Check::Inconsistent, 1);
+        assert!(verdict.violations[0].detail.contains("by bob"), "{}", verdict.violations[0].detail);
+    }
+
+    #[test]
+    fn a_refusal_the_client_cannot_deserve_is_an_unexpected_refusal() {
+        let mut events = entries_history();
+        events.extend([
+            event(2600, "alice", 1, acted("alice-a4", "c1", "m1", edit("x"))),
+            event(2610, "alice", 1, refused("alice-a4", "c1", "m1", edit("x"), "not_sender")),
+        ]);
+        let verdict = judge_final(&events, &entries_server());
+        assert_only(&verdict, Check::UnexpectedRefusal, 1);
+
+        // already_deleted is an answer — unless the message is not deleted.
+        let mut events = entries_history();
+        events.extend([
+            event(2600, "carol", 3, acted("carol-a1", "c1", "m1", react("🎉"))),
+            event(2610, "carol", 3, refused("carol-a1", "c1", "m1", react("🎉"), "already_deleted")),
+        ]);
+        let verdict = judge_final(&events, &entries_server());
+        assert!(verdict.failed_checks().contains(&Check::UnexpectedRefusal), "{:#?}", verdict.violations);
+        // (carol now shows m1 deleted, which it is not: her final view is wrong too)
+        assert_eq!(verdict.violation_count(Check::UnexpectedRefusal), 1);
+        assert!(judge(&events).passed(), "without the server's state, already_deleted is not judged");
+    }
+
+    #[test]
+    fn a_reaction_whose_answer_was_lost_is_the_devices_own_when_its_resend_changes_nothing() {
+        // Bob's phone reacts 🎉 to m1; the answer never comes (the entry, c1#6,
+        // reaches everyone else); the resend finds it there: changed: false.
+        let mut events = entries_history();
+        events.extend([
+            event(2600, "bob", 2, acted("bob-a2", "c1", "m1", react("🎉"))),
+            event(2605, "alice", 1, entry("c1", 6, "m1", "bob", react("🎉"))),
+            event_on(2606, "bob", "bob-laptop", 6, entry("c1", 6, "m1", "bob", react("🎉"))),
+            event(2607, "carol", 3, entry("c1", 6, "m1", "bob", react("🎉"))),
+            event(7600, "bob", 2, EventKind::ActionFailed { action_id: "bob-a2".into(), reason: "timeout".into() }),
+            event(7800, "bob", 2, acted("bob-a2", "c1", "m1", react("🎉"))),
+            event(7810, "bob", 2, action_answered("bob-a2", "c1", "m1", react("🎉"), None)),
+        ]);
+        let mut server = entries_server();
+        server.messages.get_mut("m1").expect("m1").reactions.insert(("bob".into(), "🎉".into()));
+        let verdict = judge_final(&events, &server);
+        assert!(verdict.passed(), "violations: {:#?}", verdict.violations);
+        assert_eq!(verdict.counts.action_failures, BTreeMap::from([("timeout".to_string(), 1)]));
+
+        // Without a lost try, an entry of bob that his phone never got is not its own.
+        let events = without(events, &[("bob", EventKind::ActionFailed { action_id: "bob-a2".into(), reason: "timeout".into() })]);
+        let verdict = judge_final(&events, &server);
+        assert_eq!(verdict.failed_checks(), vec![Check::Lost, Check::FinalView], "{:#?}", verdict.violations);
+    }
+
     #[test]
     fn delivered_after_read_on_a_sender_connection_is_a_status_regression() {
         let mut events = clean_history();
@@ -2024,12 +3061,12 @@ mod tests {
         assert_eq!(row(&clean, "faults: stop_broker").as_deref(), Some("1"));
         assert_eq!(row(&clean, "client-side errors: timeout").as_deref(), Some("1"));
         assert_eq!(row(&clean, "devices").as_deref(), Some("3"));
-        assert_eq!(clean.lines().last(), Some("9 passed, 0 failed"));
+        assert_eq!(clean.lines().last(), Some("12 passed, 0 failed"));
 
         let lossy = without(clean_history(), &[("carol", received("c1", "m2", "alice", 2)), ("carol", acked("m2"))]);
         let report = judge(&lossy).report(&[]);
         assert_eq!(row(&report, "violations: lost").as_deref(), Some("1"));
-        assert_eq!(report.lines().last(), Some("8 passed, 1 failed"));
+        assert_eq!(report.lines().last(), Some("11 passed, 1 failed"));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 use courier_tests::{PrivatePostgres, PrivateRabbit, PrivateRabbitCluster, Services, TestEnv, free_port, test_retry};
 use tokio::process::{Child, Command};
 
+use crate::history::{ServerMessage, ServerState};
+
 /// One server process slot: what to run, and the running child if it is up.
 pub struct Server {
     pub name: String,
@@ -191,10 +193,55 @@ impl Deployment {
         }
     }
 
+    /// What the server holds now: every message (kind `message`: its content,
+    /// deleted or not, edited or not) and every reaction. Read once the run
+    /// has settled, for the checker's final views. Tried a few times: the
+    /// pool's connections may predate a PostgreSQL restart.
+    pub async fn server_state(&self) -> anyhow::Result<ServerState> {
+        let mut tries = 0;
+        loop {
+            match read_server_state(&self.env.db).await {
+                Ok(state) => return Ok(state),
+                Err(error) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("reading the server's state: {error:#}; again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Stops every process (the private services stop when dropped).
     pub async fn stop(&mut self) {
         for server in self.apis.iter_mut().chain(self.workers.iter_mut()) {
             server.kill().await;
         }
     }
+}
+
+async fn read_server_state(db: &sqlx::PgPool) -> anyhow::Result<ServerState> {
+    let messages: Vec<(String, String, i64, Vec<u8>, bool, bool)> = sqlx::query_as(
+        "SELECT id::text, chat_id::text, seq, content, deleted_at IS NOT NULL, edited_at IS NOT NULL
+           FROM messages WHERE kind = 'message'",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading the messages")?;
+    let reactions: Vec<(String, String, String)> = sqlx::query_as("SELECT message_id::text, user_id, emoji FROM reactions")
+        .fetch_all(db)
+        .await
+        .context("reading the reactions")?;
+    let mut state = ServerState::default();
+    for (id, chat_id, seq, content, deleted, edited) in messages {
+        let content = String::from_utf8_lossy(&content).into_owned();
+        state.messages.insert(id, ServerMessage { chat_id, seq, content, deleted, edited, reactions: Default::default() });
+    }
+    for (message_id, user_id, emoji) in reactions {
+        // (The server only lets reactions be added to messages; a row about
+        // anything else would be kept under its id, with no chat, and show
+        // in the report's count of reactions only.)
+        state.messages.entry(message_id).or_default().reactions.insert((user_id, emoji));
+    }
+    Ok(state)
 }

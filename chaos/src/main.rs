@@ -1,9 +1,11 @@
 //! `courier-chaos`: a seeded, reproducible chaos run. It boots a private
 //! deployment (its own PostgreSQL and RabbitMQ, two API nodes, two workers),
-//! runs simulated users (two devices each) for `--seconds` while the schedule
-//! of `--seed` kills and restarts things under them, lets everything heal and
-//! settle, and then judges the run from the clients' recorded histories alone
-//! (checker.rs).
+//! runs simulated users (two devices each: sending, and now and then editing,
+//! deleting and reacting) for `--seconds` while the schedule of `--seed`
+//! kills and restarts things under them, lets everything heal and settle,
+//! and then judges the run from the clients' recorded histories (checker.rs)
+//! and, for every device's final view of every message it has seen, the
+//! server's messages and reactions read at the end.
 //! A failing run keeps its folder: histories, schedule, faults, server logs.
 
 use std::{
@@ -19,7 +21,7 @@ use courier_chaos::{
     checker::{self, Rules, Verdict},
     client::{self, Phase, Recorder, World},
     deployment::{self, Broker, Deployment},
-    history::{AppliedFault, Chats},
+    history::{AppliedFault, Chats, ServerState},
     schedule::{self, DEVICE_NAMES, Fault, Planned, Shape},
 };
 use courier_tests::{PrivateRabbitCluster, Rest};
@@ -37,7 +39,8 @@ struct Args {
     /// Simulated users (each in two direct chats and one group, each with two devices).
     #[arg(long, default_value_t = 8)]
     users: usize,
-    /// Longest pause of a device between two sends (uniform from 0), in milliseconds.
+    /// Longest pause of a device between two requests (uniform from 0), in
+    /// milliseconds: a send, or an edit, delete or reaction (client.rs, ACTION_MIX).
     #[arg(long, default_value_t = 500)]
     send_gap_ms: u64,
     /// Mean time between two faults, in milliseconds.
@@ -59,8 +62,9 @@ struct Args {
     /// Print the schedule of `--seed` and `--seconds` and exit.
     #[arg(long)]
     plan_only: bool,
-    /// Judge the kept run folder FOLDER again (its chats.json, history.jsonl
-    /// and faults.json) with this build's checker, and exit; nothing is booted.
+    /// Judge the kept run folder FOLDER again (its chats.json, history.jsonl,
+    /// faults.json and server.json) with this build's checker, and exit;
+    /// nothing is booted.
     #[arg(long, value_name = "FOLDER")]
     rejudge: Option<PathBuf>,
 }
@@ -197,18 +201,23 @@ async fn run(args: &Args, seed: u64, plan: &[Planned], folder: &std::path::Path)
     }
     let rules = Rules::default();
     let settle_until = tokio::time::Instant::now() + Duration::from_secs(args.settle_seconds);
-    let mut verdict = checker::check(&recorder.snapshot(), &chats, &rules);
+    let mut verdict = checker::check(&recorder.snapshot(), &chats, None, &rules);
     while !settled(&verdict) && tokio::time::Instant::now() < settle_until {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        verdict = checker::check(&recorder.snapshot(), &chats, &rules);
+        verdict = checker::check(&recorder.snapshot(), &chats, None, &rules);
     }
     let _ = phase_tx.send(Phase::Stopping);
     while clients.join_next().await.is_some() {}
+    // The truth the devices' final views must match: nothing changes it any
+    // more (every client has stopped; the servers have nothing left to write).
+    let server = deployment.lock().await.server_state().await;
     deployment.lock().await.stop().await;
+    let server = server.context("reading the server's messages and reactions at the end")?;
 
     let events = recorder.snapshot();
-    let verdict = checker::check(&events, &chats, &rules);
+    let verdict = checker::check(&events, &chats, Some(&server), &rules);
     let applied = applied.lock().map(|a| a.clone()).unwrap_or_default();
+    std::fs::write(folder.join("server.json"), serde_json::to_string(&server)?)?;
     save(folder, &events, &applied, &verdict)?;
     println!("{}", verdict.report(&applied));
     if let Some(context) = verdict.first_violation_context(&events, &applied) {
@@ -227,7 +236,12 @@ fn rejudge(folder: &std::path::Path) -> anyhow::Result<bool> {
         .filter(|line| !line.trim().is_empty())
         .map(serde_json::from_str)
         .collect::<Result<Vec<courier_chaos::history::Event>, _>>()?;
-    let verdict = checker::check(&events, &chats, &Rules::default());
+    // Folders of runs before the final views have no server.json: judged without them.
+    let server: Option<ServerState> = match std::fs::read_to_string(folder.join("server.json")) {
+        Ok(text) => Some(serde_json::from_str(&text).context("server.json")?),
+        Err(_) => None,
+    };
+    let verdict = checker::check(&events, &chats, server.as_ref(), &Rules::default());
     println!("{}", verdict.report(&faults));
     if let Some(context) = verdict.first_violation_context(&events, &faults) {
         println!("first violation:\n{context}");
