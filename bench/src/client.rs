@@ -1,6 +1,7 @@
 //! A lean `/ws` client that behaves like a real one: it acknowledges every
-//! `message:receive` and `message:status` as soon as it reads it, and reports
-//! what it saw to the scenario through one channel.
+//! log entry (`message:receive`, `message:edited`, `message:deleted`,
+//! `message:reaction`) and every `message:status` as soon as it reads it, and
+//! reports what it saw to the scenario through one channel.
 
 use std::{
     collections::HashMap,
@@ -17,14 +18,44 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::{connect_async_with_config, tungstenite::Message};
 
+/// Which event a log entry came as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryEvent {
+    /// `message:receive`.
+    Message,
+    /// `message:edited`.
+    Edited,
+    /// `message:deleted`.
+    Deleted,
+    /// `message:reaction` (added or removed).
+    Reaction,
+}
+
+impl EntryEvent {
+    fn of(event: &str) -> Option<Self> {
+        match event {
+            "message:receive" => Some(Self::Message),
+            "message:edited" => Some(Self::Edited),
+            "message:deleted" => Some(Self::Deleted),
+            "message:reaction" => Some(Self::Reaction),
+            _ => None,
+        }
+    }
+}
+
 /// Something a connection saw, tagged with the connection's index.
 #[derive(Debug)]
 pub enum Seen {
-    Receive { conn: usize, message_id: String, chat_id: String, seq: i64, content: String, at: Instant },
+    /// A log entry of a chat: `message_id` is the message itself for
+    /// `Message`, the message the entry is about for the others; `seq` is the
+    /// entry's own. `content` is a message's (empty for the others).
+    Receive { conn: usize, entry: EntryEvent, message_id: String, chat_id: String, seq: i64, content: String, at: Instant },
     /// `message:status` with status `delivered`, at one of the sender's devices.
     Delivered { conn: usize, at: Instant },
     /// `receipt`: a member's delivered watermark in a chat (a group's sender gets these).
     Receipt { chat_id: String, user_id: String, delivered_seq: i64, at: Instant },
+    /// `typing`: another member's typing indicator (ephemeral, not acknowledged).
+    Typing,
     SyncDone,
     Closed,
 }
@@ -88,20 +119,30 @@ impl Conn {
 
     /// Sends `message:send`; resolves with the reply frame's data once stored.
     pub async fn send_message(&self, chat_id: &str, content: String, client_msg_id: String) -> anyhow::Result<Value> {
+        let data = json!({ "chatId": chat_id, "content": content, "messageType": "text", "clientMsgId": client_msg_id });
+        self.call("message:send", data).await
+    }
+
+    /// Sends a client event; resolves with the reply's data, or fails if the
+    /// server answered with an error.
+    pub async fn call(&self, event: &str, data: Value) -> anyhow::Result<Value> {
+        let reply = self.request(event, data)?.await?;
+        if reply["event"] == "error" {
+            bail!("{event} refused: {}", reply["error"]);
+        }
+        Ok(reply["data"].clone())
+    }
+
+    /// Writes a client event now (so frames leave in the order of these
+    /// calls); the returned future resolves with the whole reply frame, `ack`
+    /// or `error`, whenever it is awaited.
+    pub fn request(&self, event: &str, data: Value) -> anyhow::Result<impl Future<Output = anyhow::Result<Value>> + Send + 'static> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, reply) = oneshot::channel();
         self.pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id, done);
-        let frame = json!({
-            "event": "message:send",
-            "id": id,
-            "data": { "chatId": chat_id, "content": content, "messageType": "text", "clientMsgId": client_msg_id },
-        });
+        let frame = json!({ "event": event, "id": id, "data": data });
         self.writer.send(Message::text(frame.to_string())).context("connection closed")?;
-        let reply = reply.await.context("connection closed before the reply")?;
-        if reply["event"] == "error" {
-            bail!("send refused: {}", reply["error"]);
-        }
-        Ok(reply["data"].clone())
+        Ok(async move { reply.await.context("connection closed before the reply") })
     }
 
     pub fn close(&self) {
@@ -118,17 +159,25 @@ fn on_frame(conn: usize, frame: Value, at: Instant, pending: &Pending, acks: &mp
                 let _ = waiter.send(frame);
             }
         }
-        "message:receive" => {
+        event @ ("message:receive" | "message:edited" | "message:deleted" | "message:reaction") => {
+            // Every log entry is acknowledged like a message: the device's
+            // cursor moves over it only then.
             ack(acks, id);
             let data = &frame["data"];
+            let Some(entry) = EntryEvent::of(event) else { return };
+            let content = if entry == EntryEvent::Message { data["content"].as_str().unwrap_or_default().to_owned() } else { String::new() };
             let _ = seen.send(Seen::Receive {
                 conn,
+                entry,
                 message_id: data["messageId"].as_str().unwrap_or_default().to_owned(),
                 chat_id: data["chatId"].as_str().unwrap_or_default().to_owned(),
                 seq: data["seq"].as_i64().unwrap_or(-1),
-                content: data["content"].as_str().unwrap_or_default().to_owned(),
+                content,
                 at,
             });
+        }
+        "typing" => {
+            let _ = seen.send(Seen::Typing);
         }
         "message:status" => {
             ack(acks, id);

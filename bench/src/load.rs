@@ -14,7 +14,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    client::{Conn, Seen},
+    client::{Conn, EntryEvent, Seen},
     cluster::Cluster,
 };
 
@@ -53,10 +53,20 @@ pub struct Counters {
 /// The final tally of a run.
 #[derive(Debug, Default)]
 pub struct Tally {
+    /// Log entries received, every kind (each once: duplicates aside).
     pub receives: u64,
+    /// Of `receives`: `message:edited`, `message:deleted`, `message:reaction`.
+    pub edited: u64,
+    pub deleted: u64,
+    pub reactions: u64,
     pub duplicates: u64,
     /// Receives whose seq was lower than one already received in that chat.
     pub out_of_order: u64,
+    /// Edits, deletes and reactions that reached a connection before the
+    /// message they are about.
+    pub before_their_message: u64,
+    /// `typing` indicators shown.
+    pub typing: u64,
     pub delivered: u64,
     pub first_receive: Option<Instant>,
     pub last_receive: Option<Instant>,
@@ -176,12 +186,26 @@ fn record(
     event: Seen,
 ) {
     match event {
-        Seen::Receive { conn, message_id, chat_id, seq, content, at } => {
-            if !seen_ids.insert((conn, message_id)) {
+        Seen::Receive { conn, entry, message_id, chat_id, seq, content, at } => {
+            // A message is itself; an entry about one is its place in the chat's log.
+            let key = match entry {
+                EntryEvent::Message => message_id.clone(),
+                _ => format!("{entry:?}:{chat_id}:{seq}"),
+            };
+            if entry != EntryEvent::Message && !seen_ids.contains(&(conn, message_id)) {
+                tally.before_their_message += 1;
+            }
+            if !seen_ids.insert((conn, key)) {
                 tally.duplicates += 1;
                 return;
             }
             tally.receives += 1;
+            match entry {
+                EntryEvent::Message => {}
+                EntryEvent::Edited => tally.edited += 1,
+                EntryEvent::Deleted => tally.deleted += 1,
+                EntryEvent::Reaction => tally.reactions += 1,
+            }
             counters.receives.fetch_add(1, Ordering::Relaxed);
             tally.first_receive.get_or_insert(at);
             tally.last_receive = Some(at);
@@ -190,7 +214,9 @@ fn record(
                 tally.out_of_order += 1;
             }
             *highest = (*highest).max(seq);
-            if let Ok(sent_us) = content.parse::<u64>() {
+            if entry == EntryEvent::Message
+                && let Ok(sent_us) = content.parse::<u64>()
+            {
                 let received_us = at.duration_since(epoch()).as_micros() as u64;
                 tally.latencies_us.push(received_us.saturating_sub(sent_us));
             }
@@ -209,6 +235,9 @@ fn record(
                 *high = delivered_seq;
                 tally.last_receipt = Some(at);
             }
+        }
+        Seen::Typing => {
+            tally.typing += 1;
         }
         Seen::SyncDone => {
             counters.sync_done.fetch_add(1, Ordering::Relaxed);
@@ -310,4 +339,265 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// One action of the mixed workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Send,
+    React,
+    Edit,
+    Delete,
+}
+
+/// The mixed workload's round of 20 actions, repeated: 16 sends (80 %), 2
+/// reactions (10 %), 1 edit (5 %), 1 delete for everyone (5 %), spread out
+/// so that each round starts with sends and a sender always has answered
+/// messages of its own to act on.
+const MIX: [Action; 20] = {
+    use Action::{Delete as D, Edit as E, React as R, Send as S};
+    [S, S, S, S, R, S, S, S, E, S, S, S, S, R, S, S, S, D, S, S]
+};
+
+/// Own answered messages a sender remembers as targets; older ones are left alone.
+const RECENT: usize = 64;
+
+/// The emoji of the mixed workload's reactions.
+const EMOJI: &str = "👍";
+
+/// The typing limit the API nodes enforce (TYPING_RATE_LIMIT per
+/// TYPING_RATE_WINDOW): the mixed load starts them with it and stays under it.
+#[derive(Debug, Clone, Copy)]
+pub struct TypingLimit {
+    pub events: u32,
+    pub window: Duration,
+}
+
+/// A client-side bucket that keeps one user's `typing:start`s under the
+/// server's limit, as a real client throttles them: `events` at once, then
+/// one back every `window / events`, plus a tenth for the time a frame takes
+/// to reach the server's check.
+struct TypingBucket {
+    tokens: f64,
+    capacity: f64,
+    per_token: Duration,
+    refilled: Instant,
+}
+
+impl TypingBucket {
+    fn new(limit: TypingLimit) -> Self {
+        let capacity = f64::from(limit.events);
+        let per_token = limit.window.mul_f64(1.1 / capacity.max(1.0));
+        TypingBucket { tokens: capacity, capacity, per_token, refilled: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.capacity == 0.0 {
+            return false;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the senders of a mixed load did, from the server's replies.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct MixedDone {
+    pub sends: u64,
+    pub reactions_added: u64,
+    pub reactions_removed: u64,
+    pub edits: u64,
+    pub deletes: u64,
+    /// Replies `changed: false` (no entry written); none are expected.
+    pub unchanged: u64,
+    pub typing_starts: u64,
+    /// `typing:start`s answered `rate_limited` (expected now and then, not a failure).
+    pub typing_rate_limited: u64,
+}
+
+impl MixedDone {
+    /// Log entries written: each is one delivery per recipient.
+    pub fn entries(&self) -> u64 {
+        self.sends + self.reactions_added + self.reactions_removed + self.edits + self.deletes
+    }
+
+    fn add(&mut self, other: &MixedDone) {
+        self.sends += other.sends;
+        self.reactions_added += other.reactions_added;
+        self.reactions_removed += other.reactions_removed;
+        self.edits += other.edits;
+        self.deletes += other.deletes;
+        self.unchanged += other.unchanged;
+        self.typing_starts += other.typing_starts;
+        self.typing_rate_limited += other.typing_rate_limited;
+    }
+}
+
+/// An answered action of the mixed load.
+enum Answered {
+    Sent { message_id: String },
+    /// A reaction (`added`) or its removal; `entry`: the server wrote one.
+    Reaction { message_id: String, added: bool, entry: bool },
+    Edited { entry: bool },
+    Deleted { entry: bool },
+}
+
+/// One sender's targets. Each message gets at most one fate, so that no
+/// entry is moot when a device reads it (an edit superseded by a later edit,
+/// an edit or reaction of a since-deleted message are passed over by the
+/// server, and would not be deliveries): untouched answered messages are
+/// `fresh`; an edit, a delete or a first reaction takes one out of it.
+#[derive(Default)]
+struct Targets {
+    fresh: std::collections::VecDeque<String>,
+    /// Messages carrying this sender's reaction, the `react` answered.
+    reacted: Vec<String>,
+    /// The next reaction removes one (alternating react / unreact).
+    unreact_next: bool,
+    done: MixedDone,
+}
+
+impl Targets {
+    fn answered(&mut self, answered: Answered) {
+        match answered {
+            Answered::Sent { message_id } => {
+                self.done.sends += 1;
+                self.fresh.push_back(message_id);
+                if self.fresh.len() > RECENT {
+                    self.fresh.pop_front();
+                }
+            }
+            Answered::Reaction { message_id, added, entry } => match (added, entry) {
+                (_, false) => self.done.unchanged += 1,
+                (true, true) => {
+                    self.done.reactions_added += 1;
+                    self.reacted.push(message_id);
+                }
+                (false, true) => self.done.reactions_removed += 1,
+            },
+            Answered::Edited { entry } => *(if entry { &mut self.done.edits } else { &mut self.done.unchanged }) += 1,
+            Answered::Deleted { entry } => *(if entry { &mut self.done.deletes } else { &mut self.done.unchanged }) += 1,
+        }
+    }
+}
+
+/// Whether an entry reply says an entry was written.
+fn wrote_entry(reply: &serde_json::Value) -> bool {
+    reply["changed"] == true && reply["seq"].is_i64()
+}
+
+/// The mixed workload: every sender performs `per_sender` actions in the
+/// [`MIX`] (sends, reactions, edits and deletes for everyone of its own
+/// recent messages), `window` unanswered at a time, and sends `typing:start`
+/// right before a send while `typing` allows. Reactions alternate: add 👍 to
+/// a recent message, then remove one added before.
+pub async fn mixed_closed_loop(crowd: &Crowd, senders: &[Sender], per_sender: u64, window: usize, typing: TypingLimit) -> anyhow::Result<MixedDone> {
+    static LOOPS: AtomicU64 = AtomicU64::new(0);
+    let run = LOOPS.fetch_add(1, Ordering::Relaxed);
+    let mut tasks = FuturesUnordered::new();
+    for sender in senders {
+        let conn = crowd.conn(sender.user)?.clone();
+        let chat_id = sender.chat_id.clone();
+        let user = sender.user;
+        tasks.push(tokio::spawn(async move {
+            let mut targets = Targets::default();
+            let mut bucket = TypingBucket::new(typing);
+            let mut typing_replies = Vec::new();
+            let mut in_flight = FuturesUnordered::new();
+            for i in 0..per_sender {
+                while in_flight.len() >= window.max(1) {
+                    targets.answered(in_flight.next().await.context("action")??);
+                }
+                let mut action = MIX[i as usize % MIX.len()];
+                let unreact = action == Action::React && targets.unreact_next;
+                // Wait for answers until there is something to act on.
+                let has_target = |targets: &Targets| if unreact { !targets.reacted.is_empty() } else { !targets.fresh.is_empty() };
+                while action != Action::Send && !has_target(&targets) {
+                    match in_flight.next().await {
+                        Some(answered) => targets.answered(answered?),
+                        None => break,
+                    }
+                }
+                if action != Action::Send && !has_target(&targets) {
+                    if unreact && !targets.fresh.is_empty() {
+                        // Nothing to remove yet: add instead.
+                        targets.unreact_next = false;
+                    } else {
+                        action = Action::Send;
+                    }
+                }
+                let conn = conn.clone();
+                let request: futures::future::BoxFuture<'static, anyhow::Result<Answered>> = match action {
+                    Action::Send => {
+                        if bucket.take() {
+                            typing_replies.push(conn.request("typing:start", serde_json::json!({ "chatId": chat_id }))?);
+                            targets.done.typing_starts += 1;
+                        }
+                        let chat_id = chat_id.clone();
+                        Box::pin(async move {
+                            let reply = conn.send_message(&chat_id, now_micros().to_string(), format!("m{run}-{user}-{i}")).await?;
+                            let message_id = reply["messageId"].as_str().context("messageId in the send reply")?.to_owned();
+                            anyhow::Ok(Answered::Sent { message_id })
+                        })
+                    }
+                    Action::React if targets.unreact_next => {
+                        targets.unreact_next = false;
+                        let message_id = targets.reacted.pop().context("a reaction to remove")?;
+                        Box::pin(async move {
+                            let reply = conn.call("message:unreact", serde_json::json!({ "messageId": message_id, "emoji": EMOJI })).await?;
+                            anyhow::Ok(Answered::Reaction { message_id, added: false, entry: wrote_entry(&reply) })
+                        })
+                    }
+                    Action::React => {
+                        targets.unreact_next = true;
+                        let message_id = targets.fresh.pop_back().context("a message to react to")?;
+                        Box::pin(async move {
+                            let reply = conn.call("message:react", serde_json::json!({ "messageId": message_id, "emoji": EMOJI })).await?;
+                            anyhow::Ok(Answered::Reaction { message_id, added: true, entry: wrote_entry(&reply) })
+                        })
+                    }
+                    Action::Edit => {
+                        let message_id = targets.fresh.pop_back().context("a message to edit")?;
+                        Box::pin(async move {
+                            let reply = conn.call("message:edit", serde_json::json!({ "messageId": message_id, "content": format!("edited {i}") })).await?;
+                            anyhow::Ok(Answered::Edited { entry: wrote_entry(&reply) })
+                        })
+                    }
+                    Action::Delete => {
+                        let message_id = targets.fresh.pop_back().context("a message to delete")?;
+                        Box::pin(async move {
+                            let reply = conn.call("message:delete", serde_json::json!({ "messageId": message_id })).await?;
+                            anyhow::Ok(Answered::Deleted { entry: wrote_entry(&reply) })
+                        })
+                    }
+                };
+                in_flight.push(request);
+            }
+            while let Some(answered) = in_flight.next().await {
+                targets.answered(answered?);
+            }
+            for reply in typing_replies {
+                let reply = reply.await?;
+                if reply["event"] == "error" {
+                    if reply["error"]["code"] != "rate_limited" {
+                        bail!("typing:start refused: {}", reply["error"]);
+                    }
+                    targets.done.typing_rate_limited += 1;
+                }
+            }
+            anyhow::Ok(targets.done)
+        }));
+    }
+    let mut done = MixedDone::default();
+    while let Some(finished) = tasks.next().await {
+        done.add(&finished??);
+    }
+    Ok(done)
 }

@@ -189,6 +189,90 @@ pub async fn throughput_with(
 }
 
 #[derive(Debug, Serialize)]
+pub struct Mixed {
+    pub pairs: usize,
+    /// Actions per sender (sends, reactions, edits, deletes).
+    pub per_sender: u64,
+    /// Actions in flight per sender.
+    pub window: usize,
+    /// What the senders did, from the server's replies.
+    pub done: load::MixedDone,
+    /// Log entries × recipients: every one must reach the recipient and be acknowledged.
+    pub deliveries: u64,
+    /// Entries received, every kind, and of them each kind but messages.
+    pub received: u64,
+    pub received_edited: u64,
+    pub received_deleted: u64,
+    pub received_reactions: u64,
+    /// `typing` indicators the recipients were shown.
+    pub typing_shown: u64,
+    /// First action → the later of the last entry received and the last `delivered` status.
+    pub seconds: f64,
+    pub deliveries_per_sec: f64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Edits, deletes and reactions that reached a device before their message.
+    pub before_their_message: u64,
+    pub resources: Resources,
+}
+
+/// The server's typing limit in the mixed run, passed to the API node so
+/// the load and the server agree (the defaults: 10 per 5 s).
+const TYPING_LIMIT: load::TypingLimit = load::TypingLimit { events: 10, window: Duration::from_secs(5) };
+
+/// The direct-chat load of [`throughput`] with edits, deletes, reactions and
+/// typing among the sends (see [`load::mixed_closed_loop`]): each pair's
+/// first user acts `per_sender` times, `window` in flight; every entry is a
+/// delivery the recipient must receive, in seq order, and acknowledge, and
+/// every sent message must come back to its sender as `delivered`.
+pub async fn mixed(services: &Services, pairs: usize, per_sender: u64, window: usize) -> anyhow::Result<Mixed> {
+    let typing_args = [format!("--typing-rate-limit={}", TYPING_LIMIT.events), format!("--typing-rate-window={}ms", TYPING_LIMIT.window.as_millis())];
+    let cluster = Cluster::start_with(services, Shape::SOLO, &typing_args).await?;
+    let result = async {
+        let (users, senders) = populate(&cluster, ChatKind::Direct { pairs }).await?;
+        let mut crowd = Crowd::new(users);
+        let everyone: Vec<usize> = (0..crowd.users.len()).collect();
+        crowd.connect(&cluster, &everyone, 100).await?;
+        let meter = Meter::start(&cluster);
+        let started = Instant::now();
+        let done = load::mixed_closed_loop(&crowd, &senders, per_sender, window, TYPING_LIMIT).await?;
+        // One recipient per direct chat; the sender's only device passes over its own entries.
+        let deliveries = done.entries();
+        let sends = done.sends;
+        crowd
+            .wait_until("every entry received and every delivered status", SETTLE, |c| {
+                c.receives.load(std::sync::atomic::Ordering::Relaxed) >= deliveries && c.delivered.load(std::sync::atomic::Ordering::Relaxed) >= sends
+            })
+            .await?;
+        let resources = meter.stop(&cluster);
+        let tally = crowd.finish().await;
+        let last = tally.last_receive.into_iter().chain(tally.last_delivered).max().context("no delivery")?;
+        let seconds = last.duration_since(started).as_secs_f64();
+        anyhow::Ok(Mixed {
+            pairs,
+            per_sender,
+            window,
+            deliveries,
+            received: tally.receives,
+            received_edited: tally.edited,
+            received_deleted: tally.deleted,
+            received_reactions: tally.reactions,
+            typing_shown: tally.typing,
+            seconds: round2(seconds),
+            deliveries_per_sec: round2(deliveries as f64 / seconds),
+            duplicates: tally.duplicates,
+            out_of_order: tally.out_of_order,
+            before_their_message: tally.before_their_message,
+            done,
+            resources,
+        })
+    }
+    .await;
+    cluster.stop().await;
+    result
+}
+
+#[derive(Debug, Serialize)]
 pub struct Latency {
     pub offered_per_sec: f64,
     /// Whether the API node set TCP_NODELAY on client sockets.
