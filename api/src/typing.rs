@@ -10,7 +10,11 @@
 //! `typing: true` ends by itself after its `expiresInMs`, so a lost stop
 //! costs a few seconds of "typing…", never a stuck indicator.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use courier_shared::{
     ClientError, ErrorCode,
@@ -21,6 +25,7 @@ use courier_shared::{
 };
 use futures::future::join_all;
 use tokio::sync::mpsc::{self, error::TrySendError};
+use uuid::Uuid;
 
 use crate::{inbox::SessionInput, ratelimit::UserRateLimit, registry::Sessions, state::AppState};
 
@@ -29,12 +34,23 @@ use crate::{inbox::SessionInput, ratelimit::UserRateLimit, registry::Sessions, s
 const QUEUE: usize = 4096;
 /// Items per broker message to one node.
 const ITEMS_PER_MESSAGE: usize = 256;
+/// How long a chat's typing audience (membership and who is connected
+/// where) is reused: one query per typer and chat per AUDIENCE_TTL, not per
+/// keystroke burst. A member who joined, left or connected meanwhile is
+/// heard (or stops hearing) at most this late, as with a lost notice.
+const AUDIENCE_TTL: Duration = Duration::from_secs(2);
+/// Audiences kept at most; the cache is emptied when it is full.
+const AUDIENCE_CACHE: usize = 10_000;
+
+/// `None`: the typer is not a member. Otherwise (member, node) pairs.
+type Audience = Option<Vec<(String, String)>>;
 
 /// The node's typing relay: the per-user typing limit, and the publisher
 /// that carries notices to other nodes.
 pub struct TypingRelay {
     limit: UserRateLimit,
     to_nodes: mpsc::Sender<(String, NodeItem)>,
+    audiences: Mutex<HashMap<(Uuid, String), (Instant, Audience)>>,
 }
 
 impl TypingRelay {
@@ -42,7 +58,25 @@ impl TypingRelay {
     pub fn start(broker: Broker, limit: UserRateLimit) -> Self {
         let (to_nodes, queued) = mpsc::channel(QUEUE);
         tokio::spawn(publish_loop(broker, queued));
-        Self { limit, to_nodes }
+        Self { limit, to_nodes, audiences: Mutex::new(HashMap::new()) }
+    }
+
+    /// Who hears `user_id` type in `chat_id`, from PostgreSQL at most every AUDIENCE_TTL.
+    async fn audience(&self, state: &AppState, chat_id: Uuid, user_id: &str) -> Result<Audience, ClientError> {
+        let key = (chat_id, user_id.to_owned());
+        let now = Instant::now();
+        if let Some((at, audience)) = self.audiences.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && now.duration_since(*at) < AUDIENCE_TTL
+        {
+            return Ok(audience.clone());
+        }
+        let audience = presence::typing_audience(&state.db, chat_id, user_id).await?;
+        let mut audiences = self.audiences.lock().unwrap_or_else(|e| e.into_inner());
+        if audiences.len() >= AUDIENCE_CACHE {
+            audiences.clear();
+        }
+        audiences.insert(key, (now, audience.clone()));
+        Ok(audience)
     }
 
     /// Queues a notice for `node_id` without waiting: the typer's reply never
@@ -65,7 +99,7 @@ pub async fn typing(state: &AppState, user_id: &str, change: TypingChange) -> Re
     if state.typing.limit.check(user_id).is_err() {
         return Err(ClientError::new(ErrorCode::RateLimited, "too many typing events; slow down"));
     }
-    let Some(audience) = presence::typing_audience(&state.db, change.chat_id, user_id).await? else {
+    let Some(audience) = state.typing.audience(state, change.chat_id, user_id).await? else {
         return Err(ClientError::not_member());
     };
     let notice = TypingNotice {
