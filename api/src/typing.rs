@@ -41,6 +41,12 @@ const ITEMS_PER_MESSAGE: usize = 256;
 const AUDIENCE_TTL: Duration = Duration::from_secs(2);
 /// Audiences kept at most; the cache is emptied when it is full.
 const AUDIENCE_CACHE: usize = 10_000;
+/// A `typing:start` this soon after the last one forwarded for the same
+/// typer and chat (with no stop between) is answered but not forwarded:
+/// the listeners' indicator still has at least TYPING_TTL_MS minus this to
+/// run, so it stays on without it. Clients that send a start per keystroke
+/// (common) then cost one notice per member every 2 s, not one per key.
+const START_REFRESH: Duration = Duration::from_millis(TYPING_TTL_MS / 3);
 
 /// `None`: the typer is not a member. Otherwise (member, node) pairs.
 type Audience = Option<Vec<(String, String)>>;
@@ -51,6 +57,8 @@ pub struct TypingRelay {
     limit: UserRateLimit,
     to_nodes: mpsc::Sender<(String, NodeItem)>,
     audiences: Mutex<HashMap<(Uuid, String), (Instant, Audience)>>,
+    /// When each (chat, typer)'s last `typing: true` was forwarded, until a stop.
+    forwarded_starts: Mutex<HashMap<(Uuid, String), Instant>>,
 }
 
 impl TypingRelay {
@@ -58,7 +66,31 @@ impl TypingRelay {
     pub fn start(broker: Broker, limit: UserRateLimit) -> Self {
         let (to_nodes, queued) = mpsc::channel(QUEUE);
         tokio::spawn(publish_loop(broker, queued));
-        Self { limit, to_nodes, audiences: Mutex::new(HashMap::new()) }
+        Self { limit, to_nodes, audiences: Mutex::new(HashMap::new()), forwarded_starts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether this change needs forwarding: not a start that repeats one
+    /// forwarded less than START_REFRESH ago. A stop is always forwarded
+    /// and makes the next start forwarded too.
+    fn worth_forwarding(&self, chat_id: Uuid, user_id: &str, typing: bool) -> bool {
+        let key = (chat_id, user_id.to_owned());
+        let mut forwarded = self.forwarded_starts.lock().unwrap_or_else(|e| e.into_inner());
+        if !typing {
+            forwarded.remove(&key);
+            return true;
+        }
+        let now = Instant::now();
+        if forwarded.get(&key).is_some_and(|at| now.duration_since(*at) < START_REFRESH) {
+            return false;
+        }
+        if forwarded.len() >= AUDIENCE_CACHE {
+            forwarded.retain(|_, at| now.duration_since(*at) < START_REFRESH);
+            if forwarded.len() >= AUDIENCE_CACHE {
+                forwarded.clear();
+            }
+        }
+        forwarded.insert(key, now);
+        true
     }
 
     /// Who hears `user_id` type in `chat_id`, from PostgreSQL at most every AUDIENCE_TTL.
@@ -93,7 +125,8 @@ impl TypingRelay {
 
 /// `typing:start` / `typing:stop` of `user_id`: over the typing limit it is
 /// `rate_limited`, from a non-member `not_member`; otherwise the chat's other
-/// members' connections get a `typing` (the typer's own connections do not).
+/// members' connections get a `typing` (the typer's own connections do not),
+/// unless it repeats a start forwarded less than START_REFRESH ago.
 pub async fn typing(state: &AppState, user_id: &str, change: TypingChange) -> Result<(), ClientError> {
     // Before the database: a flood of typing events costs no query.
     if state.typing.limit.check(user_id).is_err() {
@@ -102,6 +135,9 @@ pub async fn typing(state: &AppState, user_id: &str, change: TypingChange) -> Re
     let Some(audience) = state.typing.audience(state, change.chat_id, user_id).await? else {
         return Err(ClientError::not_member());
     };
+    if !state.typing.worth_forwarding(change.chat_id, user_id, change.typing) {
+        return Ok(());
+    }
     let notice = TypingNotice {
         chat_id: change.chat_id,
         user_id: user_id.to_owned(),

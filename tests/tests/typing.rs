@@ -215,3 +215,27 @@ async fn typing_is_never_stored_or_drained() {
     assert_eq!(messages_stored(&env).await, 0);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_start_repeated_within_two_seconds_is_answered_but_not_forwarded() {
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    env.start_worker().await;
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("group", &["bob", "carol"]).await;
+    let mut alice = device(&env, &addr, "alice", "default").await;
+    let mut bob = device(&env, &addr, "bob", "default").await;
+    let mut carol = device(&env, &addr, "carol", "default").await;
+
+    // A client that sends a start per keystroke: the repeats are answered
+    // (the indicator is still on at the listeners) but cost no notice. A
+    // stop goes out, and the start after it too.
+    for event in ["typing:start", "typing:start", "typing:start", "typing:stop", "typing:start"] {
+        alice.request(event, typing_start(&chat)).await.unwrap_or_else(|error| panic!("{event} refused: {error}"));
+    }
+    // Carol's start is the marker: the same path, after all of Alice's.
+    carol.request("typing:start", typing_start(&chat)).await.expect("carol types");
+    bob.wait_for("carol's typing", |f| f["event"] == "typing" && f["data"]["userId"] == "carol").await;
+    let alices: Vec<Value> = bob.drain_pending("typing").into_iter().map(|frame| frame["data"]["typing"].clone()).collect();
+    assert_eq!(alices, [json!(true), json!(false), json!(true)], "one notice per start after a stop, none for the repeats");
+    env.cleanup().await;
+}
