@@ -294,3 +294,78 @@ async fn a_client_that_acknowledges_with_message_delivered_is_not_held_up_by_ent
     bob.close().await;
     env.cleanup().await;
 }
+
+/// One stored batch holding edits, reactions and deletes of several messages
+/// (as the send batcher forms under load): each message ends as if the
+/// entries had been stored one by one.
+#[tokio::test]
+async fn a_batch_of_edits_reactions_and_deletes_applies_each_in_order() {
+    use courier_shared::{
+        db::messages::{self, NewMessage},
+        protocol::EntryKind,
+    };
+    use uuid::Uuid;
+
+    let mut env = TestEnv::new().await;
+    let addr = env.start_api().await;
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
+    let chat_id = Uuid::parse_str(&chat).unwrap();
+    let originals: Vec<NewMessage> =
+        ["kept", "edited", "deleted"].iter().map(|text| NewMessage::message(chat_id, "alice", None, (*text).into(), "text".into())).collect();
+    let [kept, edited, deleted] = [0, 1, 2].map(|i| originals[i].message_id);
+    for stored in messages::store_batch(&env.db, &originals).await.unwrap() {
+        stored.unwrap();
+    }
+    // Bob's 👍 on `deleted` stays from an earlier batch until the delete.
+    let earlier = entry(chat_id, "bob", EntryKind::React, deleted, "👍");
+    messages::store_batch(&env.db, &[earlier]).await.unwrap().remove(0).unwrap();
+
+    let batch = [
+        entry(chat_id, "alice", EntryKind::Edit, edited, "edited once"),
+        entry(chat_id, "bob", EntryKind::React, kept, "🎉"),
+        entry(chat_id, "bob", EntryKind::React, edited, "👍"),
+        entry(chat_id, "alice", EntryKind::Edit, deleted, "edited, then deleted"),
+        entry(chat_id, "bob", EntryKind::React, deleted, "🎉"),
+        entry(chat_id, "alice", EntryKind::Edit, edited, "edited twice"),
+        entry(chat_id, "bob", EntryKind::Unreact, edited, "👍"),
+        entry(chat_id, "alice", EntryKind::Delete, deleted, ""),
+        entry(chat_id, "bob", EntryKind::React, deleted, "😮"),
+    ];
+    let results = messages::store_batch(&env.db, &batch).await.unwrap();
+    assert!(results[..8].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(results[8].as_ref().unwrap_err().code.as_str(), "already_deleted");
+
+    let state: Vec<(uuid::Uuid, Vec<u8>, bool, bool)> = sqlx::query_as(
+        "SELECT id, content, edited_at IS NOT NULL, deleted_at IS NOT NULL FROM messages WHERE kind = 'message' ORDER BY seq",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        state,
+        [
+            (kept, b"kept".to_vec(), false, false),
+            (edited, b"edited twice".to_vec(), true, false),
+            (deleted, Vec::new(), true, true),
+        ]
+    );
+    let edit_contents: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT target_id, content FROM messages WHERE kind = 'edit' ORDER BY seq").fetch_all(&env.db).await.unwrap();
+    assert_eq!(
+        edit_contents,
+        [(edited, b"edited once".to_vec()), (deleted, Vec::new()), (edited, b"edited twice".to_vec())],
+        "the deleted message's edit is erased too"
+    );
+    let reactions: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT message_id, emoji FROM reactions ORDER BY emoji").fetch_all(&env.db).await.unwrap();
+    assert_eq!(reactions, [(kept, "🎉".to_owned())], "added then removed leaves nothing; a deleted message keeps none");
+    env.cleanup().await;
+}
+
+fn entry(chat_id: uuid::Uuid, user: &str, kind: courier_shared::protocol::EntryKind, target: uuid::Uuid, content: &str) -> courier_shared::db::messages::NewMessage {
+    courier_shared::db::messages::NewMessage {
+        kind,
+        target_id: Some(target),
+        ..courier_shared::db::messages::NewMessage::message(chat_id, user, None, content.into(), "text".into())
+    }
+}

@@ -461,7 +461,7 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
 }
 
 /// The messages the batch's entries are about or answer, with the reactions
-/// of those reacted to. Empty (no query) for a batch of plain messages.
+/// of those reacted to, in one query. Empty (no query) for a batch of plain messages.
 async fn targets_of(tx: &mut Transaction<'_, Postgres>, batch: &[NewMessage]) -> Result<HashMap<Uuid, Target>, sqlx::Error> {
     let mut ids: Vec<Uuid> = batch.iter().flat_map(|m| [m.target_id, m.reply_to]).flatten().collect();
     if ids.is_empty() {
@@ -469,117 +469,118 @@ async fn targets_of(tx: &mut Transaction<'_, Postgres>, batch: &[NewMessage]) ->
     }
     ids.sort();
     ids.dedup();
-    let rows: Vec<(Uuid, Uuid, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
-        "SELECT id, chat_id, sender_id, kind, created_at, deleted_at IS NOT NULL FROM messages WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut targets: HashMap<Uuid, Target> = rows
-        .into_iter()
-        .map(|(id, chat_id, sender_id, kind, created_at, deleted)| {
-            let is_message = EntryKind::from_db(&kind) == EntryKind::Message;
-            (id, Target { chat_id, sender_id, is_message, created_at, deleted, reactions: HashSet::new() })
-        })
-        .collect();
-    let mut reacted: Vec<Uuid> = batch
+    let reacted: Vec<Uuid> = batch
         .iter()
         .filter(|m| matches!(m.kind, EntryKind::React | EntryKind::Unreact))
         .filter_map(|m| m.target_id)
         .collect();
-    if !reacted.is_empty() {
-        reacted.sort();
-        reacted.dedup();
-        let reactions: Vec<(Uuid, String, String)> =
-            sqlx::query_as("SELECT message_id, user_id, emoji FROM reactions WHERE message_id = ANY($1)")
-                .bind(&reacted)
-                .fetch_all(&mut **tx)
-                .await?;
-        for (message_id, user_id, emoji) in reactions {
-            if let Some(target) = targets.get_mut(&message_id) {
-                target.reactions.insert((user_id, emoji));
-            }
-        }
-    }
-    Ok(targets)
+    type TargetRow = (Uuid, Uuid, String, String, DateTime<Utc>, bool, Vec<String>, Vec<String>);
+    // The two arrays list a message's reactions in the same (key) order.
+    let rows: Vec<TargetRow> = sqlx::query_as(
+        "SELECT m.id, m.chat_id, m.sender_id, m.kind, m.created_at, m.deleted_at IS NOT NULL,
+                CASE WHEN m.id = ANY($2) THEN ARRAY(SELECT r.user_id FROM reactions r WHERE r.message_id = m.id
+                                                     ORDER BY r.user_id, r.emoji) ELSE '{}' END,
+                CASE WHEN m.id = ANY($2) THEN ARRAY(SELECT r.emoji FROM reactions r WHERE r.message_id = m.id
+                                                     ORDER BY r.user_id, r.emoji) ELSE '{}' END
+           FROM messages m WHERE m.id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(&reacted)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, chat_id, sender_id, kind, created_at, deleted, users, emojis)| {
+            let is_message = EntryKind::from_db(&kind) == EntryKind::Message;
+            let reactions = users.into_iter().zip(emojis).collect();
+            (id, Target { chat_id, sender_id, is_message, created_at, deleted, reactions })
+        })
+        .collect())
 }
 
 /// Applies the batch's edits, deletes and reactions to the messages they are
-/// about. Edits come first: a delete later in the batch erases them too.
+/// about, in one statement. A message deleted in this batch takes none of
+/// its edits' content (only the time of the last one) and keeps no reaction.
 async fn apply_effects(
     tx: &mut Transaction<'_, Postgres>,
     effects: &Effects,
     created_at: &HashMap<Uuid, DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
+    if effects.edits.is_empty() && effects.deletes.is_empty() && effects.reactions.is_empty() {
+        return Ok(());
+    }
     let at = |entry: &Uuid| created_at.get(entry).copied().unwrap_or_else(Utc::now);
-    if !effects.edits.is_empty() {
-        // The last edit of each message wins.
-        let mut last: HashMap<Uuid, (&[u8], DateTime<Utc>)> = HashMap::new();
-        for (target, content, entry) in &effects.edits {
-            last.insert(*target, (content, at(entry)));
-        }
-        let (mut ids, mut contents, mut times) = (Vec::new(), Vec::new(), Vec::new());
-        for (target, (content, edited_at)) in last {
-            ids.push(target);
-            contents.push(content.to_vec());
-            times.push(edited_at);
-        }
-        sqlx::query(
-            "UPDATE messages m SET content = e.content, edited_at = e.edited_at
-               FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[]) AS e(id, content, edited_at)
-              WHERE m.id = e.id",
-        )
-        .bind(&ids)
-        .bind(&contents)
-        .bind(&times)
-        .execute(&mut **tx)
-        .await?;
+    // The last edit of each message wins.
+    let mut last_edit: HashMap<Uuid, (&[u8], DateTime<Utc>)> = HashMap::new();
+    for (target, content, entry) in &effects.edits {
+        last_edit.insert(*target, (content, at(entry)));
     }
-    if !effects.deletes.is_empty() {
-        let ids: Vec<Uuid> = effects.deletes.iter().map(|(target, _)| *target).collect();
-        let times: Vec<DateTime<Utc>> = effects.deletes.iter().map(|(_, entry)| at(entry)).collect();
-        // Erased, not hidden: the message's content and every edit's.
-        sqlx::query(
-            "UPDATE messages m SET content = '', deleted_at = d.deleted_at
-               FROM UNNEST($1::uuid[], $2::timestamptz[]) AS d(id, deleted_at)
-              WHERE m.id = d.id",
-        )
-        .bind(&ids)
-        .bind(&times)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("UPDATE messages SET content = '' WHERE target_id = ANY($1) AND kind = 'edit'")
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("DELETE FROM reactions WHERE message_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
-    }
-    if !effects.reactions.is_empty() {
-        let (mut added, mut removed): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-        for ((message_id, user_id, emoji), present) in &effects.reactions {
-            let row = (*message_id, user_id.clone(), emoji.clone());
-            if *present { added.push(row) } else { removed.push(row) }
-        }
-        for (rows, statement) in [
-            (
-                added,
-                "INSERT INTO reactions (message_id, user_id, emoji)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
-            ),
-            (
-                removed,
-                "DELETE FROM reactions r USING UNNEST($1::uuid[], $2::text[], $3::text[]) AS d(message_id, user_id, emoji)
-                  WHERE r.message_id = d.message_id AND r.user_id = d.user_id AND r.emoji = d.emoji",
-            ),
-        ] {
-            if rows.is_empty() {
-                continue;
-            }
-            let (ids, (users, emojis)): (Vec<Uuid>, (Vec<String>, Vec<String>)) =
-                rows.into_iter().map(|(id, user, emoji)| (id, (user, emoji))).unzip();
-            sqlx::query(statement).bind(&ids).bind(&users).bind(&emojis).execute(&mut **tx).await?;
+    let deleted: HashMap<Uuid, DateTime<Utc>> = effects.deletes.iter().map(|(target, entry)| (*target, at(entry))).collect();
+
+    let (mut edit_ids, mut edit_contents, mut edit_times) = (Vec::new(), Vec::new(), Vec::new());
+    for (target, (content, edited_at)) in &last_edit {
+        if !deleted.contains_key(target) {
+            edit_ids.push(*target);
+            edit_contents.push(content.to_vec());
+            edit_times.push(*edited_at);
         }
     }
+    let (mut delete_ids, mut delete_times, mut delete_edit_times) = (Vec::new(), Vec::new(), Vec::new());
+    for (target, deleted_at) in &deleted {
+        delete_ids.push(*target);
+        delete_times.push(*deleted_at);
+        delete_edit_times.push(last_edit.get(target).map(|(_, edited_at)| *edited_at));
+    }
+    let mut added: (Vec<Uuid>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut removed: (Vec<Uuid>, Vec<&str>, Vec<&str>) = Default::default();
+    for ((message_id, user_id, emoji), present) in &effects.reactions {
+        if deleted.contains_key(message_id) {
+            continue;
+        }
+        let rows = if *present { &mut added } else { &mut removed };
+        rows.0.push(*message_id);
+        rows.1.push(user_id);
+        rows.2.push(emoji);
+    }
+    // Each part changes rows no other part touches (edits and deletes name
+    // different messages; erased edits are entries, not messages), as one
+    // statement with several data-modifying parts needs.
+    sqlx::query(
+        "WITH edited AS (
+              UPDATE messages m SET content = e.content, edited_at = e.edited_at
+                FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[]) AS e(id, content, edited_at)
+               WHERE m.id = e.id),
+         deleted AS (
+              UPDATE messages m SET content = '', deleted_at = d.deleted_at, edited_at = COALESCE(d.edited_at, m.edited_at)
+                FROM UNNEST($4::uuid[], $5::timestamptz[], $6::timestamptz[]) AS d(id, deleted_at, edited_at)
+               WHERE m.id = d.id),
+         -- Erased, not hidden: every edit's content too.
+         erased AS (
+              UPDATE messages SET content = '' WHERE target_id = ANY($4) AND kind = 'edit'),
+         unreacted_deleted AS (
+              DELETE FROM reactions WHERE message_id = ANY($4)),
+         reacted AS (
+              INSERT INTO reactions (message_id, user_id, emoji)
+              SELECT * FROM UNNEST($7::uuid[], $8::text[], $9::text[]) ON CONFLICT DO NOTHING),
+         unreacted AS (
+              DELETE FROM reactions r USING UNNEST($10::uuid[], $11::text[], $12::text[]) AS d(message_id, user_id, emoji)
+               WHERE r.message_id = d.message_id AND r.user_id = d.user_id AND r.emoji = d.emoji)
+         SELECT 1",
+    )
+    .bind(&edit_ids)
+    .bind(&edit_contents)
+    .bind(&edit_times)
+    .bind(&delete_ids)
+    .bind(&delete_times)
+    .bind(&delete_edit_times)
+    .bind(&added.0)
+    .bind(&added.1)
+    .bind(&added.2)
+    .bind(&removed.0)
+    .bind(&removed.1)
+    .bind(&removed.2)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
