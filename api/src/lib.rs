@@ -113,6 +113,8 @@ impl ApiServer {
             move |link| push::consume(push_state.clone(), link),
         ));
         let background_stop = CancellationToken::new();
+        // JWT_JWKS_URL: first load (retried until it answers), then periodic refreshes.
+        tokio::spawn(state.jwt.keep_keys_fresh(background_stop.clone()));
         tokio::spawn(presence::heartbeat(state.clone(), state.config.heartbeat_interval, background_stop.clone()));
         tokio::spawn(outbox::relay(
             state.db.clone(),

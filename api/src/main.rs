@@ -22,6 +22,9 @@ enum Command {
     Serve,
     /// Create the database if needed, apply migrations, and exit.
     Migrate,
+    /// Print the OpenAPI 3.1 document of the HTTP API (what
+    /// `GET /api/openapi.json` serves): `courier-api openapi > docs/openapi.json`.
+    Openapi,
     /// Print a signed HS256 token for a user, signed with JWT_SECRET (16+ bytes;
     /// refused when it is unset, unless --insecure-dev-secret).
     Token {
@@ -60,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect(&common.database_url, 2, Duration::from_secs(30)).await?;
             db::migrate(&pool).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", courier_api::http::openapi::document_text()?);
             Ok(())
         }
         Command::Token { user, name, picture, role, admin, device, ttl } => {

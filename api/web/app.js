@@ -1,13 +1,16 @@
-// Courier's built-in chat page: plain JavaScript over /socket.io/ and /api.
-// State lives in memory; the token in sessionStorage (one user per tab).
-'use strict';
+// Courier's built-in chat page: plain JavaScript over /ws and /api. The /ws
+// side is the TypeScript client of clients/js (its build, served next to this
+// file): it reconnects, resends unanswered sends, acknowledges and
+// deduplicates what comes in. State lives in memory; the token in
+// sessionStorage (one user per tab).
+import { CourierClient } from '/web/courier-client.js';
 
 const $ = (id) => document.getElementById(id);
 const state = {
   token: sessionStorage.getItem('courier.token'),
   userId: null,          // the token's `sub`
   name: null,            // the token's `name`, for the header
-  socket: null,
+  client: null,          // the CourierClient, once signed in
   chats: new Map(),      // chatId -> chat from GET /api/chats (members, unread)
   users: new Map(),      // userId -> {name, online, lastSeen}
   current: null,         // open chatId
@@ -18,6 +21,8 @@ const state = {
   myTyping: null,        // {chatId, at}: the chat this page said typing:start in, and when
   reactionLoads: new Map(), // messageId -> number of the latest reactions read started
 };
+// For the browser test (tests/node/browser.test.mjs) and the console: modules keep their names to themselves.
+window.state = state;
 
 /// The reactions offered on every message (any emoji works on the wire).
 const EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
@@ -91,7 +96,7 @@ $('signin-form').addEventListener('submit', async (event) => {
 });
 
 $('signout').addEventListener('click', () => {
-  state.socket?.disconnect();
+  state.client?.close();
   sessionStorage.clear();
   location.reload();
 });
@@ -123,43 +128,40 @@ function start() {
   $('signin').hidden = true;
   $('app').hidden = false;
   renderMe();
-  // Same origin: the page is served by the API, so io() finds /socket.io/.
-  const socket = io({ auth: { token: state.token } });
-  state.socket = socket;
+  // Same origin: the page is served by the API, so the client finds /ws there.
+  const client = new CourierClient({ token: state.token });
+  state.client = client;
 
   // The server's word on who this is (it checked the token); it sends no name.
-  socket.on('session:ready', ({ userId }) => {
+  // Every (re)connection starts with it: the page reloads what it shows.
+  client.on('session:ready', ({ userId }) => {
     state.userId = userId;
     renderMe();
-  });
-
-  socket.on('connect', () => {
     $('banner').hidden = true;
     loadChats();
     if (state.current) loadHistory(state.current);
   });
-  socket.on('disconnect', (reason) => {
+  client.on('disconnected', () => {
     $('banner').hidden = false;
-    // After a server-side disconnect socket.io does not retry by itself.
-    if (reason === 'io server disconnect') socket.connect();
   });
-  socket.on('connect_error', (error) => {
-    $('banner').hidden = false;
-    // A refused token will not be accepted on a retry: back to the form, with
-    // the server's reason ("unauthorized: token has expired"), to paste another.
-    if (/^unauthorized/.test(error.message)) {
-      socket.disconnect();
-      sessionStorage.clear();
-      Object.assign(state, { token: null, socket: null });
-      $('app').hidden = true;
-      $('banner').hidden = true;
-      $('signin').hidden = false;
-      $('signin-error').textContent = 'The server refused the token: ' + error.message.replace(/^unauthorized:\s*/, '') + '.';
-    }
+  // Stopped for good: signed out, or the server refused the token (or the
+  // device). A refused token will not be accepted on a retry: back to the
+  // form, with the server's reason ("token has expired"), to paste another.
+  client.on('closed', (error) => {
+    if (error.code === 'closed') return;
+    sessionStorage.clear();
+    Object.assign(state, { token: null, client: null });
+    $('app').hidden = true;
+    $('banner').hidden = true;
+    $('signin').hidden = false;
+    $('signin-error').textContent = error.code === 'unauthorized'
+      ? 'The server refused the token: ' + error.message + '.'
+      : 'Signed out: ' + error.message + '.';
   });
 
-  socket.on('message:receive', (message, ack) => {
-    ack({ received: true }); // the server marks it delivered; the sender sees ✓✓
+  // The client acknowledges each entry after these handlers ran (the sender
+  // then sees ✓✓), and drops one that comes again.
+  client.on('message:receive', (message) => {
     addMessage(message.chatId, {
       messageId: message.messageId, chatId: message.chatId, senderId: message.senderId,
       senderName: message.sender && message.sender.name, content: message.content,
@@ -178,8 +180,7 @@ function start() {
     }
   });
 
-  socket.on('message:status', (update, ack) => {
-    if (typeof ack === 'function') ack();
+  client.on('message:status', (update) => {
     const message = state.messages.get(update.chatId)?.get(update.messageId);
     if (!message) return;
     message.statuses[update.userId] = maxStatus(message.statuses[update.userId], update.status);
@@ -187,25 +188,23 @@ function start() {
   });
 
   // Edits, deletes and reactions: entries of the chat's log, acknowledged
-  // like messages (until then the server sends them again). The page's own
-  // changes are not sent back to it: it applies them from the replies.
-  socket.on('message:edited', (edit, ack) => {
-    if (typeof ack === 'function') ack({ received: true });
-    applyEdit(edit.chatId, edit.messageId, edit.content, edit.editedAt);
-  });
-  socket.on('message:deleted', (deletion, ack) => {
-    if (typeof ack === 'function') ack({ received: true });
-    applyDelete(deletion.chatId, deletion.messageId);
-  });
-  socket.on('message:reaction', (change, ack) => {
-    if (typeof ack === 'function') ack({ received: true });
-    loadReactions(change.chatId, change.messageId);
-  });
-  socket.on('typing', ({ chatId, userId, typing, expiresInMs }) => showTyping(chatId, userId, typing ? expiresInMs : 0));
+  // like messages. The page's own changes are not sent back to it: it
+  // applies them from the replies.
+  client.on('message:edited', (edit) => applyEdit(edit.chatId, edit.messageId, edit.content, edit.editedAt));
+  client.on('message:deleted', (deletion) => applyDelete(deletion.chatId, deletion.messageId));
+  client.on('message:reaction', (change) => loadReactions(change.chatId, change.messageId));
+  client.on('typing', ({ chatId, userId, typing, expiresInMs }) => showTyping(chatId, userId, typing ? expiresInMs : 0));
 
-  socket.on('user:online', ({ userId }) => setPresence(userId, true, null));
-  socket.on('user:offline', ({ userId, lastSeen }) => setPresence(userId, false, lastSeen));
-  socket.on('error', (error) => console.warn('courier error', error));
+  client.on('user:online', ({ userId }) => setPresence(userId, true, null));
+  client.on('user:offline', ({ userId, lastSeen }) => setPresence(userId, false, lastSeen));
+  client.on('error', (error) => console.warn('courier error', error));
+  // A refusal comes as `closed` (above), which also ends this promise.
+  client.connect().catch(() => {});
+}
+
+/// Shows a refused request's reason under the chat list.
+function showError(error) {
+  $('chats-error').textContent = error.message;
 }
 
 document.addEventListener('visibilitychange', () => {
@@ -607,23 +606,15 @@ function actionsElement(message, mine) {
 function toggleReaction(message, emoji) {
   const mine = message.reactions?.some((r) => r.emoji === emoji && r.mine);
   const { chatId, messageId } = message;
-  state.socket.emit(mine ? 'message:unreact' : 'message:react', { messageId, emoji }, (reply) => {
-    if (reply.error) {
-      $('chats-error').textContent = reply.error.message;
-      return;
-    }
-    // This page is not sent its own change; read back the counts it made.
-    loadReactions(chatId, messageId);
-  });
+  const change = mine ? state.client.unreact(messageId, emoji) : state.client.react(messageId, emoji);
+  // This page is not sent its own change; read back the counts it made.
+  change.then(() => loadReactions(chatId, messageId), showError);
 }
 
 function deleteMessage(message) {
   if (!confirm('Delete this message for everyone?')) return;
   const { chatId, messageId } = message;
-  state.socket.emit('message:delete', { messageId }, (reply) => {
-    if (reply.error) $('chats-error').textContent = reply.error.message;
-    else applyDelete(chatId, messageId);
-  });
+  state.client.delete(messageId).then(() => applyDelete(chatId, messageId), showError);
 }
 
 // ---- composer: send, reply, edit; typing --------------------------------
@@ -670,7 +661,7 @@ $('composer-text').addEventListener('input', () => {
   if (mine && mine.chatId === state.current && now - mine.at < TYPING_REPEAT_MS) return;
   if (mine && mine.chatId !== state.current) stopTyping();
   state.myTyping = { chatId: state.current, at: now };
-  state.socket?.emit('typing:start', { chatId: state.current }, () => {}); // a rate_limited reply is harmless
+  state.client?.startTyping(state.current).catch(() => {}); // rate_limited, or offline: harmless
 });
 $('composer-text').addEventListener('blur', () => stopTyping());
 
@@ -678,7 +669,7 @@ function stopTyping() {
   const mine = state.myTyping;
   if (!mine) return;
   state.myTyping = null;
-  state.socket?.emit('typing:stop', { chatId: mine.chatId }, () => {});
+  state.client?.stopTyping(mine.chatId).catch(() => {});
 }
 
 /// Shows (for `expiresInMs`) or hides "X is typing…" for a member of a chat.
@@ -711,11 +702,11 @@ function renderTyping() {
 /// Everything received in the chat is read once the chat is on screen.
 function markRead(chatId) {
   const chat = state.chats.get(chatId);
-  if (!chat || !state.socket) return;
+  if (!chat || !state.client) return;
   const theirs = sortedMessages(chatId).filter((m) => m.senderId !== state.userId && m.seq);
   const upToSeq = theirs.length ? theirs[theirs.length - 1].seq : 0;
   if (upToSeq === 0 && chat.unread === 0) return;
-  state.socket.emit('message:read', { chatId, upToSeq: Math.max(upToSeq, chat.lastSeq || 0) }, () => {});
+  state.client.read({ chatId, upToSeq: Math.max(upToSeq, chat.lastSeq || 0) }).catch(() => {});
   chat.unread = 0;
   renderChats();
 }
@@ -732,10 +723,7 @@ $('composer').addEventListener('submit', (event) => {
   if (composing?.mode === 'edit') {
     const { messageId } = composing;
     if (findMessage(chatId, messageId)?.content === content) return; // nothing changed
-    state.socket.emit('message:edit', { messageId, content }, (reply) => {
-      if (reply.error) $('chats-error').textContent = reply.error.message;
-      else applyEdit(chatId, messageId, content, reply.at);
-    });
+    state.client.edit(messageId, content).then((reply) => applyEdit(chatId, messageId, content, reply.at), showError);
     return;
   }
   const original = composing?.mode === 'reply' ? findMessage(chatId, composing.messageId) : null;
@@ -747,14 +735,16 @@ $('composer').addEventListener('submit', (event) => {
   addMessage(chatId, pending);
   const send = { chatId, content, messageType: 'text', clientMsgId };
   if (replyTo) send.replyTo = replyTo.messageId;
-  state.socket.emit('message:send', send, (reply) => {
+  // Offline, it waits (shown pending, …) and goes when the client is back;
+  // sent again after a reconnect with its clientMsgId, it is stored once.
+  const settled = (reply) => {
     state.messages.get(chatId).delete(pending.messageId);
-    if (reply.error) {
-      $('chats-error').textContent = reply.error.message;
-    } else {
-      addMessage(chatId, { ...pending, messageId: reply.messageId, seq: reply.seq, createdAt: reply.createdAt });
-    }
+    if (reply) addMessage(chatId, { ...pending, messageId: reply.messageId, seq: reply.seq, createdAt: reply.createdAt });
     if (chatId === state.current) renderMessages();
+  };
+  state.client.send(send).then(settled, (error) => {
+    showError(error);
+    settled(null);
   });
 });
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Every error a client can see. The code strings are part of the protocol: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Missing, malformed, expired or forged credentials.
@@ -122,7 +122,7 @@ impl ErrorCode {
 }
 
 /// An error reported to a client: `{"code": "...", "message": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema, schemars::JsonSchema)]
 #[error("{code:?}: {message}")]
 pub struct ClientError {
     pub code: ErrorCode,

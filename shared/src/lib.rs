@@ -1,6 +1,7 @@
 //! What `courier-api` and `courier-worker` must agree on: configuration, the
 //! client protocol, broker job formats and topology, database queries and JWT.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -76,14 +76,20 @@ pub enum ClientEvent {
 }
 
 /// `message:send`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessage {
     pub chat_id: Uuid,
+    /// 1 byte to 64 KiB of UTF-8, not blank; stored and returned verbatim.
+    #[schemars(length(min = 1, max = MAX_CONTENT_BYTES))]
     pub content: String,
     #[serde(default = "default_message_type")]
+    #[schemars(schema_with = "message_type_schema")]
     pub message_type: String,
+    /// The sender's idempotency key (1 to 128 bytes, no NUL): a resend with
+    /// the same one returns the original message and stores nothing new.
     #[serde(default)]
+    #[schemars(length(min = 1, max = MAX_CLIENT_MSG_ID_BYTES))]
     pub client_msg_id: Option<String>,
     /// The message this one answers (same chat).
     #[serde(default)]
@@ -92,6 +98,11 @@ pub struct SendMessage {
 
 fn default_message_type() -> String {
     "text".into()
+}
+
+/// `messageType`'s schema: one of MESSAGE_TYPES, `text` when absent.
+fn message_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": MESSAGE_TYPES, "default": "text" })
 }
 
 impl SendMessage {
@@ -128,10 +139,12 @@ fn validate_content(content: &str) -> Result<(), ClientError> {
 }
 
 /// `message:edit {messageId, content}`: the sender replaces a message's content.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EditMessage {
     pub message_id: Uuid,
+    /// The new content, under the rules of `message:send`'s.
+    #[schemars(length(min = 1, max = MAX_CONTENT_BYTES))]
     pub content: String,
 }
 
@@ -143,7 +156,7 @@ impl EditMessage {
 
 /// `message:delete {messageId, forMe?}`: for everyone (the sender, within
 /// DELETE_WINDOW), or with `forMe: true` hidden from the caller only.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteMessage {
     pub message_id: Uuid,
@@ -152,12 +165,19 @@ pub struct DeleteMessage {
 }
 
 /// `message:react` / `message:unreact {messageId, emoji}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactionRef {
     pub message_id: Uuid,
+    /// 1 to 32 bytes of UTF-8 without whitespace or control characters (the
+    /// server does not check that it is an emoji).
+    #[schemars(length(min = 1, max = MAX_EMOJI_BYTES), regex(pattern = EMOJI_PATTERN))]
     pub emoji: String,
 }
+
+/// What an emoji may not contain, as a JSON Schema pattern: whitespace and
+/// control characters (`ReactionRef::validate` is the rule; the schema keeps to it).
+const EMOJI_PATTERN: &str = r"^[^\s\u0000-\u001f\u007f-\u009f]+$";
 
 impl ReactionRef {
     /// 1 to MAX_EMOJI_BYTES bytes, no whitespace or control characters.
@@ -216,14 +236,14 @@ impl EntryKind {
 }
 
 /// `message:delivered {messageId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageRef {
     pub message_id: Uuid,
 }
 
 /// `message:read`: one message, or everything in a chat up to a seq.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ReadReceipt {
     #[serde(rename_all = "camelCase")]
@@ -233,7 +253,7 @@ pub enum ReadReceipt {
 }
 
 /// `typing:start {chatId}` / `typing:stop {chatId}`: the data both carry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypingData {
     pub chat_id: Uuid,
@@ -260,7 +280,7 @@ pub const TYPING_TTL_MS: u64 = 6_000;
 /// `chatId`. Ephemeral: never stored, never resent. A `true` ends by itself
 /// after `expiresInMs` unless another `typing` of the member and chat comes
 /// first; a `false` carries 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypingNotice {
     pub chat_id: Uuid,
@@ -328,7 +348,7 @@ fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ClientError> {
 }
 
 /// Reply to `message:send` and body of `message:sent`: ✓ sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SentMessage {
     pub message_id: Uuid,
@@ -339,7 +359,7 @@ pub struct SentMessage {
 }
 
 /// The sender's public profile, as the guide's `message:receive` carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SenderInfo {
     pub name: Option<String>,
@@ -349,7 +369,7 @@ pub struct SenderInfo {
 /// `message:receive`: the guide's payload plus `seq`, and what happened to
 /// the message before this device got it: its latest content (`editedAt`),
 /// or a tombstone (`deleted`, empty content) if it was deleted for everyone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceivedMessage {
     pub message_id: Uuid,
@@ -370,7 +390,7 @@ pub struct ReceivedMessage {
 
 /// What a reply shows of the message it answers: the first QUOTE_CHARS
 /// characters, or nothing if that message was deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplyQuote {
     pub message_id: Uuid,
@@ -381,7 +401,7 @@ pub struct ReplyQuote {
 }
 
 /// `message:edited`: a log entry; the message keeps its seq, `seq` is the edit's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EditedMessage {
     pub message_id: Uuid,
@@ -393,7 +413,7 @@ pub struct EditedMessage {
 }
 
 /// `message:deleted`: deleted for everyone; show a tombstone. `seq` is the delete's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletedMessage {
     pub message_id: Uuid,
@@ -405,7 +425,7 @@ pub struct DeletedMessage {
 
 /// `message:reaction`: `userId` added (`added: true`) or removed `emoji` on
 /// a message. A device applies them in seq order as a set per (user, emoji).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactionChange {
     pub message_id: Uuid,
@@ -417,11 +437,36 @@ pub struct ReactionChange {
     pub seq: i64,
 }
 
+/// The reply to `message:delivered`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeliveredReply {
+    /// The message had not been delivered to the user before this event.
+    pub updated: bool,
+}
+
+/// The reply to `message:read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReadReply {
+    /// How many messages of others became read (0: the mark was already there).
+    pub updated: u64,
+}
+
+/// The reply to `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Pong {
+    #[schemars(extend("const" = true))]
+    pub pong: bool,
+}
+
+/// The reply to `typing:start` and `typing:stop`: `{}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TypingAccepted {}
+
 /// The reply to `message:edit`, `message:delete` (for everyone) and
 /// `message:react`/`unreact`: the entry's seq in the chat's log, or
 /// `changed: false` (and no entry, `seq` the chat's last) when there was
 /// nothing to change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryAccepted {
     pub message_id: Uuid,
@@ -440,7 +485,7 @@ pub struct EntryAccepted {
 }
 
 /// A message's delivery state for one recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "delivery_status", rename_all = "lowercase")]
 pub enum DeliveryStatus {
@@ -451,7 +496,7 @@ pub enum DeliveryStatus {
 }
 
 /// `message:status`: ✓✓ delivered or read, per recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusUpdate {
     pub message_id: Uuid,
@@ -468,7 +513,7 @@ pub struct StatusUpdate {
 /// chat up to `deliveredSeq` has reached one of their devices (or is their
 /// own); up to `readSeq` they have read. One receipt covers all of them.
 /// The same shape is each receipt of `GET /api/sync`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     pub chat_id: Uuid,
@@ -478,7 +523,7 @@ pub struct Receipt {
 }
 
 /// `user:online`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserOnline {
     pub user_id: String,
@@ -486,7 +531,7 @@ pub struct UserOnline {
 }
 
 /// `user:offline`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserOffline {
     pub user_id: String,
@@ -494,14 +539,14 @@ pub struct UserOffline {
 }
 
 /// `sync:done`: everything pending when the connection opened has been delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncDone {
     pub count: u64,
 }
 
 /// `session:ready`: sent once after the upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionReady {
     pub user_id: String,

@@ -3,12 +3,17 @@
 // and A's ticks turn ✓✓ delivered, then read. Then two windows where typing,
 // a reply, an edit, reactions and a delete show up in the other one; the
 // same page on a phone, pasted tokens that are malformed or refused, and
-// signing out while the page is reconnecting. Screenshots go to
+// signing out while the page is reconnecting. The page runs on /ws through
+// clients/js; last, the minimal frontend of clients/js/README.md, served as
+// that README says, works as written. Screenshots go to
 // SCREENSHOT_DIR (docs/). Needs a running api (--dev-tokens) + worker at
 // COURIER_URL.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { URL, DEADLINE_MS, createChat, rest } from './lib.mjs';
 
@@ -39,15 +44,17 @@ async function devToken(userId, name) {
 }
 
 /// Collects what must never happen in `context`: uncaught page errors, and
-/// responses of 400 and up (a missing /favicon.ico was one). Not socket.io's
-/// own polls: once the server refuses a token it ends the session, and a poll
-/// still in flight gets a 400 (unknown sid), which socket.io-client expects.
-/// Failed requests only count for the favicon: closing a page aborts polls.
+/// responses of 400 and up (a missing /favicon.ico was one). Not the 401 of
+/// `GET /api/devices` after a refused connection: a browser cannot read why
+/// a WebSocket handshake failed, so the client asks REST with the same token,
+/// and a refused token gets its 401 there, by design.
+/// Failed requests only count for the favicon: closing a page aborts requests.
 function watch(context) {
   const problems = [];
   context.on('weberror', (error) => problems.push(`page error: ${error.error()}`));
   context.on('response', (res) => {
-    if (res.status() >= 400 && !new globalThis.URL(res.url()).pathname.startsWith('/socket.io/')) {
+    const probe = res.status() === 401 && new globalThis.URL(res.url()).pathname === '/api/devices';
+    if (res.status() >= 400 && !probe) {
       problems.push(`${res.status()} ${res.request().method()} ${res.url()}`);
     }
   });
@@ -70,8 +77,18 @@ async function signIn(context, userId, name) {
   await page.fill('#signin-name', name);
   await page.click('#signin-form button[type=submit]');
   await page.waitForSelector('#app:not([hidden])');
-  await page.waitForFunction(() => window.io && document.getElementById('banner').hidden);
+  await page.waitForFunction(() => window.state?.client?.connected && document.getElementById('banner').hidden);
   return page;
+}
+
+/// Routes the page's /ws connections through the test: while `cut()` says
+/// so, each is closed at once (the server is out of reach); otherwise it is
+/// passed on to the server. Applies to connections opened from now on.
+async function routeSocket(page, cut) {
+  await page.routeWebSocket(/\/ws\?/, (ws) => {
+    if (cut()) ws.close();
+    else ws.connectToServer();
+  });
 }
 
 /// Waits until A's own messages show `status` (all of them, `count` in all).
@@ -108,12 +125,12 @@ async function assertFavicon(page) {
   assert.ok(decoded, 'the favicon decodes');
 }
 
-/// Cuts the page off from the server (socket.io's polls fail, as when it is
-/// out of reach), drops the socket, and signs out under the reconnecting
-/// banner: the link is below it, not under it, and takes the click.
+/// Cuts the page off from the server (every new /ws connection fails, as when
+/// it is out of reach), drops the socket, and signs out under the
+/// reconnecting banner: the link is below it, not under it, and takes the click.
 async function signOutWhileReconnecting(page) {
-  await page.route('**/socket.io/**', (route) => route.abort());
-  await page.evaluate(() => state.socket.io.engine.close());
+  await routeSocket(page, () => true);
+  await page.evaluate(() => state.client.reconnect());
   await page.waitForSelector('#banner:not([hidden])');
   const banner = await page.locator('#banner').boundingBox();
   const signout = await page.locator('#signout').boundingBox();
@@ -127,7 +144,6 @@ async function signOutWhileReconnecting(page) {
   await page.click('#signout'); // playwright also checks that nothing covers it
   await page.waitForSelector('#signin:not([hidden])');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('courier.token')), null);
-  await page.unroute('**/socket.io/**');
 }
 
 test('offline B sees three messages in order; A sees delivered, then read', async () => {
@@ -184,9 +200,13 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
     await pageB.screenshot({ path: path.join(SHOTS, 'screenshot-b.png') });
   }
 
-  // The socket drops: the page says so, reconnects by itself, and says so again.
-  await pageB.evaluate(() => state.socket.io.engine.close());
+  // The socket drops and the server is out of reach for a while: the page
+  // says so, reconnects by itself once it is back, and says so again.
+  let away = true;
+  await routeSocket(pageB, () => away);
+  await pageB.evaluate(() => state.client.reconnect());
   await pageB.waitForSelector('#banner:not([hidden])');
+  away = false;
   await pageB.waitForSelector('#banner[hidden]', { state: 'attached' });
 
   // A's server is out of reach: A can still sign out.
@@ -309,7 +329,7 @@ test('two windows: typing, a reply, an edit, reactions and a delete show up in t
   await chip(pageA, reply, '🎉', 1, false); // the reply keeps its own
 
   // A typing:start never followed by a stop (a laptop closed mid-word) hides by itself after expiresInMs.
-  await pageA.evaluate(() => state.socket.emit('typing:start', { chatId: state.current }));
+  await pageA.evaluate(() => state.client.startTyping(state.current));
   await typingLine(pageB, 'Frank is typing…');
   const shown = Date.now();
   await typingLine(pageB, '');
@@ -415,9 +435,70 @@ test('a malformed token gets a clear message, a refused one the server\'s reason
   await page.fill('#signin-token', `Bearer ${good}`);
   await page.click('#signin-form button[type=submit]');
   await page.waitForSelector('#app:not([hidden])');
-  await page.waitForFunction(() => document.getElementById('banner').hidden && state.socket?.connected);
+  await page.waitForFunction(() => document.getElementById('banner').hidden && state.client?.connected);
   assert.equal(await page.textContent('#me'), 'Erin Example');
   assert.equal(await page.textContent('#signin-error'), '');
   assert.deepEqual(problems, []);
   await context.close();
+});
+
+/// The minimal frontend of clients/js/README.md, served as it says: the
+/// file, with clients/js/dist beside it as courier/, from an origin of its
+/// own (README_PAGE_PORT, which the api's CORS_ALLOW_ORIGINS names).
+async function serveReadmeFrontend(port) {
+  const client = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../clients/js');
+  const readme = await readFile(path.join(client, 'README.md'), 'utf8');
+  const page = readme.match(/## A complete minimal frontend[\s\S]*?```html\n([\s\S]*?)```/)?.[1];
+  assert.ok(page, 'the README has the frontend');
+  const server = http.createServer(async (req, res) => {
+    const { pathname } = new globalThis.URL(req.url, 'http://localhost');
+    try {
+      if (pathname === '/index.html') return res.writeHead(200, { 'content-type': 'text/html' }).end(page);
+      const module = pathname.match(/^\/courier\/([a-z]+\.js)$/)?.[1];
+      if (module) return res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(path.join(client, 'dist', module)));
+    } catch {}
+    res.writeHead(404).end();
+  });
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return server;
+}
+
+const README_PAGE_PORT = process.env.README_PAGE_PORT;
+
+test('the minimal frontend of clients/js/README.md works as written', { skip: !README_PAGE_PORT && 'README_PAGE_PORT is not set' }, async () => {
+  const [ann, ben] = [`ann${TAG}`, `ben${TAG}`];
+  const server = await serveReadmeFrontend(Number(README_PAGE_PORT));
+  const context = await browser.newContext();
+  const problems = watch(context);
+  const open = async (me, peer) => {
+    const page = await newPage(context);
+    await page.goto(`http://127.0.0.1:${README_PAGE_PORT}/index.html?me=${me}&peer=${peer}&server=${encodeURIComponent(URL)}`);
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'online');
+    return page;
+  };
+  const pageA = await open(ann, ben);
+  const pageB = await open(ben, ann);
+  const lines = (page) => page.locator('#messages li').allTextContents();
+
+  // Ann writes; Ben's window shows it (and reads it): Ann's tick turns read.
+  await pageA.fill('#text', 'Hello Ben');
+  await pageA.press('#text', 'Enter');
+  await pageB.waitForFunction((line) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.trim() === line), `${ann}: Hello Ben`);
+  await pageA.waitForFunction((line) => document.querySelector('#messages li')?.textContent === line, `${ann}: Hello Ben ✓✓ read`);
+
+  // Ben types, then answers: Ann sees both.
+  await pageB.fill('#text', 'Hi');
+  await pageA.waitForFunction((text) => document.getElementById('status').textContent === text, `${ben} is typing…`);
+  await pageB.fill('#text', 'Hi Ann');
+  await pageB.press('#text', 'Enter');
+  await pageA.waitForFunction(() => document.querySelectorAll('#messages li').length === 2);
+  assert.deepEqual((await lines(pageA)).map((line) => line.trim()), [`${ann}: Hello Ben ✓✓ read`, `${ben}: Hi Ann`]);
+
+  // A reload shows the same history, from REST.
+  await pageB.reload();
+  await pageB.waitForFunction(() => document.getElementById('status').textContent === 'online');
+  assert.deepEqual((await lines(pageB)).map((line) => line.trim()), [`${ann}: Hello Ben`, `${ben}: Hi Ann ✓`]);
+  assert.deepEqual(problems, []);
+  await context.close();
+  server.close();
 });

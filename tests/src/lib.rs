@@ -15,4 +15,4 @@ pub use env::{JWT_SECRET, Services, TestEnv, deadline, eventually, test_retry};
 pub use private::{PrivatePostgres, PrivateRabbit, PrivateRabbitCluster};
 pub use process::{ServerProcess, free_port, rss_kib};
 pub use rest::Rest;
-pub use ws::{WsClient, WsError};
+pub use ws::{FrameSchemas, WsClient, WsError};

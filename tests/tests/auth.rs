@@ -146,3 +146,30 @@ async fn token_claims_fill_the_user_row() {
     assert_eq!(name.as_deref(), Some("Carol C"));
     env.cleanup().await;
 }
+
+/// During an HS256 rotation both secrets verify: JWT_SECRET (the new one,
+/// which signs) and JWT_PREVIOUS_SECRETS (the old one); any other does not.
+#[tokio::test]
+async fn old_and_new_hs256_secrets_are_both_valid_during_a_rotation() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    let new_secret = "the-new-secret-0123456789";
+    config.jwt.jwt_secret = Some(new_secret.into());
+    config.jwt.jwt_previous_secrets = vec![JWT_SECRET.into()];
+    let addr = env.start_api_with(config).await;
+
+    let old_token = env.token("olive");
+    let new_token = hs256(new_secret, &claims("nora", now() + 600));
+    for (token, user) in [(&old_token, "olive"), (&new_token, "nora")] {
+        let (status, body) = Rest::new(&addr, Some(token)).get("/api/chats").await;
+        assert_eq!(status, StatusCode::OK, "{user}: {body}");
+        let client = WsClient::connect(&addr, token).await.expect("valid token upgrades");
+        assert_eq!(client.user_id, user);
+        client.close().await;
+    }
+    assert_rejected(&addr, Some(&hs256("a-third-secret-0123456789", &claims("eve", now() + 600))), "unknown secret").await;
+    // Expired under the old secret: the verdict of the secret that signed it, not "bad signature".
+    let (_, body) = Rest::new(&addr, Some(&hs256(JWT_SECRET, &claims("olive", now() - 3600)))).get("/api/chats").await;
+    assert_eq!(body["error"]["message"], "token has expired");
+    env.cleanup().await;
+}

@@ -216,7 +216,9 @@ fn client_fields(event: &str) -> Option<&'static [&'static str]> {
 /// docs/protocol.md's example frames are what the code reads and writes:
 /// each client frame parses as the server parses it (and names no field the
 /// event does not take), each server event and each reply round-trips
-/// through its type in `courier_shared::protocol`. Frames abbreviated with
+/// through its type in `courier_shared::protocol`, and every frame matches
+/// its message in the AsyncAPI document (a reply, the reply messages of the
+/// event it answers). Frames abbreviated with
 /// "…" are skipped; the events of edits, deletes, reactions, replies and
 /// typing must each have an example.
 #[test]
@@ -229,6 +231,12 @@ fn protocol_md_example_frames_match_the_code() {
     };
     use serde_json::{Value, json};
 
+    let schemas = courier_tests::FrameSchemas::get();
+    let asyncapi = |verdict: Result<(), String>| {
+        if let Err(error) = verdict {
+            panic!("docs/protocol.md has a frame the AsyncAPI document refuses: {error}");
+        }
+    };
     let protocol = std::fs::read_to_string(repo_root().join("docs/protocol.md")).expect("docs/protocol.md");
     let mut shown = BTreeSet::new();
     for block in json_blocks(&protocol) {
@@ -245,6 +253,7 @@ fn protocol_md_example_frames_match_the_code() {
             match (event.as_str(), data) {
                 ("ack", None) => {
                     assert!(id.is_some(), "a client ack names the frame it acknowledges: {line}");
+                    asyncapi(schemas.check_client(&frame));
                     shown.insert("ack".to_owned());
                 }
                 ("ack", Some(reply)) => {
@@ -252,6 +261,7 @@ fn protocol_md_example_frames_match_the_code() {
                         .and_then(|id| requests.get(&id))
                         .unwrap_or_else(|| panic!("a reply to no frame above it: {line}"));
                     let what = format!("reply to {request}: {line}");
+                    asyncapi(schemas.check_server(&frame, Some(request.as_str())));
                     match request.as_str() {
                         "message:send" => round_trips::<SentMessage>(&what, &reply),
                         "message:edit" | "message:delete" | "message:react" | "message:unreact" => {
@@ -270,6 +280,7 @@ fn protocol_md_example_frames_match_the_code() {
                 (name, data) if client_fields(name).is_some() => {
                     let parsed = parse_client_frame(line);
                     assert!(parsed.is_ok(), "the server refuses {line}: {:?}", parsed.err());
+                    asyncapi(schemas.check_client(&frame));
                     let fields = client_fields(name).unwrap_or_default();
                     for key in data.as_ref().and_then(Value::as_object).into_iter().flat_map(|data| data.keys()) {
                         assert!(fields.contains(&key.as_str()), "{name} takes no `{key}`: {line}");
@@ -287,6 +298,7 @@ fn protocol_md_example_frames_match_the_code() {
                 }
                 (name, Some(data)) => {
                     assert!(id.is_some(), "server events are numbered: {line}");
+                    asyncapi(schemas.check_server(&frame, None));
                     match name {
                         "message:receive" => round_trips::<ReceivedMessage>(line, &data),
                         "message:edited" => round_trips::<EditedMessage>(line, &data),

@@ -1,6 +1,7 @@
 //! `/socket.io/` through the official socket.io-client, and the web page at `/`
-//! in Chromium: the Node suites in `tests/node` run against an api and a
-//! worker started here. `scripts/test` installs their packages (`npm ci`) and
+//! (which runs on `/ws` through the TypeScript client of `clients/js`) in
+//! Chromium: the Node suites in `tests/node` run against an api and a worker
+//! started here. `scripts/test` installs their packages (`npm ci`) and
 //! Debian's chromium first.
 
 use std::{path::PathBuf, process::Stdio, time::Instant};
@@ -61,13 +62,23 @@ async fn web_page_works_in_chromium() {
     let mut env = TestEnv::new().await;
     let mut config = env.api_config();
     config.dev_tokens = true;
+    // clients/js/README.md's frontend is served from an origin of its own, which CORS must allow.
+    let readme_page_port = courier_tests::free_port();
+    config.cors_allow_origins = vec![format!("http://127.0.0.1:{readme_page_port}")];
     let addr = env.start_api_with(config).await;
     env.start_worker().await;
     // docs/screenshot-{a,b}.png are refreshed with COURIER_SCREENSHOTS=$PWD/docs;
     // otherwise the screenshots go to the target directory.
     let shots = std::env::var("COURIER_SCREENSHOTS").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
-    run_node_suite("browser.test.mjs", &[("COURIER_URL", format!("http://{addr}")), ("SCREENSHOT_DIR", shots.clone())])
-        .await;
+    run_node_suite(
+        "browser.test.mjs",
+        &[
+            ("COURIER_URL", format!("http://{addr}")),
+            ("SCREENSHOT_DIR", shots.clone()),
+            ("README_PAGE_PORT", readme_page_port.to_string()),
+        ],
+    )
+    .await;
     println!("screenshots in {shots}");
     env.cleanup().await;
 }

@@ -27,6 +27,8 @@ const QUEUE: usize = 4096;
 const CONCURRENCY: usize = 16;
 /// Header with `sha256=` and the hex HMAC-SHA256 of the body under PUSH_WEBHOOK_SECRET.
 pub const SIGNATURE_HEADER: &str = "x-courier-signature";
+/// Header with the notice's idempotency key (also `idempotencyKey` in the body).
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Why the webhook configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +98,15 @@ async fn run(mut incoming: mpsc::Receiver<String>, db: PgPool, sender: Arc<Sende
                 continue;
             }
         };
+        // Minted once per claimed notice, before the first attempt: every retry
+        // of this notice carries the same key, the next notice a new one, so
+        // the receiver can drop a notice it has already handled (a retry after
+        // a lost 200, say). `id` is the same value, kept for older receivers.
+        let idempotency_key = Uuid::now_v7();
         let body = json!({
             "event": "offline_messages",
-            "id": Uuid::now_v7(),
+            "id": idempotency_key,
+            "idempotencyKey": idempotency_key,
             "userId": user_id,
             "pending": summary.pending,
             "newestSenderId": summary.newest_sender_id,
@@ -109,7 +117,7 @@ async fn run(mut incoming: mpsc::Receiver<String>, db: PgPool, sender: Arc<Sende
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let sender = sender.clone();
         tokio::spawn(async move {
-            sender.send(&user_id, body.to_string()).await;
+            sender.send(&user_id, idempotency_key, body.to_string()).await;
             drop(permit);
         });
     }
@@ -125,7 +133,7 @@ struct Sender {
 
 impl Sender {
     /// POSTs one notice, retrying network errors, 429 and 5xx with backoff.
-    async fn send(&self, user_id: &str, body: String) {
+    async fn send(&self, user_id: &str, idempotency_key: Uuid, body: String) {
         let signature = format!("sha256={}", sign(&self.secret, body.as_bytes()));
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -139,6 +147,7 @@ impl Sender {
                 .post(&self.url)
                 .header("content-type", "application/json")
                 .header(SIGNATURE_HEADER, &signature)
+                .header(IDEMPOTENCY_HEADER, idempotency_key.to_string())
                 .header("x-courier-event", "offline_messages")
                 .body(body.clone())
                 .send()

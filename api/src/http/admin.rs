@@ -4,10 +4,9 @@
 //! docs/operations.md has curl examples.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{FromRequestParts, Path, Query, State, rejection::{PathRejection, QueryRejection}},
     http::{StatusCode, request::Parts},
-    routing::{get, post},
 };
 use chrono::Utc;
 use courier_shared::{
@@ -15,30 +14,35 @@ use courier_shared::{
     auth::Claims,
     broker::PublishOptions,
     db::{
-        deadletters,
-        ops::{self, PendingPosition},
+        deadletters::{self, DeadLetter},
+        ops::{self, Backlog, DeviceBacklog, PendingMessage, PendingPosition},
     },
     job::{DeliveryJob, PresenceEvent, PresenceKind},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{auth::AuthUser, error::ApiError};
+use super::{
+    auth::AuthUser,
+    error::{ApiError, ErrorBody},
+};
 use crate::{outbox, state::AppState};
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/backlog", get(backlog))
-        .route("/users/{user_id}", get(pending))
-        .route("/users/{user_id}/pending", get(pending))
-        .route("/users/{user_id}/parked", get(parked))
-        .route("/users/{user_id}/requeue", post(requeue))
-        .route("/dead-letters", get(dead_letters))
-        .route("/dead-letters/{id}", get(dead_letter).delete(drop_dead_letter))
-        .route("/dead-letters/{id}/replay", post(replay_dead_letter))
+/// The admin routes; each is in the OpenAPI document (`routes!` adds the
+/// route and its description together).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(backlog))
+        .routes(routes!(user))
+        .routes(routes!(pending))
+        .routes(routes!(parked))
+        .routes(routes!(requeue))
+        .routes(routes!(dead_letters))
+        .routes(routes!(dead_letter, drop_dead_letter))
+        .routes(routes!(replay_dead_letter))
         .fallback(super::error::no_such_route)
 }
 
@@ -61,9 +65,13 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of a list ordered by id.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Start after this id (a previous page's `nextAfter`).
     after: Option<i64>,
+    /// Page size, 1 to 1000.
     limit: Option<i64>,
 }
 
@@ -76,29 +84,70 @@ impl Page {
     }
 }
 
+/// Undelivered messages overall, and the users with the most.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacklogReport {
+    /// Messages not yet delivered to some recipient, summed over recipients.
+    undelivered: i64,
+    /// Of those, the ones whose jobs are parked.
+    parked: i64,
+    /// Age of the oldest undelivered message (0 when there is none).
+    oldest_age_seconds: i64,
+    /// The users with the most undelivered messages, most first.
+    users: Vec<Backlog>,
+}
+
 /// `GET /admin/backlog?limit=N`: the users with the most undelivered messages.
+#[utoipa::path(
+    get, path = "/backlog", operation_id = "adminBacklog",
+    params(("limit" = Option<i64>, Query, description = "How many users, 1 to 1000 (default 10).")),
+    responses(
+        (status = 200, description = "The backlog.", body = BacklogReport),
+        (status = 400, description = "`invalid_payload`: a bad query.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn backlog(
     _admin: Admin,
     State(state): State<AppState>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BacklogReport>, ApiError> {
     let Query(page) = page?;
-    let (undelivered, parked, oldest_age) = ops::backlog(&state.db).await?;
+    let (undelivered, parked, oldest_age_seconds) = ops::backlog(&state.db).await?;
     let users = ops::top_backlogs(&state.db, page.limit.unwrap_or(10).clamp(1, MAX_PAGE)).await?;
-    Ok(Json(json!({
-        "undelivered": undelivered,
-        "parked": parked,
-        "oldestAgeSeconds": oldest_age,
-        "users": users,
-    })))
+    Ok(Json(BacklogReport { undelivered, parked, oldest_age_seconds, users }))
 }
 
 /// A page of a user's pending messages: `after` is a `CHAT_ID:SEQ` position
 /// (a previous page's `nextAfter`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PendingPage {
+    /// `CHAT_ID:SEQ`: start after this message (a previous page's `nextAfter`).
     after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
+}
+
+/// One user's delivery state, and a page of what they lack.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserReport {
+    user_id: String,
+    /// Messages the user lacks, over all chats.
+    pending: i64,
+    /// Of those, the ones whose jobs are parked.
+    parked: i64,
+    /// When the oldest pending message was sent.
+    oldest: Option<chrono::DateTime<Utc>>,
+    /// Connections the user has open now, on any node.
+    connections: usize,
+    devices: Vec<DeviceBacklog>,
+    messages: Vec<PendingMessage>,
+    /// `CHAT_ID:SEQ` for the next page's `after`; null on the last page.
+    #[schema(value_type = Option<String>)]
+    next_after: Option<PendingPosition>,
 }
 
 impl PendingPage {
@@ -113,48 +162,96 @@ impl PendingPage {
     }
 }
 
-/// `GET /admin/users/{id}` and `GET /admin/users/{id}/pending?after=CHAT_ID:SEQ&limit=N`:
+/// `GET /admin/users/{id}`: the same report as `/pending`.
+#[utoipa::path(
+    get, path = "/users/{user_id}", operation_id = "adminUser",
+    params(("user_id" = String, Path, description = "The user."), PendingPage),
+    responses(
+        (status = 200, description = "The user's report.", body = UserReport),
+        (status = 400, description = "`invalid_payload`: a bad `after` or query.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+async fn user(
+    admin: Admin,
+    state: State<AppState>,
+    user_id: Result<Path<String>, PathRejection>,
+    page: Result<Query<PendingPage>, QueryRejection>,
+) -> Result<Json<UserReport>, ApiError> {
+    pending(admin, state, user_id, page).await
+}
+
+/// `GET /admin/users/{id}/pending?after=CHAT_ID:SEQ&limit=N`:
 /// counts, the user's devices and how far behind each is, and a page of
 /// undelivered messages.
+#[utoipa::path(
+    get, path = "/users/{user_id}/pending", operation_id = "adminUserPending",
+    params(("user_id" = String, Path, description = "The user."), PendingPage),
+    responses(
+        (status = 200, description = "The user's report with a page of pending messages.", body = UserReport),
+        (status = 400, description = "`invalid_payload`: a bad `after` or query.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn pending(
     _admin: Admin,
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
     page: Result<Query<PendingPage>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserReport>, ApiError> {
     let (Path(user_id), Query(page)) = (user_id?, page?);
     user_report(&state, &user_id, &page, false).await
 }
 
 /// `GET /admin/users/{id}/parked`: the same report, the page of messages
 /// only those whose jobs are parked (out of retry tiers, waiting for a connect).
+#[utoipa::path(
+    get, path = "/users/{user_id}/parked", operation_id = "adminUserParked",
+    params(("user_id" = String, Path, description = "The user."), PendingPage),
+    responses(
+        (status = 200, description = "The user's report with a page of parked messages.", body = UserReport),
+        (status = 400, description = "`invalid_payload`: a bad `after` or query.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn parked(
     _admin: Admin,
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
     page: Result<Query<PendingPage>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserReport>, ApiError> {
     let (Path(user_id), Query(page)) = (user_id?, page?);
     user_report(&state, &user_id, &page, true).await
 }
 
-async fn user_report(state: &AppState, user_id: &str, page: &PendingPage, parked_only: bool) -> Result<Json<Value>, ApiError> {
+async fn user_report(state: &AppState, user_id: &str, page: &PendingPage, parked_only: bool) -> Result<Json<UserReport>, ApiError> {
     let after = page.after()?;
     let backlog = ops::backlog_of(&state.db, user_id).await?;
     let messages = ops::pending_of(&state.db, user_id, after, page.limit(), parked_only).await?;
     let online = ops::connections_of(&state.db, user_id).await?.len();
     let devices = ops::devices_of(&state.db, user_id).await?;
     let next = (messages.len() as i64 == page.limit()).then(|| messages.last().map(|m| m.position())).flatten();
-    Ok(Json(json!({
-        "userId": user_id,
-        "pending": backlog.pending,
-        "parked": backlog.parked,
-        "oldest": backlog.oldest,
-        "connections": online,
-        "devices": devices,
-        "messages": messages,
-        "nextAfter": next,
-    })))
+    Ok(Json(UserReport {
+        user_id: user_id.to_owned(),
+        pending: backlog.pending,
+        parked: backlog.parked,
+        oldest: backlog.oldest,
+        connections: online,
+        devices,
+        messages,
+        next_after: next,
+    }))
+}
+
+/// What a requeue did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Requeued {
+    user_id: String,
+    /// Jobs put back on the delivery queue, one per chat with parked jobs.
+    requeued: usize,
+    /// Drains requested, one per open connection of the user.
+    drains: usize,
 }
 
 /// `POST /admin/users/{id}/requeue`: delivers the user's parked jobs now.
@@ -165,11 +262,20 @@ async fn user_report(state: &AppState, user_id: &str, page: &PendingPage, parked
 /// online, each of their connections also gets a fresh drain (the presence
 /// path: a `resync` event), which delivers everything pending, parked or
 /// not, in order.
+#[utoipa::path(
+    post, path = "/users/{user_id}/requeue", operation_id = "adminRequeue",
+    params(("user_id" = String, Path, description = "The user.")),
+    responses(
+        (status = 200, description = "Requeued.", body = Requeued),
+        (status = 503, description = "`unavailable`: RabbitMQ did not confirm the jobs; they stay parked.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn requeue(
     admin: Admin,
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Requeued>, ApiError> {
     let Path(user_id) = user_id?;
     let mut tx = state.db.begin().await?;
     let jobs: Vec<DeliveryJob> = ops::unpark(&mut tx, &user_id).await?;
@@ -198,28 +304,58 @@ async fn requeue(
         }
     }
     tracing::info!(admin = %admin.claims.sub, %user_id, requeued = jobs.len(), drains, "requeued parked jobs");
-    Ok(Json(json!({ "userId": user_id, "requeued": jobs.len(), "drains": drains })))
+    Ok(Json(Requeued { user_id, requeued: jobs.len(), drains }))
+}
+
+/// A page of dead letters.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterPage {
+    /// Dead letters stored, all pages.
+    total: i64,
+    dead_letters: Vec<DeadLetter>,
+    /// The id for the next page's `after`; null on the last page.
+    next_after: Option<i64>,
 }
 
 /// `GET /admin/dead-letters?after=ID&limit=N`: oldest first.
+#[utoipa::path(
+    get, path = "/dead-letters", operation_id = "adminDeadLetters",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of dead letters, oldest first.", body = DeadLetterPage),
+        (status = 400, description = "`invalid_payload`: a bad query.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn dead_letters(
     _admin: Admin,
     State(state): State<AppState>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterPage>, ApiError> {
     let Query(page) = page?;
     let letters = deadletters::list(&state.db, page.after(), page.limit()).await?;
     let total = deadletters::count(&state.db).await?;
     let next = (letters.len() as i64 == page.limit()).then(|| letters.last().map(|l| l.id)).flatten();
-    Ok(Json(json!({ "total": total, "deadLetters": letters, "nextAfter": next })))
+    Ok(Json(DeadLetterPage { total, dead_letters: letters, next_after: next }))
 }
 
 /// `GET /admin/dead-letters/{id}`: body, reason and headers (with RabbitMQ's `x-death`).
+#[utoipa::path(
+    get, path = "/dead-letters/{id}", operation_id = "adminDeadLetter",
+    params(("id" = i64, Path, description = "The dead letter.")),
+    responses(
+        (status = 200, description = "The dead letter.", body = DeadLetter),
+        (status = 400, description = "`invalid_payload`: the id is not a number.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such dead letter.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn dead_letter(
     _admin: Admin,
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<deadletters::DeadLetter>, ApiError> {
+) -> Result<Json<DeadLetter>, ApiError> {
     let Path(id) = id?;
     let letter = deadletters::get(&state.db, id).await?.ok_or_else(no_such_dead_letter)?;
     Ok(Json(letter))
@@ -229,11 +365,23 @@ async fn dead_letter(
 /// queue it belongs to (delivery jobs to `delivery`, presence events to
 /// `presence`), then deletes the dead letter. A body that is neither is 409:
 /// no queue would accept it; drop it instead.
+#[utoipa::path(
+    post, path = "/dead-letters/{id}/replay", operation_id = "adminReplayDeadLetter",
+    params(("id" = i64, Path, description = "The dead letter.")),
+    responses(
+        (status = 200, description = "Published again and deleted.", body = Replayed),
+        (status = 400, description = "`invalid_payload`: the id is not a number.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such dead letter.", body = ErrorBody),
+        (status = 409, description = "`conflict`: neither a delivery job nor a presence event.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ did not take it; it is kept.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn replay_dead_letter(
     admin: Admin,
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     let Path(id) = id?;
     let letter = deadletters::get(&state.db, id).await?.ok_or_else(no_such_dead_letter)?;
     let topology = state.broker.topology();
@@ -259,10 +407,30 @@ async fn replay_dead_letter(
     // and a duplicate job is harmless.
     deadletters::delete(&state.db, id).await?;
     tracing::info!(admin = %admin.claims.sub, id, target, "replayed a dead letter");
-    Ok(Json(json!({ "id": id, "replayedTo": target })))
+    Ok(Json(Replayed { id, replayed_to: target }))
+}
+
+/// Where a replayed dead letter went.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replayed {
+    id: i64,
+    /// The queue it was published to again.
+    #[schema(value_type = String, example = "delivery")]
+    replayed_to: &'static str,
 }
 
 /// `DELETE /admin/dead-letters/{id}`: 204.
+#[utoipa::path(
+    delete, path = "/dead-letters/{id}", operation_id = "adminDropDeadLetter",
+    params(("id" = i64, Path, description = "The dead letter.")),
+    responses(
+        (status = 204, description = "Dropped."),
+        (status = 400, description = "`invalid_payload`: the id is not a number.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such dead letter.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 async fn drop_dead_letter(
     admin: Admin,
     State(state): State<AppState>,

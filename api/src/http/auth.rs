@@ -38,7 +38,8 @@ impl FromRequestParts<AppState> for AuthUser {
 /// Checks a token, counts the call against the user's rate limit, and keeps
 /// the user's profile (name, picture) up to date from it.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Claims, ClientError> {
-    let claims = state.jwt.verify(token)?;
+    // A `kid` new to the node's JWKS cache fetches the set again (rate-limited).
+    let claims = state.jwt.verify_refreshing(token).await?;
     state.rate_limit.check(&claims.sub)?;
     users::upsert_from_claims(&state.db, &claims).await?;
     Ok(claims)

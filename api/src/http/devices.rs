@@ -17,16 +17,34 @@ use courier_shared::{
 };
 use futures::future::join_all;
 
-use super::{auth::AuthUser, error::ApiError};
+use super::{
+    auth::AuthUser,
+    error::{ApiError, ErrorBody},
+};
 use crate::{state::AppState, transport::CloseReason};
 
 /// `GET /api/devices`: the caller's devices that are not revoked, most recently seen first.
+#[utoipa::path(
+    get, path = "/devices", tag = "devices", operation_id = "listDevices",
+    responses((status = 200, description = "The caller's devices, most recently seen first.", body = Vec<Device>)),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<Device>>, ApiError> {
     Ok(Json(devices::list(&state.db, user.id()).await?))
 }
 
 /// `DELETE /api/devices/{deviceId}`: 204; the device's connections are closed
 /// on every node. 404 for an unknown or already revoked device.
+#[utoipa::path(
+    delete, path = "/devices/{device_id}", tag = "devices", operation_id = "revokeDevice",
+    params(("device_id" = String, Path, description = "The device to revoke; it may not connect again.")),
+    responses(
+        (status = 204, description = "Revoked; its connections are closed (4009) on every node."),
+        (status = 400, description = "`invalid_payload`: not a valid device id.", body = ErrorBody),
+        (status = 404, description = "`not_found`: an unknown or already revoked device.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     user: AuthUser,

@@ -7,6 +7,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use courier_shared::{ClientError, ErrorCode};
+use serde::Serialize;
+
+/// The body of every error response (the OpenAPI document's `ErrorBody`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ClientError,
+}
 
 /// A [`ClientError`] as an HTTP response.
 #[derive(Debug)]
@@ -27,8 +34,9 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(serde_json::json!({ "error": self.0 }))).into_response();
-        if self.0.code == ErrorCode::Unauthorized {
+        let unauthorized = self.0.code == ErrorCode::Unauthorized;
+        let mut response = (status, Json(ErrorBody { error: self.0 })).into_response();
+        if unauthorized {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         response

@@ -14,6 +14,11 @@ use crate::state::AppState;
 /// The outbox query must not hold up a scrape while PostgreSQL is down.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// This node's series in the Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", content_type = "text/plain; version=0.0.4", body = String)),
+)]
 pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     m.connections_open.set(i64::try_from(state.sessions.len()).unwrap_or(i64::MAX));

@@ -1,6 +1,7 @@
 //! The HTTP API: REST under `/api`, health probes, the `/ws` upgrade and `/socket.io/`.
 
 pub mod admin;
+mod asyncapi;
 pub mod auth;
 mod chats;
 mod devices;
@@ -8,14 +9,12 @@ pub mod error;
 mod health;
 mod messages;
 mod metrics;
+pub mod openapi;
 mod sync;
+mod upgrade;
 mod web;
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    routing::{delete, get, post},
-};
+use axum::{Router, extract::DefaultBodyLimit};
 use axum::http::{HeaderValue, Method, header};
 use socketioxide::layer::SocketIoLayer;
 use tower_http::trace::DefaultOnFailure;
@@ -23,33 +22,50 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     trace::TraceLayer,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{state::AppState, ws};
+use crate::state::AppState;
 
 /// Largest REST body; a message's content is at most 64 KiB.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
-    let api = Router::new()
-        .route("/chats", post(chats::create).get(chats::list))
-        .route("/chats/{chat_id}", get(chats::get))
-        .route("/chats/{chat_id}/members", post(chats::add_member))
-        .route("/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
-        .route("/chats/{chat_id}/messages", get(messages::history).post(messages::send))
-        .route("/devices", get(devices::list))
-        .route("/devices/{device_id}", delete(devices::revoke))
-        .route("/sync", get(sync::sync))
-        .route("/dev/token", post(web::dev_token))
+/// The routes of the public listener. `routes!` adds each handler and its
+/// `#[utoipa::path]` description together, so the OpenAPI document
+/// (`/api/openapi.json`) lists exactly what is routed: add routes here only
+/// that way.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(chats::create, chats::list))
+        .routes(routes!(chats::get))
+        .routes(routes!(chats::add_member))
+        .routes(routes!(chats::remove_member))
+        .routes(routes!(messages::history, messages::send))
+        .routes(routes!(devices::list))
+        .routes(routes!(devices::revoke))
+        .routes(routes!(sync::sync))
+        .routes(routes!(web::dev_token))
+        .routes(routes!(openapi::document_json))
+        .routes(routes!(asyncapi::document_json))
         .fallback(error::no_such_route);
 
-    let router = Router::new()
+    OpenApiRouter::new()
         .nest("/api", api)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::scrape))
-        .route("/ws", get(ws::upgrade))
-        .route("/", get(web::index))
-        .route("/web/{file}", get(web::file))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(upgrade::websocket))
+        .routes(routes!(web::index))
+        .routes(routes!(web::file))
+}
+
+/// The routes of the admin listener, described the same way.
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().nest("/admin", admin::router())
+}
+
+pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
+    let (router, _) = public_routes().split_for_parts();
+    let router = router
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(socketio);
@@ -67,8 +83,8 @@ pub fn router(state: AppState, socketio: SocketIoLayer) -> Router {
 /// clients on the public port do not (there `/admin` is a 404).
 pub fn admin_router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN));
-    Router::new()
-        .nest("/admin", admin::router())
+    let (router, _) = admin_routes().split_for_parts();
+    router
         .fallback(error::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(trace)

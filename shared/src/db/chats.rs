@@ -18,7 +18,7 @@ use crate::error::{ClientError, ErrorCode};
 pub const MAX_GROUP_MEMBERS: usize = 1000;
 const MAX_CHAT_NAME_CHARS: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatKind {
     Direct,
@@ -35,7 +35,7 @@ impl ChatKind {
 }
 
 /// A chat as its members see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Chat {
     pub id: Uuid,

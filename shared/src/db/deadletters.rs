@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 /// A dead letter as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: i64,

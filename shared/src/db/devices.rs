@@ -30,7 +30,7 @@ pub fn validate_device_id(device_id: &str) -> Result<(), ClientError> {
 }
 
 /// A device as its user sees it in `GET /api/devices`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     pub device_id: String,

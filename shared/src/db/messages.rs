@@ -636,7 +636,7 @@ async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uui
 }
 
 /// An entry of a chat's log, as history and sync return it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryMessage {
     pub message_id: Uuid,
@@ -671,7 +671,7 @@ pub struct HistoryMessage {
 }
 
 /// How many reacted with one emoji, and whether the caller did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactionCount {
     pub emoji: String,
@@ -680,7 +680,7 @@ pub struct ReactionCount {
 }
 
 /// One recipient's status of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecipientStatus {
     pub user_id: String,

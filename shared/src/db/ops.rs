@@ -86,7 +86,7 @@ pub async fn outbox_lag(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
 }
 
 /// One user's backlog in numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Backlog {
     pub user_id: String,
@@ -168,7 +168,7 @@ impl Serialize for PendingPosition {
 }
 
 /// One undelivered message of a user, as an operator sees it (no content).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingMessage {
     pub message_id: Uuid,
@@ -244,7 +244,7 @@ pub async fn pending_of(
 }
 
 /// A user's devices as an operator sees them: how far behind each one is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceBacklog {
     pub device_id: String,

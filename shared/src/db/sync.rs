@@ -121,7 +121,7 @@ fn shown(part: &str) -> String {
 }
 
 /// One page of catch-up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPage {
     /// Log entries past the cursors, in (chat id, seq) order, without
@@ -131,6 +131,8 @@ pub struct SyncPage {
     pub receipts: Vec<Receipt>,
     /// Where the next call starts: per chat of the caller, the highest seq
     /// returned, else the seq given (raised to the caller's join).
+    /// Written `chatId:seq,chatId:seq`, as `?cursors=` takes it.
+    #[schema(value_type = String)]
     pub cursors: Cursors,
     /// Whether entries past this page exist already: call again with `cursors`.
     pub has_more: bool,

@@ -10,7 +10,7 @@ const MAX_NAME_CHARS: usize = 256;
 const MAX_PICTURE_CHARS: usize = 2048;
 
 /// A user as other users see them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserProfile {
     #[serde(rename = "userId")]
