@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod retry;
 pub mod telemetry;
+pub mod webhook;
 
 pub use error::{ClientError, ErrorCode};

@@ -11,9 +11,12 @@ use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use courier_shared::{db::ops, metrics::Metrics};
+use courier_shared::{
+    db::ops,
+    metrics::Metrics,
+    webhook::{NoticeEvent, OfflineMessagesNotice},
+};
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
@@ -103,21 +106,29 @@ async fn run(mut incoming: mpsc::Receiver<String>, db: PgPool, sender: Arc<Sende
         // the receiver can drop a notice it has already handled (a retry after
         // a lost 200, say). `id` is the same value, kept for older receivers.
         let idempotency_key = Uuid::now_v7();
-        let body = json!({
-            "event": "offline_messages",
-            "id": idempotency_key,
-            "idempotencyKey": idempotency_key,
-            "userId": user_id,
-            "pending": summary.pending,
-            "newestSenderId": summary.newest_sender_id,
-            "newestSenderName": summary.newest_sender_name,
-            "newestMessageAt": summary.newest_message_at,
-            "notifiedAt": Utc::now(),
-        });
+        let notice = OfflineMessagesNotice {
+            event: NoticeEvent::OfflineMessages,
+            id: idempotency_key,
+            idempotency_key,
+            user_id: user_id.clone(),
+            pending: summary.pending,
+            newest_sender_id: summary.newest_sender_id,
+            newest_sender_name: summary.newest_sender_name,
+            newest_message_at: summary.newest_message_at,
+            notified_at: Utc::now(),
+        };
+        let body = match serde_json::to_string(&notice) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(%error, %user_id, "webhook notice not serializable; dropped");
+                metrics.push_webhooks.with_label_values(&["failed"]).inc();
+                continue;
+            }
+        };
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let sender = sender.clone();
         tokio::spawn(async move {
-            sender.send(&user_id, idempotency_key, body.to_string()).await;
+            sender.send(&user_id, idempotency_key, body).await;
             drop(permit);
         });
     }

@@ -16,18 +16,15 @@ use axum::{
     http::header::CONTENT_TYPE,
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
-use courier_shared::{ClientError, ErrorCode};
-use serde::Deserialize;
+use courier_shared::{ClientError, ErrorCode, webhook::OfflineMessagesNotice};
 use utoipa::{
-    OpenApi, ToSchema,
+    OpenApi,
     openapi::{
         self, ContentBuilder, InfoBuilder, LicenseBuilder, PathItem, Paths, Ref, RefOr, ResponseBuilder, Server,
         path::Operation,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
-use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 
@@ -240,39 +237,6 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .filter_map(Option::as_mut)
-}
-
-/// The body of the offline push webhook: the worker POSTs it to
-/// PUSH_WEBHOOK_URL when a message finds its recipient offline, at most once
-/// per user per quiet period, so the host app can send a mobile push. The
-/// worker builds it in worker/src/webhook.rs; the tests check real bodies
-/// against this description.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OfflineMessagesNotice {
-    pub event: NoticeEvent,
-    /// The same value as `idempotencyKey`, kept for receivers written before it.
-    pub id: Uuid,
-    /// New for each notice, the same in every retry of it (and in the
-    /// `idempotency-key` header): a receiver drops a notice whose key it has
-    /// already handled, e.g. a retry after its 200 was lost.
-    pub idempotency_key: Uuid,
-    /// The offline recipient.
-    pub user_id: String,
-    /// Messages the user lacks, over all chats.
-    pub pending: i64,
-    /// Who sent the newest of them.
-    pub newest_sender_id: Option<String>,
-    pub newest_sender_name: Option<String>,
-    pub newest_message_at: Option<DateTime<Utc>>,
-    pub notified_at: DateTime<Utc>,
-}
-
-/// The kind of notice; the `x-courier-event` header says the same.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NoticeEvent {
-    OfflineMessages,
 }
 
 /// The offline push notice.
