@@ -131,10 +131,17 @@ async function assertFavicon(page) {
 async function signOutWhileReconnecting(page) {
   await routeSocket(page, () => true);
   await page.evaluate(() => state.client.reconnect());
-  await page.waitForSelector('#banner:not([hidden])');
-  const banner = await page.locator('#banner').boundingBox();
-  const signout = await page.locator('#signout').boundingBox();
+  // Both boxes read in one go in the page, once the banner shows: read one
+  // after the other, from here, they once straddled a change of the page.
+  const boxes = await (await page.waitForFunction(() => {
+    const [banner, signout] = ['banner', 'signout'].map((id) => document.getElementById(id));
+    if (banner.hidden || !banner.offsetParent || !signout.offsetParent) return null;
+    const box = (element) => { const { x, y, width, height } = element.getBoundingClientRect(); return { x, y, width, height }; };
+    return { banner: box(banner), signout: box(signout), client: state.client.state };
+  })).jsonValue();
+  const { banner, signout } = boxes;
   assert.ok(signout.y >= banner.y + banner.height, `sign out ${JSON.stringify(signout)} is clear of the banner ${JSON.stringify(banner)}`);
+  assert.notEqual(boxes.client, 'open', 'the client is reconnecting, not connected');
   const hit = await page.evaluate(() => {
     const box = document.getElementById('signout').getBoundingClientRect();
     return document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2)?.id;
