@@ -31,7 +31,9 @@ pub struct Connection {
     pub user_id: String,
     pub device_id: String,
     pub connection_id: Uuid,
-    session: mpsc::Sender<ClientInput>,
+    /// Inputs are boxed, as the registry's pushes are: a channel allocates
+    /// its first 32 slots up front, per connection.
+    session: mpsc::Sender<Box<ClientInput>>,
     session_task: JoinHandle<CloseReason>,
 }
 
@@ -67,7 +69,7 @@ impl Connection {
         state.sessions.insert(handle.clone());
 
         let ready = SessionReady { user_id: user_id.clone(), connection_id, node_id: state.node_id.clone() };
-        let _ = client_tx.send(ClientInput::Event { event: server_events::READY, data: json!(ready) }).await;
+        let _ = client_tx.send(Box::new(ClientInput::Event { event: server_events::READY, data: json!(ready) })).await;
         match presence::connected(&state, &user_id, &device_id, connection_id).await {
             Ok(true) => {}
             Ok(false) => {
@@ -89,7 +91,7 @@ impl Connection {
 
     /// Hands the session an input (an ack, a reply to send in order).
     pub async fn to_session(&self, input: ClientInput) {
-        let _ = self.session.send(input).await;
+        let _ = self.session.send(Box::new(input)).await;
     }
 
     /// One client event, already parsed (or the reason it could not be): counts

@@ -22,7 +22,9 @@ pub struct SessionHandle {
     pub connection_id: Uuid,
     pub user_id: String,
     pub device_id: String,
-    inbox: mpsc::Sender<SessionInput>,
+    /// Inputs are boxed: a channel allocates its first block of 32 slots
+    /// up front, per connection, so a slot is a pointer, not an input.
+    inbox: mpsc::Sender<Box<SessionInput>>,
     /// Cancelled when the session must close because it cannot keep up, or
     /// because the node ends it ([`SessionHandle::end`]).
     pub too_slow: CancellationToken,
@@ -41,7 +43,7 @@ impl SessionHandle {
         connection_id: Uuid,
         user_id: String,
         device_id: String,
-        inbox: mpsc::Sender<SessionInput>,
+        inbox: mpsc::Sender<Box<SessionInput>>,
         too_slow: CancellationToken,
     ) -> Self {
         Self {
@@ -84,23 +86,26 @@ impl SessionHandle {
             SessionInput::Typing(_) if crowded => return true,
             _ => {}
         }
-        match self.inbox.try_send(input) {
-            Ok(()) => true,
-            Err(TrySendError::Full(SessionInput::Deliver(delivery))) => {
+        let full = match self.inbox.try_send(Box::new(input)) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(input)) => input,
+        };
+        match *full {
+            SessionInput::Deliver(delivery) => {
                 self.note_missed(&delivery);
                 true
             }
-            Err(TrySendError::Full(SessionInput::Status(_))) => {
+            SessionInput::Status(_) => {
                 self.statuses_missed.store(true, Ordering::Release);
                 true
             }
-            Err(TrySendError::Full(SessionInput::Receipt(_) | SessionInput::Typing(_))) => true,
-            Err(TrySendError::Full(_)) => {
+            SessionInput::Receipt(_) | SessionInput::Typing(_) => true,
+            _ => {
                 tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, "send queue full: closing slow connection");
                 self.too_slow.cancel();
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
         }
     }
 

@@ -115,5 +115,5 @@ pub struct TransportLink {
     pub too_slow: CancellationToken,
     /// Where late acknowledgements go (Socket.IO acks arrive on their own
     /// tasks). Weak, so that pending acks do not keep a closed session alive.
-    pub acks: mpsc::WeakSender<ClientInput>,
+    pub acks: mpsc::WeakSender<Box<ClientInput>>,
 }

@@ -97,21 +97,25 @@ impl Session {
         mut self,
         mut transport: T,
         handle: Arc<SessionHandle>,
-        mut pushes: mpsc::Receiver<SessionInput>,
-        mut client: mpsc::Receiver<ClientInput>,
+        mut pushes: mpsc::Receiver<Box<SessionInput>>,
+        mut client: mpsc::Receiver<Box<ClientInput>>,
         node_stopping: CancellationToken,
     ) -> CloseReason {
         let too_slow = handle.too_slow.clone();
+        // Every handler runs boxed: a future is as large as the largest state
+        // it can be in, and this one lives as long as the connection. Inline,
+        // the deepest handler (a gap read from PostgreSQL) would be carried
+        // by every idle connection; boxed, it costs an allocation while it runs.
         let reason = loop {
             let missed = handle.take_missed();
-            if !missed.is_empty() && self.on_missed(&mut transport, missed).await.is_err() {
+            if !missed.is_empty() && Box::pin(self.on_missed(&mut transport, missed)).await.is_err() {
                 break self.why_closed(&too_slow, &node_stopping);
             }
             // One resync at a time: a drain already running re-sends them anyway
             // or is followed by this one; back-to-back drains would re-read
             // every unacknowledged status over and over.
             let resync = self.catch_up.is_complete() && handle.take_statuses_missed();
-            if resync && self.on_push(&mut transport, SessionInput::Resync).await.is_err() {
+            if resync && Box::pin(self.on_push(&mut transport, SessionInput::Resync)).await.is_err() {
                 break self.why_closed(&too_slow, &node_stopping);
             }
             let wake_at = self.next_wake();
@@ -120,14 +124,14 @@ impl Session {
                 () = node_stopping.cancelled() => break CloseReason::ServerRestart,
                 () = too_slow.cancelled() => break CloseReason::SlowConsumer,
                 input = client.recv() => match input {
-                    Some(input) => self.on_client(&mut transport, input).await,
+                    Some(input) => Box::pin(self.on_client(&mut transport, *input)).await,
                     None => break CloseReason::Normal,
                 },
                 input = pushes.recv() => match input {
-                    Some(input) => self.on_push(&mut transport, input).await,
+                    Some(input) => Box::pin(self.on_push(&mut transport, *input)).await,
                     None => break CloseReason::Normal,
                 },
-                () = sleep_until(wake_at), if wake_at.is_some() => self.on_timer(&mut transport).await,
+                () = sleep_until(wake_at), if wake_at.is_some() => Box::pin(self.on_timer(&mut transport)).await,
             };
             if step.is_err() {
                 break self.why_closed(&too_slow, &node_stopping);
@@ -135,7 +139,7 @@ impl Session {
         };
         // A session the node ended (e.g. its device was revoked) closes with the node's reason.
         let reason = handle.ended_for().unwrap_or(reason);
-        transport.close(reason).await;
+        Box::pin(transport.close(reason)).await;
         // A running drain is cancelled: its worker would otherwise wait for
         // credit that never comes.
         if let Some(cancel) = self.catch_up.finish() {

@@ -34,7 +34,7 @@ pub struct Timeouts {
 pub struct SioTransport {
     socket: SocketRef,
     too_slow: CancellationToken,
-    acks: mpsc::WeakSender<ClientInput>,
+    acks: mpsc::WeakSender<Box<ClientInput>>,
     timeouts: Timeouts,
 }
 
@@ -121,7 +121,7 @@ impl SioTransport {
                 (Err(_), _) => return,
             };
             if let Some(session) = acks.upgrade() {
-                let _ = session.send(input).await;
+                let _ = session.send(Box::new(input)).await;
             }
         });
         Ok(())

@@ -94,12 +94,15 @@ async fn run_connection(
 ) {
     let (sink, mut stream) = socket.split();
     let write_timeout = state.config.write_timeout;
-    let connection = Connection::open(state.clone(), user_id, device_id, receipts_only, connection_id, |link| {
+    // The opening, each event's handling and the closing run boxed, so the
+    // connection's long-lived future does not carry their largest states
+    // (see `Session::run`).
+    let connection = Box::pin(Connection::open(state.clone(), user_id, device_id, receipts_only, connection_id, |link| {
         WsTransport::new(sink, link.too_slow, write_timeout)
-    })
+    }))
     .await;
     let reader = &Reader { state: &state, connection: &connection };
-    let (events, mut queued) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let (events, mut queued) = mpsc::channel::<Box<Event>>(EVENT_QUEUE);
     let read = async move {
         loop {
             let message = tokio::select! {
@@ -123,7 +126,7 @@ async fn run_connection(
             match event {
                 Event::Frame(Some(id), Ok(ClientEvent::Ack)) => reader.connection.to_session(ClientInput::Ack(id)).await,
                 event => {
-                    if events.send(event).await.is_err() {
+                    if events.send(Box::new(event)).await.is_err() {
                         break;
                     }
                 }
@@ -133,14 +136,14 @@ async fn run_connection(
     };
     let handle = async {
         while let Some(event) = queued.recv().await {
-            match event {
+            match *event {
                 Event::Refused(error) => reader.reply(None, Err(error)).await,
-                Event::Frame(id, event) => reader.on_event(id, event).await,
+                Event::Frame(id, event) => Box::pin(reader.on_event(id, event)).await,
             }
         }
     };
     tokio::join!(read, handle);
-    connection.close().await;
+    Box::pin(connection.close()).await;
 }
 
 /// What the reader hands on, in the order the client sent it.
