@@ -196,15 +196,24 @@ pub async fn device_gap(
     up_to_seq: i64,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
+    // The limit is taken inside, on the index range of `messages (chat_id,
+    // seq)` in order, before anything is joined: with the range joined and
+    // sorted first, the planner of a young table (statistics saying a few
+    // rows) read and joined the whole rest of the chat for every page, and a
+    // drain of n entries cost n²/page rows (a 100,000 drain: 20 pages of up
+    // to 10,000 rows per chat).
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {SOURCES}
          SELECT {COLUMNS} OR {MOOT} AS silent, {ENTRY}
            FROM sources s
-           JOIN messages m ON m.chat_id = s.chat_id AND m.seq > GREATEST($4, s.after_seq) AND m.seq <= LEAST($5, s.until_seq)
+           CROSS JOIN LATERAL (
+                SELECT * FROM messages m
+                 WHERE m.chat_id = s.chat_id AND m.seq > GREATEST($4, s.after_seq) AND m.seq <= LEAST($5, s.until_seq)
+                 ORDER BY m.seq
+                 LIMIT $6) m
            {LOG_JOINS}
           WHERE s.chat_id = $3
-          ORDER BY m.seq
-          LIMIT $6"
+          ORDER BY m.seq"
     )))
     .bind(user_id)
     .bind(device_id)
@@ -239,7 +248,10 @@ pub async fn pending_deliveries(
                                    WHERE h.user_id = j.user_id AND h.message_id = COALESCE(m.target_id, m.id)) AS silent,
                 {ENTRY}
            FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS j(message_id, user_id, ord)
-           JOIN messages m ON m.id = j.message_id
+           -- One primary-key lookup per job, fenced (LATERAL, OFFSET 0): as a
+           -- join, the planner of a young table hash-joined a scan of every
+           -- message for a batch of 70 jobs (9 ms a batch at 100,000 messages).
+           CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.id = j.message_id OFFSET 0) m
            JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = j.user_id AND m.seq > cm.joined_seq
            {LOG_JOINS}
           WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er

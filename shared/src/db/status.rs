@@ -280,20 +280,32 @@ pub async fn owed_statuses(
                    CASE WHEN m.seq <= o.read_seq THEN o.told_read_seq
                         ELSE GREATEST(o.told_delivered_seq, o.told_read_seq) END AS chain_start
               FROM owed o
-              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
-                             AND m.seq > GREATEST(o.told_read_seq, o.joined_seq) AND m.seq <= o.delivered_seq
-             WHERE (m.seq <= o.read_seq OR m.seq > GREATEST(o.told_delivered_seq, o.read_seq))
-               AND NOT EXISTS (SELECT 1 FROM expired_ranges er
-                                WHERE er.chat_id = m.chat_id AND er.user_id = o.recipient_id
-                                  AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+              -- At most a page per chat, in seq order off the index, taken
+              -- before the page is sorted: read whole, a resync of a sender
+              -- owed n statuses cost n²/page rows.
+              CROSS JOIN LATERAL (
+                SELECT m.id, m.chat_id, m.seq FROM messages m
+                 WHERE m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
+                   AND m.seq > GREATEST(o.told_read_seq, o.joined_seq) AND m.seq <= o.delivered_seq
+                   AND (m.seq <= o.read_seq OR m.seq > GREATEST(o.told_delivered_seq, o.read_seq))
+                   AND (m.chat_id, m.seq) > ($3, $4)
+                   AND NOT EXISTS (SELECT 1 FROM expired_ranges er
+                                    WHERE er.chat_id = m.chat_id AND er.user_id = o.recipient_id
+                                      AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+                 ORDER BY m.seq
+                 LIMIT $5) m
             UNION ALL
             SELECT m.id, m.chat_id, m.seq, o.recipient_id, 'expired', er.expired_at, o.told_expired_seq
               FROM owed o
               JOIN expired_ranges er ON er.chat_id = o.chat_id AND er.user_id = o.recipient_id
                                     AND er.up_to_seq > o.told_expired_seq
-              JOIN messages m ON m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
-                             AND m.seq > GREATEST(er.after_seq, o.told_expired_seq) AND m.seq <= er.up_to_seq) s
-          WHERE (s.chat_id, s.seq) > ($3, $4)
+              CROSS JOIN LATERAL (
+                SELECT m.id, m.chat_id, m.seq FROM messages m
+                 WHERE m.chat_id = o.chat_id AND m.sender_id = $1 AND m.kind = 'message'
+                   AND m.seq > GREATEST(er.after_seq, o.told_expired_seq) AND m.seq <= er.up_to_seq
+                   AND (m.chat_id, m.seq) > ($3, $4)
+                 ORDER BY m.seq
+                 LIMIT $5) m) s
           ORDER BY s.chat_id, s.seq
           LIMIT $5",
     )
