@@ -157,10 +157,19 @@ type Planned<'a> = (&'a str, &'a str, Mark, CursorMove);
 /// chat) are joined where one starts within the reach of the one before;
 /// what cannot be joined (runs a connection could not connect) goes to a
 /// later round, in order, since one UPDATE moves a row once.
+///
+/// Steps are planned lowest anchor first. Each says "everything in (anchor,
+/// seq] was acknowledged (or shown)", true whatever order they arrive in, and
+/// told steps do arrive out of order: a status the client already shows is
+/// told when it is pushed, one it is shown when the client acks the frame.
+/// Taken in arrival order, (1, 2] then (0, 1] joined into (1, 2] and the mark,
+/// standing at 0, moved nowhere.
 fn cursor_rounds(moves: &[DeviceCursorMove]) -> Vec<Vec<Planned<'_>>> {
+    let mut ordered: Vec<&DeviceCursorMove> = moves.iter().collect();
+    ordered.sort_by_key(|write| write.step.anchor);
     let mut rounds: Vec<Vec<Planned<'_>>> = Vec::new();
     let mut latest: HashMap<(&str, &str, Mark, Uuid), (usize, usize)> = HashMap::new(); // → (round, index)
-    for write in moves {
+    for write in ordered {
         let key = (write.user_id.as_str(), write.device_id.as_str(), write.mark, write.step.chat_id);
         let step = write.step;
         match latest.get(&key).copied() {
@@ -237,6 +246,14 @@ mod tests {
             plan(&moves),
             vec![vec![("phone".into(), 1, 0, 2)], vec![("phone".into(), 1, 5, 8)], vec![("phone".into(), 1, 9, 9)]]
         );
+    }
+
+    #[test]
+    fn steps_that_arrive_out_of_order_are_planned_lowest_first() {
+        let moves = [write("phone", 1, 1, 2), write("phone", 1, 0, 1)];
+        assert_eq!(plan(&moves), vec![vec![("phone".into(), 1, 0, 2)]], "(1, 2] then (0, 1] is (0, 2]");
+        let moves = [write("phone", 1, 3, 5), write("phone", 1, 0, 1)];
+        assert_eq!(plan(&moves), vec![vec![("phone".into(), 1, 0, 1)], vec![("phone".into(), 1, 3, 5)]]);
     }
 
     #[test]
