@@ -12,7 +12,7 @@ use courier_shared::{
 };
 use futures::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 
@@ -20,16 +20,24 @@ use crate::{drain_control, inbox::SessionInput, state::AppState, transport::Clos
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Push messages (batches of items) this node takes ahead of handing them out.
+const PREFETCH: u16 = 64;
+
 /// Consumes the push queue until the broker connection fails.
 pub async fn consume(state: AppState, link: Arc<Link>) -> Result<(), BoxError> {
     let topology = state.broker.topology();
     let queue = topology.push_queue(&state.node_id);
     let channel = link.channel().await?;
     topology.declare_private_queue(&channel, &queue, &topology.push(), &state.node_id).await?;
-    channel.basic_qos(64, BasicQosOptions::default()).await?;
-    // No acks: the queue lives and dies with this connection, and anything in
-    // it is also in PostgreSQL; sessions resync below after a reconnect.
-    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    // Acknowledged once handed out, so the prefetch bounds what this node
+    // holds: without acks RabbitMQ ignores the prefetch and pushes as fast as
+    // workers publish, and a node that falls behind (a drain's pages and
+    // its senders' statuses on a busy machine) buffers the backlog in memory
+    // instead of leaving it in the queue. Nothing is redelivered: the queue
+    // lives and dies with this connection, anything in it is also in
+    // PostgreSQL, and sessions resync below after a reconnect.
+    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    let options = BasicConsumeOptions { no_ack: false, ..Default::default() };
     let mut consumer = channel.basic_consume(queue.as_str().into(), "push".into(), options, FieldTable::default()).await?;
 
     // A new connection means a new, empty queue: whatever was in the old one
@@ -44,6 +52,7 @@ pub async fn consume(state: AppState, link: Arc<Link>) -> Result<(), BoxError> {
             Ok(batch) => dispatch(&state, batch).await,
             Err(error) => tracing::error!(%error, "unreadable push message dropped"),
         }
+        delivery.ack(BasicAckOptions::default()).await?;
     }
     Ok(())
 }
