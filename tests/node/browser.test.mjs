@@ -129,6 +129,10 @@ async function assertFavicon(page) {
 /// it is out of reach), drops the socket, and signs out under the
 /// reconnecting banner: the link is below it, not under it, and takes the click.
 async function signOutWhileReconnecting(page) {
+  // Connected first: a connection attempt already under way when the cut
+  // below is installed (the client still backing off from an earlier cut)
+  // would reach the server, and its session:ready hides the banner.
+  await page.waitForFunction(() => state.client?.state === 'open');
   await routeSocket(page, () => true);
   await page.evaluate(() => state.client.reconnect());
   // Both boxes read in one go in the page, once the banner shows: read one
