@@ -26,7 +26,7 @@ use std::{net::SocketAddr, time::Duration};
 use courier_shared::{
     auth::{JwtConfigError, JwtVerifier},
     broker::{self, Broker, Topology},
-    db,
+    db::{self, Plans},
     metrics::{Metrics, Role},
 };
 use axum::serve::ListenerExt;
@@ -73,7 +73,8 @@ impl ApiServer {
         let common = &config.common;
         let metrics = Metrics::new(Role::Api);
         let opened = Some(metrics.db_connections_opened.clone());
-        let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
+        let db =
+            db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened, Plans::PerCall).await?;
         db::migrate(&db).await?;
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
 

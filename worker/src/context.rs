@@ -27,6 +27,9 @@ pub struct Context {
     pub config: WorkerConfig,
     pub worker_id: String,
     pub db: PgPool,
+    /// The same database on connections that keep one plan per statement
+    /// ([`Plans::Kept`](courier_shared::db::Plans::Kept)): only for statements fenced for it.
+    pub db_kept_plans: PgPool,
     pub broker: Broker,
     pub drains: DrainCredits,
     pub drain_slots: Arc<Semaphore>,

@@ -149,7 +149,7 @@ async fn handle_batch(ctx: &Context, channel: &Channel, batch: Vec<AmqpDelivery>
 async fn plan(ctx: &Context, jobs: &[(u64, AttemptedJob)]) -> Result<Plan, sqlx::Error> {
     let (message_ids, user_ids): (Vec<Uuid>, Vec<String>) =
         jobs.iter().map(|(_, j)| (j.job.message_id, j.job.recipient_id.clone())).unzip();
-    let pending: HashMap<(Uuid, String), Delivery> = log::pending_deliveries(&ctx.db, &message_ids, &user_ids)
+    let pending: HashMap<(Uuid, String), Delivery> = log::pending_deliveries(&ctx.db_kept_plans, &message_ids, &user_ids)
         .await?
         .into_iter()
         .map(|(recipient, delivery)| ((delivery.message_id, recipient), delivery))

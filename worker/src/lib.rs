@@ -21,7 +21,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use courier_shared::{
     broker::{self, Broker, Link, Topology},
-    db,
+    db::{self, Plans},
     metrics::{Metrics, Role},
 };
 use tokio::net::TcpListener;
@@ -68,8 +68,18 @@ impl Worker {
         let metrics_addr = listener.local_addr().map_err(bind_error)?;
         let metrics = Metrics::new(Role::Worker);
         let opened = Some(metrics.db_connections_opened.clone());
-        let db = db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened).await?;
+        let db =
+            db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened.clone(), Plans::PerCall)
+                .await?;
         db::migrate(&db).await?;
+        let db_kept_plans = db::connect_observed(
+            &common.database_url,
+            (common.database_max_connections / 2).max(2),
+            DATABASE_PATIENCE,
+            opened,
+            Plans::Kept,
+        )
+        .await?;
         let webhook = webhook::Webhook::start(&config.webhook, db.clone(), metrics.clone())?;
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated).sharded(common.delivery_queues.into()));
         let ctx = Arc::new(Context {
@@ -82,6 +92,7 @@ impl Worker {
             worker_id: worker_id.clone(),
             config,
             db,
+            db_kept_plans,
             broker,
         });
         tokio::spawn(reaper::run(ctx.clone()));

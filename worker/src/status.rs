@@ -67,7 +67,7 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
                 (change.sender_id, SenderStatus { update: change.update, seq: change.seq, anchor })
             })
             .collect();
-        statuses.extend(status::statuses_of_moves(&ctx.db, &moves).await?);
+        statuses.extend(status::statuses_of_moves(&ctx.db_kept_plans, &moves).await?);
         if !statuses.is_empty() {
             let mut senders: Vec<String> = statuses.iter().map(|(sender_id, _)| sender_id.clone()).collect();
             senders.sort();

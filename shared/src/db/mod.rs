@@ -38,26 +38,48 @@ pub enum SetupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How a pool's connections plan the statements they prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// Each call is planned for its own parameters (`force_custom_plan`).
+    /// Every hot statement joins against UNNEST of a batch. A generic plan
+    /// cached while a table was small (a fresh deploy, a new partition) keeps
+    /// seq-scanning it until autovacuum's next ANALYZE, which at thousands of
+    /// messages a second costs more than planning each batch.
+    PerCall,
+    /// Each statement is planned once per connection, without its parameters,
+    /// and the plan kept (`force_generic_plan`). Only for statements written
+    /// so that one plan fits any statistics: every table reached by an index
+    /// lookup fenced with LATERAL or `OFFSET 0` (see `log::pending_deliveries`).
+    Kept,
+}
+
+impl Plans {
+    fn setting(self) -> &'static str {
+        match self {
+            Plans::PerCall => "force_custom_plan",
+            Plans::Kept => "force_generic_plan",
+        }
+    }
+}
+
 /// Opens a pool on `url`, creating the database first if it does not exist.
 /// Waits (with backoff, up to `patience`) for PostgreSQL to accept connections.
 pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool, SetupError> {
-    connect_observed(url, max_connections, patience, None).await
+    connect_observed(url, max_connections, patience, None, Plans::PerCall).await
 }
 
-/// [`connect`], counting every connection the pool opens on `opened` (the
-/// `courier_db_connections_opened_total` metric: it grows when connections are replaced).
+/// [`connect`], planning as `plans` says and counting every connection the
+/// pool opens on `opened` (the `courier_db_connections_opened_total` metric:
+/// it grows when connections are replaced).
 pub async fn connect_observed(
     url: &str,
     max_connections: u32,
     patience: Duration,
     opened: Option<prometheus::IntCounter>,
+    plans: Plans,
 ) -> Result<PgPool, SetupError> {
-    let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?
-        // Every hot statement joins against UNNEST of a batch. A generic plan
-        // cached while a table was small (a fresh deploy, a new partition)
-        // keeps seq-scanning it until autovacuum's next ANALYZE, which at
-        // thousands of messages a second costs more than planning each batch.
-        .options([("plan_cache_mode", "force_custom_plan")]);
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?.options([("plan_cache_mode", plans.setting())]);
     create_database_if_missing(&options, patience).await?;
     let mut pool = PgPoolOptions::new();
     if let Some(opened) = opened {

@@ -149,6 +149,47 @@ pub async fn read_up_to(
     Ok((newly_read, Some(moved)))
 }
 
+/// The statement of [`statuses_of_moves`]. Every table is reached by index
+/// lookups or ranges, each fenced (LATERAL or a subquery with `OFFSET 0`) so
+/// that one plan fits any statistics: it runs on a pool that keeps plans
+/// ([`super::Plans::Kept`]). Per move, two ranges of `messages (chat_id,
+/// seq)`: what became read, and what became delivered and is not read. As a
+/// join, the planner of a young table read every message of the chat; and
+/// without `ORDER BY m.seq` it took `(chat_id, created_at)` for the range,
+/// with the bounds as a filter over the whole chat.
+pub const STATUSES_OF_MOVES: &str = "WITH r AS (
+                SELECT r.* FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+                       WITH ORDINALITY AS r(chat_id, user_id, from_delivered, to_delivered, from_read, to_read, ord)
+                 WHERE EXISTS (SELECT 1 FROM chats c WHERE c.id = r.chat_id AND c.kind = 'direct' OFFSET 0)),
+              news AS (
+                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'read'::delivery_status AS status,
+                       r.from_read AS chain_start
+                  FROM r CROSS JOIN LATERAL (
+                        SELECT m.* FROM messages m
+                         WHERE m.chat_id = r.chat_id AND m.seq > r.from_read AND m.seq <= r.to_read
+                           AND m.sender_id <> r.user_id AND m.kind = 'message'
+                         ORDER BY m.seq OFFSET 0) m
+                 WHERE r.to_read > r.from_read
+                UNION ALL
+                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'delivered', r.from_delivered
+                  FROM r CROSS JOIN LATERAL (
+                        SELECT m.* FROM messages m
+                         WHERE m.chat_id = r.chat_id AND m.seq > GREATEST(r.from_delivered, r.to_read)
+                           AND m.seq <= r.to_delivered AND m.sender_id <> r.user_id AND m.kind = 'message'
+                         ORDER BY m.seq OFFSET 0) m
+                 WHERE r.to_delivered > GREATEST(r.from_delivered, r.to_read))
+         SELECT n.id AS message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
+                COALESCE(LAG(n.seq) OVER (PARTITION BY n.ord, n.status ORDER BY n.seq),
+                         (SELECT max(p.seq) FROM messages p
+                           WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start
+                             AND p.kind = 'message' OFFSET 0),
+                         0) AS anchor
+           FROM news n
+          WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
+                             WHERE er.chat_id = n.chat_id AND er.user_id = n.user_id
+                               AND n.seq > er.after_seq AND n.seq <= er.up_to_seq OFFSET 0)
+          ORDER BY n.ord, n.seq";
+
 /// The `message:status` frames a batch of watermark moves is news of, for
 /// the senders of direct chats (a group's sender follows `receipt`s): each
 /// message of the other member in the moved range, `read` if the read
@@ -172,52 +213,15 @@ pub async fn statuses_of_moves(pool: &PgPool, moves: &[WatermarkMove]) -> Result
         status: DeliveryStatus,
         anchor: i64,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        // Two index ranges of `messages (chat_id, seq)` per move, each a
-        // LATERAL on its own bounds, kept apart by OFFSET 0 (as a join, the
-        // planner of a young table read every message of the chat): what
-        // became read, and what became delivered and is not read.
-        "WITH r AS (
-                SELECT r.* FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
-                       WITH ORDINALITY AS r(chat_id, user_id, from_delivered, to_delivered, from_read, to_read, ord)
-                  JOIN chats c ON c.id = r.chat_id AND c.kind = 'direct'),
-              news AS (
-                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'read'::delivery_status AS status,
-                       r.from_read AS chain_start
-                  FROM r CROSS JOIN LATERAL (
-                        SELECT m.* FROM messages m
-                         WHERE m.chat_id = r.chat_id AND m.seq > r.from_read AND m.seq <= r.to_read
-                           AND m.sender_id <> r.user_id AND m.kind = 'message'
-                        OFFSET 0) m
-                 WHERE r.to_read > r.from_read
-                UNION ALL
-                SELECT r.ord, r.user_id, m.id, m.chat_id, m.seq, m.sender_id, 'delivered', r.from_delivered
-                  FROM r CROSS JOIN LATERAL (
-                        SELECT m.* FROM messages m
-                         WHERE m.chat_id = r.chat_id AND m.seq > GREATEST(r.from_delivered, r.to_read)
-                           AND m.seq <= r.to_delivered AND m.sender_id <> r.user_id AND m.kind = 'message'
-                        OFFSET 0) m
-                 WHERE r.to_delivered > GREATEST(r.from_delivered, r.to_read))
-         SELECT n.id AS message_id, n.chat_id, n.seq, n.sender_id, n.user_id, n.status,
-                COALESCE(LAG(n.seq) OVER (PARTITION BY n.ord, n.status ORDER BY n.seq),
-                         (SELECT max(p.seq) FROM messages p
-                           WHERE p.chat_id = n.chat_id AND p.sender_id = n.sender_id AND p.seq <= n.chain_start
-                             AND p.kind = 'message'),
-                         0) AS anchor
-           FROM news n
-          WHERE NOT EXISTS (SELECT 1 FROM expired_ranges er
-                             WHERE er.chat_id = n.chat_id AND er.user_id = n.user_id
-                               AND n.seq > er.after_seq AND n.seq <= er.up_to_seq)
-          ORDER BY n.ord, n.seq",
-    )
-    .bind(&chat_ids)
-    .bind(&user_ids)
-    .bind(column(|m| m.from_delivered))
-    .bind(column(|m| m.receipt.delivered_seq))
-    .bind(column(|m| m.from_read))
-    .bind(column(|m| m.receipt.read_seq))
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<Row> = sqlx::query_as(STATUSES_OF_MOVES)
+        .bind(&chat_ids)
+        .bind(&user_ids)
+        .bind(column(|m| m.from_delivered))
+        .bind(column(|m| m.receipt.delivered_seq))
+        .bind(column(|m| m.from_read))
+        .bind(column(|m| m.receipt.read_seq))
+        .fetch_all(pool)
+        .await?;
     let now = Utc::now();
     Ok(rows
         .into_iter()

@@ -1,0 +1,69 @@
+//! Statements that run on connections keeping one plan per statement
+//! (`db::Plans::Kept`) must plan to index lookups whatever the statistics say:
+//! the plan is made once, maybe while the tables are empty, and kept while
+//! they grow. Checked on a fresh database, never analyzed, where a join or a
+//! subquery left unfenced plans to a sequential scan.
+
+use courier_shared::db::{log, status};
+use courier_tests::TestEnv;
+use sqlx::Row;
+
+/// The generic plan of `statement` (its parameters' types as `types`), as
+/// `EXPLAIN` prints it.
+async fn generic_plan(env: &TestEnv, statement: &str, types: &str, arguments: &str) -> String {
+    let mut connection = env.db.acquire().await.expect("connection");
+    let explained = format!(
+        "SET plan_cache_mode = force_generic_plan;
+         PREPARE kept({types}) AS {statement};
+         EXPLAIN (COSTS OFF) EXECUTE kept({arguments});"
+    );
+    let mut plan = String::new();
+    for row in sqlx::raw_sql(sqlx::AssertSqlSafe(explained)).fetch_all(&mut *connection).await.expect("explain") {
+        if let Ok(line) = row.try_get::<String, _>(0) {
+            plan.push_str(&line);
+            plan.push('\n');
+        }
+    }
+    // Pooled connections are reused: leave this one as the pool made it.
+    sqlx::raw_sql("DEALLOCATE kept; RESET plan_cache_mode").execute(&mut *connection).await.expect("reset");
+    plan
+}
+
+/// What makes a kept plan a trap: a scan of a whole table, a hash of one, or
+/// a range of `messages` read by a key that does not bound it (its bounds
+/// left as a filter over every entry of the chat).
+fn assert_lookups_only(what: &str, plan: &str) {
+    for scan in ["Seq Scan", "Hash", "hashed SubPlan", "Merge"] {
+        assert!(!plan.contains(scan), "{what}: the kept plan has a {scan}:\n{plan}");
+    }
+    let lines: Vec<&str> = plan.lines().map(str::trim).collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("Scan") && line.contains(" on messages ") {
+            // The node's own lines, up to its first child.
+            let details = lines[i + 1..].iter().take_while(|detail| !detail.starts_with("->"));
+            let bounded = details
+                .filter(|detail| detail.starts_with("Index Cond:") || detail.starts_with("Recheck Cond:"))
+                .any(|cond| cond.contains("Cond: (id = ") || cond.contains("seq"));
+            assert!(bounded, "{what}: `{line}` is not bounded by its key:\n{plan}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_job_check_keeps_a_plan_of_index_lookups() {
+    let env = TestEnv::new().await;
+    let plan = generic_plan(&env, &log::pending_deliveries_statement(), "uuid[], text[]", "'{}', '{}'").await;
+    assert!(plan.contains("Index Scan using messages_pkey"), "the job check reads messages by key:\n{plan}");
+    assert_lookups_only("the job check", &plan);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_statuses_of_watermark_moves_keep_a_plan_of_index_ranges() {
+    let env = TestEnv::new().await;
+    let types = "uuid[], text[], int8[], int8[], int8[], int8[]";
+    let plan = generic_plan(&env, status::STATUSES_OF_MOVES, types, "'{}', '{}', '{}', '{}', '{}', '{}'").await;
+    assert!(plan.contains("messages_chat_id_seq_key"), "the moves' ranges are read in seq order:\n{plan}");
+    assert_lookups_only("statuses of moves", &plan);
+    env.cleanup().await;
+}
