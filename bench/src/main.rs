@@ -141,10 +141,10 @@ async fn main() -> anyhow::Result<()> {
 
     if wanted("reference") {
         eprintln!("reference: RabbitMQ alone");
-        let broker = reference::rabbitmq(&services.amqp, sizes.reference_messages).await?;
+        let (broker, broker_cpu) = with_cpu(reference::rabbitmq(&services.amqp, sizes.reference_messages)).await?;
         eprintln!("reference: PostgreSQL alone");
         let database = reference_database(&services, sizes.reference_messages).await?;
-        results.insert("reference".into(), json!({ "rabbitmq": broker, "postgres": database }));
+        results.insert("reference".into(), json!({ "rabbitmq": broker, "rabbitmq_cpu_seconds": broker_cpu, "postgres": database }));
         broker_latency(&mut results, &mut problems, &services, &sizes).await?;
     }
     let solo = Shape::SOLO;
@@ -423,6 +423,23 @@ fn cpu(resources: &Value) -> String {
     split.iter().map(|(group, secs)| format!("{group} {}", num(secs))).collect::<Vec<_>>().join(", ")
 }
 
+/// Runs `work` and reads the CPU seconds RabbitMQ and this load generator
+/// used meanwhile: what the broker reference costs per message, beside what
+/// Courier costs per delivery. (Not for the PostgreSQL reference: its
+/// backends exit with its pool before the second reading.)
+async fn with_cpu<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, Value)> {
+    let processes = procstat::Processes::default();
+    let before = processes.sample();
+    let value = work.await?;
+    let cpu: serde_json::Map<String, Value> = processes
+        .cpu_since(&before)
+        .into_iter()
+        .filter(|(group, _)| matches!(group, procstat::Group::RabbitMq | procstat::Group::Bench))
+        .map(|(group, seconds)| (group.name().to_owned(), json!((seconds * 100.0).round() / 100.0)))
+        .collect();
+    Ok((value, Value::Object(cpu)))
+}
+
 /// The results as the markdown table docs/benchmarks.md shows.
 fn report(results: &Value) -> String {
     let mut out = String::new();
@@ -433,6 +450,16 @@ fn report(results: &Value) -> String {
     if let Some(reference) = results.get("reference") {
         let rabbit = &reference["rabbitmq"];
         row("RabbitMQ alone: publish with confirms → consume with acks".into(), format!("{} msg/s", num(&rabbit["end_to_end_per_sec"])), format!("publish alone {} msg/s; {} messages", num(&rabbit["publish_per_sec"]), num(&rabbit["messages"])));
+        let per_message = |group: &str| {
+            let seconds = reference["rabbitmq_cpu_seconds"][group].as_f64().unwrap_or(0.0);
+            let messages = rabbit["messages"].as_f64().unwrap_or(0.0).max(1.0);
+            format!("{:.0} µs", seconds * 1e6 / messages)
+        };
+        row(
+            "RabbitMQ alone: CPU per message (RabbitMQ / the load generator)".into(),
+            format!("{} / {}", per_message("rabbitmq"), per_message("bench")),
+            "user + system time during the run above".into(),
+        );
         let pg = &reference["postgres"];
         row("PostgreSQL alone: message + outbox rows (what a send writes), 100 per statement".into(), format!("{} msg/s", num(&pg["batched_per_sec"])), format!("one transaction per message: {} msg/s", num(&pg["single_per_sec"])));
     }

@@ -67,3 +67,21 @@ async fn the_statuses_of_watermark_moves_keep_a_plan_of_index_ranges() {
     assert_lookups_only("statuses of moves", &plan);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_drain_keeps_plans_of_index_lookups() {
+    let env = TestEnv::new().await;
+    let snapshot = generic_plan(&env, &log::device_snapshot_statement(), "text, text", "'alice', 'phone'").await;
+    assert!(snapshot.contains("chat_members"), "the snapshot reads the user's memberships:\n{snapshot}");
+    assert_lookups_only("the drain's snapshot", &snapshot);
+
+    let types = "text, text, uuid, int8, int8, int8";
+    let page = generic_plan(&env, &log::device_gap_statement(), types, "'alice', 'phone', gen_random_uuid(), 0, 10, 500").await;
+    assert!(page.contains("messages_chat_id_seq_key"), "a page is read in seq order:\n{page}");
+    assert_lookups_only("a drain page", &page);
+
+    let types = "text, text, uuid, int8, int8";
+    let owed = generic_plan(&env, status::OWED_STATUSES, types, "'alice', 'phone', gen_random_uuid(), 0, 500").await;
+    assert_lookups_only("the statuses a device is owed", &owed);
+    env.cleanup().await;
+}

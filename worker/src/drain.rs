@@ -63,7 +63,7 @@ async fn run(
 ) -> Result<(), BoxError> {
     let started = std::time::Instant::now();
     let (user_id, device_id) = (&event.user_id, &event.device_id);
-    let backlog = log::device_snapshot(&ctx.db, user_id, device_id).await?;
+    let backlog = log::device_snapshot(&ctx.db_kept_plans, user_id, device_id).await?;
     let pending = backlog.pending();
     tracing::info!(%user_id, %device_id, pending, "user came online: delivering what this device has not acknowledged");
     send(ctx, event, NodeItem::DrainBegin {
@@ -81,7 +81,7 @@ async fn run(
     let mut position = (Uuid::nil(), 0);
     loop {
         wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
-        let page = log::device_page(&ctx.db, user_id, device_id, &backlog, position, i64::from(page_size)).await?;
+        let page = log::device_page(&ctx.db_kept_plans, user_id, device_id, &backlog, position, i64::from(page_size)).await?;
         let Some(last) = page.last() else { break };
         position = (last.chat_id, last.seq);
         let full = page.len() == page_size as usize;
@@ -100,7 +100,7 @@ async fn run(
     let mut owed = status::OwedPosition::default();
     loop {
         wait_for_room(ctx, &mut credit, sent, window - u64::from(page_size)).await?;
-        let statuses = status::owed_statuses(&ctx.db, user_id, device_id, &mut owed, i64::from(page_size)).await?;
+        let statuses = status::owed_statuses(&ctx.db_kept_plans, user_id, device_id, &mut owed, i64::from(page_size)).await?;
         if statuses.is_empty() {
             break;
         }

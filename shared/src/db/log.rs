@@ -32,14 +32,15 @@ const SOURCES: &str = "sources AS (
                c.last_seq AS until_seq,
                cm.legacy_seq
           FROM chat_members cm
-          JOIN chats c ON c.id = cm.chat_id
-          LEFT JOIN device_cursors dc ON dc.user_id = cm.user_id AND dc.device_id = $2 AND dc.chat_id = cm.chat_id
+          CROSS JOIN LATERAL (SELECT c.last_seq FROM chats c WHERE c.id = cm.chat_id OFFSET 0) c
+          LEFT JOIN LATERAL (SELECT dc.acked_seq FROM device_cursors dc
+                              WHERE dc.user_id = cm.user_id AND dc.device_id = $2 AND dc.chat_id = cm.chat_id OFFSET 0) dc ON true
          WHERE cm.user_id = $1
         UNION ALL
         SELECT dc.chat_id, dc.acked_seq, dc.until_seq, 0
           FROM device_cursors dc
          WHERE dc.user_id = $1 AND dc.device_id = $2 AND dc.until_seq IS NOT NULL AND dc.acked_seq < dc.until_seq
-           AND NOT EXISTS (SELECT 1 FROM chat_members cm WHERE cm.user_id = $1 AND cm.chat_id = dc.chat_id))";
+           AND NOT EXISTS (SELECT 1 FROM chat_members cm WHERE cm.user_id = $1 AND cm.chat_id = dc.chat_id OFFSET 0))";
 
 /// Columns of a log entry every read of it selects, beyond the message's own:
 /// what it is about (`t`, the target of an edit, delete or reaction) and
@@ -71,11 +72,11 @@ const MOOT: &str = "(m.kind IN ('edit', 'react', 'unreact') AND t.deleted_at IS 
 const COLUMNS: &str = "m.id AS message_id, m.chat_id, m.seq, m.sender_id, m.sender_device, m.content, m.message_type, m.created_at,
      u.name AS sender_name, u.profile_picture AS sender_picture,
      (m.sender_id = $1 AND COALESCE(m.sender_device, 'default') = $2)
-        OR EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = COALESCE(m.target_id, m.id))
+        OR EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = COALESCE(m.target_id, m.id) OFFSET 0)
         OR EXISTS (SELECT 1 FROM expired_ranges er
-                    WHERE er.chat_id = m.chat_id AND er.user_id = $1 AND m.seq > er.after_seq AND m.seq <= er.up_to_seq)
+                    WHERE er.chat_id = m.chat_id AND er.user_id = $1 AND m.seq > er.after_seq AND m.seq <= er.up_to_seq OFFSET 0)
         OR (m.seq <= s.legacy_seq AND $2 = 'default'
-            AND EXISTS (SELECT 1 FROM message_status_legacy l WHERE l.message_id = m.id AND l.user_id = $1))";
+            AND EXISTS (SELECT 1 FROM message_status_legacy l WHERE l.message_id = m.id AND l.user_id = $1 OFFSET 0))";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -145,9 +146,7 @@ impl Backlog {
 }
 
 pub async fn device_snapshot(pool: &PgPool, user_id: &str, device_id: &str) -> Result<Backlog, sqlx::Error> {
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH {SOURCES} SELECT chat_id, until_seq, after_seq FROM sources ORDER BY chat_id"
-    )))
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(device_snapshot_statement()))
     .bind(user_id)
     .bind(device_id)
     .fetch_all(pool)
@@ -206,7 +205,26 @@ pub async fn device_gap(
     // rows) read and joined the whole rest of the chat for every page, and a
     // drain of n entries cost n²/page rows (a 100,000 drain: 20 pages of up
     // to 10,000 rows per chat).
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(device_gap_statement()))
+    .bind(user_id)
+    .bind(device_id)
+    .bind(chat_id)
+    .bind(after_seq)
+    .bind(up_to_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
+
+/// The statement of [`device_snapshot`] (a test checks the plan it keeps).
+pub fn device_snapshot_statement() -> String {
+    format!("WITH {SOURCES} SELECT chat_id, until_seq, after_seq FROM sources ORDER BY chat_id")
+}
+
+/// The statement of [`device_gap`] (a test checks the plan it keeps).
+pub fn device_gap_statement() -> String {
+    format!(
         "WITH {SOURCES}
          SELECT {COLUMNS} OR {MOOT} AS silent, {ENTRY}
            FROM sources s
@@ -218,16 +236,7 @@ pub async fn device_gap(
            {LOG_JOINS}
           WHERE s.chat_id = $3
           ORDER BY m.seq"
-    )))
-    .bind(user_id)
-    .bind(device_id)
-    .bind(chat_id)
-    .bind(after_seq)
-    .bind(up_to_seq)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Delivery::from).collect())
+    )
 }
 
 /// Live deliveries for (message, recipient) jobs, in the order given: those
