@@ -4,7 +4,7 @@
 //! they grow. Checked on a fresh database, never analyzed, where a join or a
 //! subquery left unfenced plans to a sequential scan.
 
-use courier_shared::db::{log, status};
+use courier_shared::db::{log, presence, status};
 use courier_tests::TestEnv;
 use sqlx::Row;
 
@@ -29,11 +29,12 @@ async fn generic_plan(env: &TestEnv, statement: &str, types: &str, arguments: &s
     plan
 }
 
-/// What makes a kept plan a trap: a scan of a whole table, a hash of one, or
-/// a range of `messages` read by a key that does not bound it (its bounds
-/// left as a filter over every entry of the chat).
+/// What makes a kept plan a trap: a scan of a whole table, a hash join or
+/// hashed subquery over one, a merge join, or a range of `messages` read by
+/// a key that does not bound it (its bounds left as a filter over every
+/// entry of the chat).
 fn assert_lookups_only(what: &str, plan: &str) {
-    for scan in ["Seq Scan", "Hash", "hashed SubPlan", "Merge"] {
+    for scan in ["Seq Scan", "Hash Cond", "hashed SubPlan", "Merge Cond"] {
         assert!(!plan.contains(scan), "{what}: the kept plan has a {scan}:\n{plan}");
     }
     let lines: Vec<&str> = plan.lines().map(str::trim).collect();
@@ -83,5 +84,14 @@ async fn a_drain_keeps_plans_of_index_lookups() {
     let types = "text, text, uuid, int8, int8";
     let owed = generic_plan(&env, status::OWED_STATUSES, types, "'alice', 'phone', gen_random_uuid(), 0, 500").await;
     assert_lookups_only("the statuses a device is owed", &owed);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn locating_users_keeps_a_plan_of_index_probes() {
+    let env = TestEnv::new().await;
+    let plan = generic_plan(&env, presence::LOCATE, "text[]", "'{alice,bob}'").await;
+    assert!(plan.contains("connections_by_user"), "users are found by their index:\n{plan}");
+    assert_lookups_only("locating users", &plan);
     env.cleanup().await;
 }

@@ -175,7 +175,7 @@ async fn plan(ctx: &Context, jobs: &[(u64, AttemptedJob)]) -> Result<Plan, sqlx:
     recipients.sort();
     recipients.dedup();
     let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
-    for (user_id, node_id) in presence::locate(&ctx.db, &recipients).await? {
+    for (user_id, node_id) in presence::locate(&ctx.db_kept_plans, &recipients).await? {
         nodes_of.entry(user_id).or_default().push(node_id);
     }
 

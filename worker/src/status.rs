@@ -73,7 +73,7 @@ pub async fn consume(ctx: Arc<Context>, link: Arc<Link>) -> Result<(), BoxError>
             senders.sort();
             senders.dedup();
             let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
-            for (user_id, node_id) in presence::locate(&ctx.db, &senders).await? {
+            for (user_id, node_id) in presence::locate(&ctx.db_kept_plans, &senders).await? {
                 nodes_of.entry(user_id).or_default().push(node_id);
             }
             let mut items: route::NodeItems = HashMap::new();
@@ -130,7 +130,7 @@ async fn receipts(ctx: &Context, moves: Vec<WatermarkMove>) -> Result<route::Nod
     users.sort();
     users.dedup();
     let mut nodes_of: HashMap<String, Vec<String>> = HashMap::new();
-    for (user_id, node_id) in presence::locate(&ctx.db, &users).await? {
+    for (user_id, node_id) in presence::locate(&ctx.db_kept_plans, &users).await? {
         nodes_of.entry(user_id).or_default().push(node_id);
     }
     let mut items: route::NodeItems = HashMap::new();

@@ -168,9 +168,14 @@ pub async fn reap_dead_nodes(pool: &PgPool, lease: Duration) -> Result<Vec<(Stri
     Ok(offline)
 }
 
+/// The statement of [`locate`]: one index probe per user, whatever the
+/// statistics say, so the worker keeps its plan ([`super::Plans::Kept`]);
+/// planned per call, it planned for longer than it ran.
+pub const LOCATE: &str = "SELECT DISTINCT user_id, node_id FROM connections WHERE user_id = ANY($1)";
+
 /// The nodes holding connections of these users: (user_id, node_id), one row per pair.
 pub async fn locate(pool: &PgPool, user_ids: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT DISTINCT user_id, node_id FROM connections WHERE user_id = ANY($1)")
+    sqlx::query_as(LOCATE)
         .bind(user_ids)
         .fetch_all(pool)
         .await
