@@ -1,4 +1,4 @@
--- A database for bench/pgbench/send_*.sql: Courier's schema (apply
+-- A database for bench/pgbench/send.sql: Courier's schema (apply
 -- migrations/*.sql first), 400 users, 200 direct chats of 50 messages each.
 INSERT INTO users (id, name) SELECT 'u'||i, 'User '||i FROM generate_series(1,400) i;
 INSERT INTO chats (id, kind, direct_key, created_by, last_seq)
