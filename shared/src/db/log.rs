@@ -248,8 +248,7 @@ pub fn device_gap_statement() -> String {
 /// reached by one index lookup per job, fenced (LATERAL or a subquery with
 /// `OFFSET 0`, which the planner neither flattens into a join nor turns into
 /// a hashed scan), so the one plan fits any statistics. Planned per call it
-/// cost 1 ms, more than running it; at a low rate, with a job or two per
-/// batch, that was most of PostgreSQL's work.
+/// cost about 1 ms to plan, more than it took to run.
 pub async fn pending_deliveries(pool: &PgPool, message_ids: &[Uuid], user_ids: &[String]) -> Result<Vec<(String, Delivery)>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Pending {
