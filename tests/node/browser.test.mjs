@@ -151,7 +151,15 @@ async function signOutWhileReconnecting(page) {
     return document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2)?.id;
   });
   assert.equal(hit, 'signout', 'a click on sign out reaches it');
-  assert.ok(await page.isVisible('#banner'), 'still reconnecting');
+  // If the banner went away, say what the page shows instead (a connection
+  // that got through, or the client stopped for good, with its reason).
+  const now = await page.evaluate(() => ({
+    banner: !document.getElementById('banner').hidden,
+    signin: !document.getElementById('signin').hidden,
+    client: state.client?.state ?? null,
+    signinError: document.getElementById('signin-error').textContent,
+  }));
+  assert.ok(now.banner, `still reconnecting: ${JSON.stringify(now)}`);
   await page.click('#signout'); // playwright also checks that nothing covers it
   await page.waitForSelector('#signin:not([hidden])');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('courier.token')), null);
