@@ -73,7 +73,8 @@ pub struct ApiConfig {
     #[arg(long, env = "SEND_BATCH_MAX", default_value_t = 256)]
     pub send_batch_max: usize,
 
-    /// Send transactions in flight at once.
+    /// Send transactions in flight at once, each on a connection of its own
+    /// (beside the DATABASE_MAX_CONNECTIONS pool).
     #[arg(long, env = "SEND_BATCH_CONCURRENCY", default_value_t = 4)]
     pub send_batch_concurrency: usize,
 

@@ -77,13 +77,23 @@ impl ApiServer {
             db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened, Plans::PerCall).await?;
         db::migrate(&db).await?;
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
+        // The send transactions' own connections, one per transaction in
+        // flight, keeping one plan per statement (`db::messages::LOCK_CHATS` and on).
+        let sends_db = db::connect_observed(
+            &common.database_url,
+            u32::try_from(config.send_batch_concurrency.max(1)).unwrap_or(u32::MAX),
+            DATABASE_PATIENCE,
+            Some(metrics.db_connections_opened.clone()),
+            Plans::Kept,
+        )
+        .await?;
 
         let broker = Broker::new(Topology::new(&common.broker_prefix, &common.retry).replicated(common.broker_replicated).sharded(common.delivery_queues.into()));
         let (listener, local_addr) = bind("API_ADDR", config.api_addr).await?;
         let (admin_listener, admin_addr) = bind("ADMIN_ADDR", config.admin_addr).await?;
 
         let state = AppState::new(Inner {
-            sends: send::SendBatcher::start(db.clone(), config.send_batch_max, config.send_batch_concurrency),
+            sends: send::SendBatcher::start(sends_db, config.send_batch_max, config.send_batch_concurrency),
             jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
             status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
             rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)

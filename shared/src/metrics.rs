@@ -75,8 +75,8 @@ impl Metrics {
                 "PostgreSQL connections opened by the pool (growth after start-up: reconnects or recycling).",
             ),
             db_pool_connections: IntGaugeVec::new(
-                Opts::new("courier_db_pool_connections", "PostgreSQL pool connections by state."),
-                &["state"],
+                Opts::new("courier_db_pool_connections", "PostgreSQL pool connections by pool and state."),
+                &["pool", "state"],
             )
             .expect("valid metric"),
             connections_open: gauge("courier_connections_open", "Client connections open on this API node."),
@@ -181,12 +181,13 @@ impl Metrics {
         }
     }
 
-    /// Records the pool's connection counts.
-    pub fn observe_pool(&self, pool: &sqlx::PgPool) {
+    /// Records a pool's connection counts, under its name: `main`, and the
+    /// pools that keep plans (`sends` on an API node, `kept` on a worker).
+    pub fn observe_pool(&self, name: &str, pool: &sqlx::PgPool) {
         let size = i64::from(pool.size());
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
-        self.db_pool_connections.with_label_values(&["idle"]).set(idle);
-        self.db_pool_connections.with_label_values(&["in_use"]).set((size - idle).max(0));
+        self.db_pool_connections.with_label_values(&[name, "idle"]).set(idle);
+        self.db_pool_connections.with_label_values(&[name, "in_use"]).set((size - idle).max(0));
     }
 
     /// The Prometheus text exposition of every registered series.

@@ -56,6 +56,10 @@ async fn metrics_show_deliveries_latency_backlog_and_drains() {
     assert_eq!(metric(&api, "courier_connections_open", &[]), Some(3.0));
     assert!(metric(&api, "courier_connections_opened_total", &[]).unwrap() >= 3.0);
     assert!(metric(&api, "courier_db_connections_opened_total", &[]).unwrap() >= 1.0);
+    // Five sends were stored: the send pool opened a connection, idle or in use now.
+    let sends_pool = |state| metric(&api, "courier_db_pool_connections", &[("pool", "sends"), ("state", state)]).unwrap_or(0.0);
+    assert!(sends_pool("idle") + sends_pool("in_use") >= 1.0, "no send pool connection in the API's /metrics:\n{api}");
+    assert!(metric(&api, "courier_db_pool_connections", &[("pool", "main"), ("state", "idle")]).is_some(), "{api}");
     for series in ["courier_outbox_pending", "courier_outbox_oldest_age_seconds", "courier_broker_reconnects_total", "courier_rate_limited_total"] {
         assert!(metric(&api, series, &[]).is_some(), "{series} missing from the API's /metrics:\n{api}");
     }
@@ -77,6 +81,10 @@ async fn metrics_show_deliveries_latency_backlog_and_drains() {
     assert!(metric(&text, "courier_drain_duration_seconds_count", &[]).unwrap() >= 3.0);
     assert_eq!(metric(&text, "courier_dead_letters", &[]), Some(0.0));
     assert!(metric(&text, "courier_broker_reconnects_total", &[]).is_some());
+    for pool in ["main", "kept"] {
+        let series = metric(&text, "courier_db_pool_connections", &[("pool", pool), ("state", "in_use")]);
+        assert!(series.is_some(), "the worker's {pool} pool is missing from /metrics:\n{text}");
+    }
     env.cleanup().await;
 }
 

@@ -4,7 +4,7 @@
 //! they grow. Checked on a fresh database, never analyzed, where a join or a
 //! subquery left unfenced plans to a sequential scan.
 
-use courier_shared::db::{log, presence, status};
+use courier_shared::db::{log, messages, presence, status};
 use courier_tests::TestEnv;
 use sqlx::Row;
 
@@ -32,7 +32,8 @@ async fn generic_plan(env: &TestEnv, statement: &str, types: &str, arguments: &s
 /// What makes a kept plan a trap: a scan of a whole table, a hash join or
 /// hashed subquery over one, a merge join, or a range of `messages` read by
 /// a key that does not bound it (its bounds left as a filter over every
-/// entry of the chat).
+/// entry of the chat). A message is found by id, by (chat, seq), or by
+/// (sender, clientMsgId).
 fn assert_lookups_only(what: &str, plan: &str) {
     for scan in ["Seq Scan", "Hash Cond", "hashed SubPlan", "Merge Cond"] {
         assert!(!plan.contains(scan), "{what}: the kept plan has a {scan}:\n{plan}");
@@ -44,7 +45,7 @@ fn assert_lookups_only(what: &str, plan: &str) {
             let details = lines[i + 1..].iter().take_while(|detail| !detail.starts_with("->"));
             let bounded = details
                 .filter(|detail| detail.starts_with("Index Cond:") || detail.starts_with("Recheck Cond:"))
-                .any(|cond| cond.contains("Cond: (id = ") || cond.contains("seq"));
+                .any(|cond| cond.contains("Cond: (id = ") || cond.contains("seq") || cond.contains("client_msg_id = "));
             assert!(bounded, "{what}: `{line}` is not bounded by its key:\n{plan}");
         }
     }
@@ -93,5 +94,34 @@ async fn locating_users_keeps_a_plan_of_index_probes() {
     let plan = generic_plan(&env, presence::LOCATE, "text[]", "'{alice,bob}'").await;
     assert!(plan.contains("connections_by_user"), "users are found by their index:\n{plan}");
     assert_lookups_only("locating users", &plan);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_send_keeps_plans_of_index_lookups() {
+    let env = TestEnv::new().await;
+    let lock = generic_plan(&env, messages::LOCK_CHATS, "uuid[]", "'{}'").await;
+    assert!(lock.contains("chats_pkey") && lock.contains("LockRows"), "the chats are locked by key:\n{lock}");
+    assert_lookups_only("locking the chats", &lock);
+
+    let members = generic_plan(&env, messages::MEMBERS, "uuid[]", "'{}'").await;
+    assert!(members.contains("chat_members_pkey"), "members are read by chat:\n{members}");
+    assert_lookups_only("the members", &members);
+
+    let originals = generic_plan(&env, messages::CLIENT_MSG_IDS, "text[], text[]", "'{}', '{}'").await;
+    assert!(originals.contains("messages_sender_client_msg_id"), "a clientMsgId is a probe of its index:\n{originals}");
+    assert_lookups_only("the clientMsgId check", &originals);
+
+    let types = "uuid[], uuid[], int8[], text[], bytea[], text[], text[], text[], text[], uuid[], uuid[]";
+    let arguments = ["'{}'"; 11].join(", ");
+    let insert = generic_plan(&env, messages::INSERT_MESSAGES, types, &arguments).await;
+    assert!(insert.contains("Insert on messages"), "{insert}");
+    assert_lookups_only("the insert", &insert);
+    let outbox = generic_plan(&env, messages::INSERT_OUTBOX, "uuid[]", "'{}'").await;
+    assert_lookups_only("the outbox rows", &outbox);
+
+    let counters = generic_plan(&env, messages::MOVE_LAST_SEQS, "uuid[], int8[]", "'{}', '{}'").await;
+    assert!(counters.contains("Update on chats") && counters.contains("chats_pkey"), "last seqs move by key:\n{counters}");
+    assert_lookups_only("moving the last seqs", &counters);
     env.cleanup().await;
 }

@@ -28,7 +28,8 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
 
 async fn scrape(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     Metrics::sync_counter(&ctx.metrics.broker_reconnects, ctx.broker.reconnects());
-    ctx.metrics.observe_pool(&ctx.db);
+    ctx.metrics.observe_pool("main", &ctx.db);
+    ctx.metrics.observe_pool("kept", &ctx.db_kept_plans);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], ctx.metrics.render())
 }
 

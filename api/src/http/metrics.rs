@@ -23,7 +23,8 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     m.connections_open.set(i64::try_from(state.sessions.len()).unwrap_or(i64::MAX));
     Metrics::sync_counter(&m.broker_reconnects, state.broker.reconnects());
-    m.observe_pool(&state.db);
+    m.observe_pool("main", &state.db);
+    m.observe_pool("sends", state.sends.pool());
     match tokio::time::timeout(QUERY_TIMEOUT, ops::outbox_lag(&state.db)).await {
         Ok(Ok((pending, oldest))) => {
             m.outbox_pending.set(pending);

@@ -100,6 +100,45 @@ pub async fn store_batch(
     }
 }
 
+// The statements of a batch of plain messages. The API runs them on a pool
+// that keeps one plan per statement ([`super::Plans::Kept`]): planned per
+// call, they cost PostgreSQL more to plan than to run. Each reaches every
+// table by a key lookup, whatever the statistics say (`tests/tests/plans.rs`
+// checks their plans on a fresh database). A batch with entries about other
+// messages plans per call (see `try_store_batch`).
+
+/// Locks the batch's chats, in id order, and reads their last seq.
+pub const LOCK_CHATS: &str = "SELECT id, last_seq FROM chats WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// The members of the batch's chats, each with whether they have more than one device.
+pub const MEMBERS: &str = "SELECT cm.chat_id, cm.user_id,
+        (SELECT count(*) > 1 FROM devices d WHERE d.user_id = cm.user_id AND d.revoked_at IS NULL)
+   FROM chat_members cm WHERE cm.chat_id = ANY($1)
+  ORDER BY cm.chat_id, cm.user_id";
+
+/// Messages already stored under (sender, clientMsgId) keys: one probe of
+/// the unique index per key (joined, not looked up, a kept plan hashes the
+/// whole table).
+pub const CLIENT_MSG_IDS: &str = "SELECT m.id, m.chat_id, m.seq, m.created_at, m.sender_id, m.client_msg_id
+   FROM UNNEST($1::text[], $2::text[]) AS k(sender_id, client_msg_id)
+  CROSS JOIN LATERAL (SELECT * FROM messages m
+                       WHERE m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id OFFSET 0) m";
+
+/// Appends the batch's entries to their chats' logs.
+pub const INSERT_MESSAGES: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id,
+                       sender_device, kind, target_id, reply_to)
+ SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[],
+                      $9::text[], $10::uuid[], $11::uuid[])
+ RETURNING id, created_at";
+
+/// The relay's record of the entries whose jobs are still to be published.
+pub const INSERT_OUTBOX: &str = "INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])";
+
+/// Moves each chat's last seq: by key, each chat's new value found by its
+/// position in the arrays (an `UPDATE … FROM UNNEST` join plans to a scan).
+pub const MOVE_LAST_SEQS: &str =
+    "UPDATE chats c SET last_seq = ($2::int8[])[array_position($1::uuid[], c.id)] WHERE c.id = ANY($1::uuid[])";
+
 /// Per chat, while a batch is assembled: the next seq and the members.
 struct ChatState {
     last_seq: i64,
@@ -205,6 +244,11 @@ async fn try_store_batch(
     batch: &[NewMessage],
 ) -> Result<Vec<Result<StoredMessage, ClientError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if batch.iter().any(|m| m.target_id.is_some() || m.reply_to.is_some()) {
+        // Entries about other messages read and change them with joins a
+        // kept plan could turn into scans: plan this batch per call.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    }
     let mut chats = lock_chats(&mut tx, batch).await?;
     let mut originals = existing_client_msg_ids(&mut tx, batch).await?;
     // Read after the chats are locked: every entry about a message of these
@@ -362,8 +406,7 @@ async fn lock_chats(
     let mut chat_ids: Vec<Uuid> = batch.iter().map(|m| m.chat_id).collect();
     chat_ids.sort();
     chat_ids.dedup();
-    let locked: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, last_seq FROM chats WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(&chat_ids)
+    let locked: Vec<(Uuid, i64)> = sqlx::query_as(LOCK_CHATS).bind(&chat_ids)
         .fetch_all(&mut **tx)
         .await?;
     let mut chats: HashMap<Uuid, ChatState> = locked
@@ -372,15 +415,7 @@ async fn lock_chats(
             (id, ChatState { last_seq, members: Vec::new(), changed: false })
         })
         .collect();
-    let members: Vec<(Uuid, String, bool)> = sqlx::query_as(
-        "SELECT cm.chat_id, cm.user_id,
-                (SELECT count(*) > 1 FROM devices d WHERE d.user_id = cm.user_id AND d.revoked_at IS NULL)
-           FROM chat_members cm WHERE cm.chat_id = ANY($1)
-          ORDER BY cm.chat_id, cm.user_id",
-    )
-    .bind(&chat_ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let members: Vec<(Uuid, String, bool)> = sqlx::query_as(MEMBERS).bind(&chat_ids).fetch_all(&mut **tx).await?;
     for (chat_id, user_id, several_devices) in members {
         if let Some(chat) = chats.get_mut(&chat_id) {
             chat.members.push((user_id, several_devices));
@@ -403,16 +438,8 @@ async fn existing_client_msg_ids(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, String, String)> = sqlx::query_as(
-        "SELECT m.id, m.chat_id, m.seq, m.created_at, m.sender_id, m.client_msg_id
-           FROM messages m
-           JOIN UNNEST($1::text[], $2::text[]) AS k(sender_id, client_msg_id)
-             ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id",
-    )
-    .bind(&senders)
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, String, String)> =
+        sqlx::query_as(CLIENT_MSG_IDS).bind(&senders).bind(&keys).fetch_all(&mut **tx).await?;
     let mut originals = HashMap::new();
     for (message_id, chat_id, seq, created_at, sender_id, client_msg_id) in rows {
         let stored = StoredMessage {
@@ -433,30 +460,21 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
     if rows.message_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let created: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id, sender_device,
-                               kind, target_id, reply_to)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[],
-                              $9::text[], $10::uuid[], $11::uuid[])
-         RETURNING id, created_at",
-    )
-    .bind(&rows.message_ids)
-    .bind(&rows.chat_ids)
-    .bind(&rows.seqs)
-    .bind(&rows.sender_ids)
-    .bind(&rows.contents)
-    .bind(&rows.types)
-    .bind(&rows.client_msg_ids)
-    .bind(&rows.sender_devices)
-    .bind(&rows.kinds)
-    .bind(&rows.target_ids)
-    .bind(&rows.reply_tos)
-    .fetch_all(&mut **tx)
-    .await?;
-    sqlx::query("INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])")
+    let created: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(INSERT_MESSAGES)
         .bind(&rows.message_ids)
-        .execute(&mut **tx)
+        .bind(&rows.chat_ids)
+        .bind(&rows.seqs)
+        .bind(&rows.sender_ids)
+        .bind(&rows.contents)
+        .bind(&rows.types)
+        .bind(&rows.client_msg_ids)
+        .bind(&rows.sender_devices)
+        .bind(&rows.kinds)
+        .bind(&rows.target_ids)
+        .bind(&rows.reply_tos)
+        .fetch_all(&mut **tx)
         .await?;
+    sqlx::query(INSERT_OUTBOX).bind(&rows.message_ids).execute(&mut **tx).await?;
     Ok(created)
 }
 
@@ -627,11 +645,7 @@ async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uui
     if chat_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE chats c SET last_seq = u.last_seq FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, last_seq) WHERE c.id = u.id")
-        .bind(&chat_ids)
-        .bind(&last_seqs)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(MOVE_LAST_SEQS).bind(&chat_ids).bind(&last_seqs).execute(&mut **tx).await?;
     Ok(())
 }
 
