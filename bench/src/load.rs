@@ -146,6 +146,15 @@ impl Crowd {
         Ok(())
     }
 
+    /// Closes these connections: the users go offline.
+    pub fn disconnect(&mut self, which: &[usize]) {
+        for &index in which {
+            if let Some(conn) = self.conns.get_mut(index).and_then(Option::take) {
+                conn.close();
+            }
+        }
+    }
+
     /// Closes every connection and returns the tally.
     pub async fn finish(mut self) -> Tally {
         for conn in self.conns.iter().flatten() {

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "full")]
     size: Size,
     /// Run only these parts (comma-separated): reference, direct, mixed, devices, group, onechat, latency, drain,
-    /// connections, scaleout, shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's
+    /// drain-offline (the drain with its senders gone offline), connections, scaleout, shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's
     /// rabbitmq-server) runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -231,18 +231,21 @@ async fn main() -> anyhow::Result<()> {
         }
         results.insert("latency".into(), serde_json::to_value(&runs)?);
     }
-    if wanted("drain") {
+    for (part, senders_online) in [("drain", true), ("drain-offline", false)] {
+        if !wanted(part) {
+            continue;
+        }
         let mut runs = Vec::new();
         for &backlog in &sizes.backlogs {
-            eprintln!("drain of {backlog}");
-            let Some(run) = ran(&mut problems, scenarios::drain(&services, backlog, sizes.drain_chats).await) else { continue };
-            check(&mut problems, "drain", run.duplicates, run.out_of_order);
+            eprintln!("drain of {backlog}, senders {}", if senders_online { "online" } else { "offline" });
+            let Some(run) = ran(&mut problems, scenarios::drain(&services, backlog, sizes.drain_chats, senders_online).await) else { continue };
+            check(&mut problems, part, run.duplicates, run.out_of_order);
             if run.received != run.backlog {
-                problems.push(format!("drain: received {} of {}", run.received, run.backlog));
+                problems.push(format!("{part}: received {} of {}", run.received, run.backlog));
             }
             runs.push(run);
         }
-        results.insert("drain".into(), serde_json::to_value(&runs)?);
+        results.insert(part.replace('-', "_"), serde_json::to_value(&runs)?);
     }
     if wanted("connections") {
         eprintln!("{} idle connections", sizes.connections);
@@ -648,9 +651,11 @@ fn report(results: &Value) -> String {
             ),
         );
     }
-    for run in results["drain"].as_array().into_iter().flatten() {
+    let drains = ["drain", "drain_offline"].into_iter().filter_map(|part| results.get(part)?.as_array());
+    for run in drains.flatten() {
+        let senders = if run["senders_online"] == false { ", senders offline" } else { "" };
         row(
-            format!("drain of a {} backlog, in order", num(&run["backlog"])),
+            format!("drain of a {} backlog, in order{senders}", num(&run["backlog"])),
             format!("{} msg/s", num(&run["per_sec"])),
             format!(
                 "{} s over {} chats (stored beforehand in {} s); received {}, dup {}, out of order {}; peak RSS api {} MiB, worker {} MiB; CPU s: {}",

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, time::Duration, time::Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use sqlx::Connection;
 
 use crate::{
     cluster::{Cluster, Services, Shape},
@@ -372,6 +373,10 @@ pub async fn answers(services: &Services, rounds: usize, tcp_nodelay: bool) -> a
 pub struct Drain {
     pub backlog: u64,
     pub chats: usize,
+    /// Whether the senders stayed connected through the drain (each drained
+    /// message is then a ✓✓ pushed to its sender) or had gone offline (their
+    /// statuses wait for their next connect).
+    pub senders_online: bool,
     /// Seconds from the recipient's connect to its last `message:receive`.
     pub seconds: f64,
     pub per_sec: f64,
@@ -383,8 +388,9 @@ pub struct Drain {
     pub resources: Resources,
 }
 
-/// `chats` senders leave `backlog` messages for one offline user, who then connects.
-pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::Result<Drain> {
+/// `chats` senders leave `backlog` messages for one offline user, who then
+/// connects; unless `senders_online`, the senders disconnect first.
+pub async fn drain(services: &Services, backlog: u64, chats: usize, senders_online: bool) -> anyhow::Result<Drain> {
     let cluster = Cluster::start(services, Shape::SOLO).await?;
     let result = async {
         let (mut users, mut senders) = (Vec::new(), Vec::new());
@@ -403,6 +409,10 @@ pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::R
         load::send_closed_loop(&crowd, &senders, backlog / chats as u64, 64).await?;
         let fill_seconds = filling.elapsed().as_secs_f64();
         let backlog = backlog / chats as u64 * chats as u64;
+        if !senders_online {
+            crowd.disconnect(&sender_indexes);
+            wait_offline(&cluster, &crowd.users[..reader]).await?;
+        }
 
         let meter = Meter::start(&cluster);
         let started = Instant::now();
@@ -416,6 +426,7 @@ pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::R
         anyhow::Ok(Drain {
             backlog,
             chats,
+            senders_online,
             seconds: round2(seconds),
             per_sec: round2(backlog as f64 / seconds),
             received: tally.receives,
@@ -428,6 +439,23 @@ pub async fn drain(services: &Services, backlog: u64, chats: usize) -> anyhow::R
     .await;
     cluster.stop().await;
     result
+}
+
+/// Waits until the API has dropped every connection of these users (their
+/// presence rows are gone), so no status is pushed to them any more.
+async fn wait_offline(cluster: &Cluster, users: &[String]) -> anyhow::Result<()> {
+    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let online: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE user_id = ANY($1)").bind(users).fetch_one(&mut db).await?;
+        if online == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{online} sender connections still present {SETTLE:?} after closing them");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[derive(Debug, Serialize)]
