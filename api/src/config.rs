@@ -74,7 +74,7 @@ pub struct ApiConfig {
     pub send_batch_max: usize,
 
     /// Send transactions in flight at once, each on a connection of its own
-    /// (beside the DATABASE_MAX_CONNECTIONS pool).
+    /// (beside the DATABASE_MAX_CONNECTIONS pool; see docs/scaling.md).
     #[arg(long, env = "SEND_BATCH_CONCURRENCY", default_value_t = 4)]
     pub send_batch_concurrency: usize,
 

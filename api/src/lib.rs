@@ -77,11 +77,12 @@ impl ApiServer {
             db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened, Plans::PerCall).await?;
         db::migrate(&db).await?;
         db::presence::register_node(&db, &node_id).await.map_err(StartError::Register)?;
-        // The send transactions' own connections, one per transaction in
-        // flight, keeping one plan per statement (`db::messages::LOCK_CHATS` and on).
-        let sends_db = db::connect_observed(
+        // Connections that keep one plan per statement, for the hot writes:
+        // one per send transaction in flight (`db::messages::LOCK_CHATS` and
+        // on), one for the acknowledgement writer, one for the outbox deletes.
+        let db_kept_plans = db::connect_observed(
             &common.database_url,
-            u32::try_from(config.send_batch_concurrency.max(1)).unwrap_or(u32::MAX),
+            u32::try_from(config.send_batch_concurrency.max(1) + 2).unwrap_or(u32::MAX),
             DATABASE_PATIENCE,
             Some(metrics.db_connections_opened.clone()),
             Plans::Kept,
@@ -93,9 +94,9 @@ impl ApiServer {
         let (admin_listener, admin_addr) = bind("ADMIN_ADDR", config.admin_addr).await?;
 
         let state = AppState::new(Inner {
-            sends: send::SendBatcher::start(sends_db, config.send_batch_max, config.send_batch_concurrency),
-            jobs: outbox::JobPublisher::start(db.clone(), broker.clone()),
-            status_writer: status_writer::StatusWriter::start(db.clone(), broker.clone()),
+            sends: send::SendBatcher::start(db_kept_plans.clone(), config.send_batch_max, config.send_batch_concurrency),
+            jobs: outbox::JobPublisher::start(db_kept_plans.clone(), broker.clone()),
+            status_writer: status_writer::StatusWriter::start(db_kept_plans.clone(), broker.clone()),
             rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)
                 .counting(metrics.rate_limited.clone()),
             typing: typing::TypingRelay::start(
@@ -110,6 +111,7 @@ impl ApiServer {
             config,
             node_id: node_id.clone(),
             db,
+            db_kept_plans,
             broker,
             jwt,
         });

@@ -17,8 +17,6 @@ type Reply = oneshot::Sender<Result<StoredMessage, ClientError>>;
 #[derive(Clone)]
 pub struct SendBatcher {
     queue: mpsc::Sender<(NewMessage, Reply)>,
-    /// The connections the transactions run on (for `/metrics`).
-    db: PgPool,
 }
 
 impl SendBatcher {
@@ -27,7 +25,6 @@ impl SendBatcher {
     pub fn start(db: PgPool, max_batch: usize, concurrency: usize) -> Self {
         let (queue, mut incoming) = mpsc::channel::<(NewMessage, Reply)>(max_batch * concurrency * 4);
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        let pool = db.clone();
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
@@ -42,12 +39,7 @@ impl SendBatcher {
                 });
             }
         });
-        Self { queue, db: pool }
-    }
-
-    /// The pool the send transactions run on.
-    pub fn pool(&self) -> &PgPool {
-        &self.db
+        Self { queue }
     }
 
     /// Stores one send (with whatever else is waiting) and returns its outcome.

@@ -21,6 +21,10 @@ pub struct Inner {
     pub config: ApiConfig,
     pub node_id: String,
     pub db: PgPool,
+    /// Connections that keep plans ([`Plans::Kept`](courier_shared::db::Plans::Kept)),
+    /// for the sends, the acknowledgement writer and the outbox deletes: only
+    /// for statements checked in `tests/tests/plans.rs`.
+    pub db_kept_plans: PgPool,
     pub broker: Broker,
     pub jwt: JwtVerifier,
     pub sends: SendBatcher,

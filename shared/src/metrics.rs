@@ -181,8 +181,8 @@ impl Metrics {
         }
     }
 
-    /// Records a pool's connection counts, under its name: `main`, and the
-    /// pools that keep plans (`sends` on an API node, `kept` on a worker).
+    /// Records a pool's connection counts, under its name: `main`, or `kept`
+    /// (the connections that keep plans, `db::Plans::Kept`).
     pub fn observe_pool(&self, name: &str, pool: &sqlx::PgPool) {
         let size = i64::from(pool.size());
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);

@@ -56,9 +56,9 @@ async fn metrics_show_deliveries_latency_backlog_and_drains() {
     assert_eq!(metric(&api, "courier_connections_open", &[]), Some(3.0));
     assert!(metric(&api, "courier_connections_opened_total", &[]).unwrap() >= 3.0);
     assert!(metric(&api, "courier_db_connections_opened_total", &[]).unwrap() >= 1.0);
-    // Five sends were stored: the send pool opened a connection, idle or in use now.
-    let sends_pool = |state| metric(&api, "courier_db_pool_connections", &[("pool", "sends"), ("state", state)]).unwrap_or(0.0);
-    assert!(sends_pool("idle") + sends_pool("in_use") >= 1.0, "no send pool connection in the API's /metrics:\n{api}");
+    // Five sends were stored, on connections that keep plans: one at least is open.
+    let kept_pool = |state| metric(&api, "courier_db_pool_connections", &[("pool", "kept"), ("state", state)]).unwrap_or(0.0);
+    assert!(kept_pool("idle") + kept_pool("in_use") >= 1.0, "no kept-plans connection in the API's /metrics:\n{api}");
     assert!(metric(&api, "courier_db_pool_connections", &[("pool", "main"), ("state", "idle")]).is_some(), "{api}");
     for series in ["courier_outbox_pending", "courier_outbox_oldest_age_seconds", "courier_broker_reconnects_total", "courier_rate_limited_total"] {
         assert!(metric(&api, series, &[]).is_some(), "{series} missing from the API's /metrics:\n{api}");

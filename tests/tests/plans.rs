@@ -4,16 +4,21 @@
 //! they grow. Checked on a fresh database, never analyzed, where a join or a
 //! subquery left unfenced plans to a sequential scan.
 
-use courier_shared::db::{log, messages, presence, status};
+use courier_shared::db::{
+    Plans, devices,
+    devices::Mark,
+    log, messages, outbox, presence, status,
+};
 use courier_tests::TestEnv;
 use sqlx::Row;
 
 /// The generic plan of `statement` (its parameters' types as `types`), as
-/// `EXPLAIN` prints it.
+/// `EXPLAIN` prints it on a connection set up as `Plans::Kept` sets one up.
 async fn generic_plan(env: &TestEnv, statement: &str, types: &str, arguments: &str) -> String {
     let mut connection = env.db.acquire().await.expect("connection");
+    let settings: String = Plans::Kept.settings().iter().map(|(name, value)| format!("SET {name} = {value};\n")).collect();
     let explained = format!(
-        "SET plan_cache_mode = force_generic_plan;
+        "{settings}
          PREPARE kept({types}) AS {statement};
          EXPLAIN (COSTS OFF) EXECUTE kept({arguments});"
     );
@@ -25,12 +30,15 @@ async fn generic_plan(env: &TestEnv, statement: &str, types: &str, arguments: &s
         }
     }
     // Pooled connections are reused: leave this one as the pool made it.
-    sqlx::raw_sql("DEALLOCATE kept; RESET plan_cache_mode").execute(&mut *connection).await.expect("reset");
+    let reset: String = Plans::Kept.settings().iter().map(|(name, _)| format!("RESET {name};\n")).collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DEALLOCATE kept; {reset}"))).execute(&mut *connection).await.expect("reset");
     plan
 }
 
-/// What makes a kept plan a trap: a scan of a whole table, a hash join or
-/// hashed subquery over one, a merge join, or a range of `messages` read by
+/// What makes a kept plan a trap: a scan of a whole table (sequential, or
+/// a whole index), a hash join or hashed subquery over one, a merge join,
+/// a batch read again for every row of another (an UNNEST or a CTE on the
+/// inner side of a nested loop: every pair compared), or a range of `messages` read by
 /// a key that does not bound it (its bounds left as a filter over every
 /// entry of the chat). A message is found by id, by (chat, seq), or by
 /// (sender, clientMsgId).
@@ -38,8 +46,33 @@ fn assert_lookups_only(what: &str, plan: &str) {
     for scan in ["Seq Scan", "Hash Cond", "hashed SubPlan", "Merge Cond"] {
         assert!(!plan.contains(scan), "{what}: the kept plan has a {scan}:\n{plan}");
     }
+    let raw: Vec<&str> = plan.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let is_node = |line: &str| line.trim_start().starts_with("->");
+    for (i, line) in raw.iter().enumerate().filter(|(_, line)| line.contains("Nested Loop")) {
+        // The loop's subtree; its children are the subtree's shallowest nodes, the second one the inner side.
+        let subtree: Vec<&str> = raw[i + 1..].iter().take_while(|l| indent(l) > indent(line)).copied().collect();
+        let Some(depth) = subtree.iter().filter(|l| is_node(l)).map(|l| indent(l)).min() else { continue };
+        let Some(inner) = subtree.iter().enumerate().filter(|(_, l)| is_node(l) && indent(l) == depth).map(|(k, _)| k).nth(1) else {
+            continue;
+        };
+        let inner_side = std::iter::once(subtree[inner]).chain(subtree[inner + 1..].iter().take_while(|l| indent(l) > depth).copied());
+        for node in inner_side {
+            assert!(
+                !node.contains("Function Scan") && !node.contains("CTE Scan"),
+                "{what}: `{}` is read again for every row of `{}`:\n{plan}",
+                node.trim(),
+                line.trim()
+            );
+        }
+    }
     let lines: Vec<&str> = plan.lines().map(str::trim).collect();
     for (i, line) in lines.iter().enumerate() {
+        if line.contains("Index Scan") || line.contains("Index Only Scan") {
+            let details = lines[i + 1..].iter().take_while(|detail| !detail.starts_with("->"));
+            let keyed = details.filter(|detail| detail.starts_with("Index Cond:")).count() > 0;
+            assert!(keyed, "{what}: `{line}` reads the whole index:\n{plan}");
+        }
         if line.contains("Scan") && line.contains(" on messages ") {
             // The node's own lines, up to its first child.
             let details = lines[i + 1..].iter().take_while(|detail| !detail.starts_with("->"));
@@ -123,5 +156,29 @@ async fn a_send_keeps_plans_of_index_lookups() {
     let counters = generic_plan(&env, messages::MOVE_LAST_SEQS, "uuid[], int8[]", "'{}', '{}'").await;
     assert!(counters.contains("Update on chats") && counters.contains("chats_pkey"), "last seqs move by key:\n{counters}");
     assert_lookups_only("moving the last seqs", &counters);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn acknowledgement_writes_keep_plans_of_index_lookups() {
+    let env = TestEnv::new().await;
+    for mark in [Mark::Acked, Mark::ToldDelivered, Mark::ToldRead, Mark::ToldExpired] {
+        let types = "text[], text[], uuid[], int8[], int8[]";
+        let plan = generic_plan(&env, &devices::move_marks_statement(mark), types, "'{}', '{}', '{}', '{}', '{}'").await;
+        assert!(plan.contains("device_cursors_pkey"), "{mark:?}: cursors are moved by key:\n{plan}");
+        assert_lookups_only(&format!("moving the {mark:?} marks"), &plan);
+    }
+    let advance = generic_plan(&env, status::ADVANCE_DELIVERED, "text[], uuid[]", "'{}', '{}'").await;
+    assert!(advance.contains("chat_members_pkey") && advance.contains("device_cursors_pkey"), "{advance}");
+    assert_lookups_only("advancing the delivered watermarks", &advance);
+
+    let deleted = generic_plan(&env, outbox::DELETE, "uuid[]", "'{}'").await;
+    assert!(deleted.contains("outbox_pkey"), "outbox rows are deleted by key:\n{deleted}");
+    assert_lookups_only("deleting outbox rows", &deleted);
+
+    let types = "uuid[], text[], int8[], int8[]";
+    let senders = generic_plan(&env, log::SENDERS_BETWEEN, types, "'{}', '{}', '{}', '{}'").await;
+    assert!(senders.contains("messages_chat_id_seq_key") || senders.contains("messages_chat_sender_seq"), "{senders}");
+    assert_lookups_only("the senders of delivered ranges", &senders);
     env.cleanup().await;
 }

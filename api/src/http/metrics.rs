@@ -24,7 +24,7 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     m.connections_open.set(i64::try_from(state.sessions.len()).unwrap_or(i64::MAX));
     Metrics::sync_counter(&m.broker_reconnects, state.broker.reconnects());
     m.observe_pool("main", &state.db);
-    m.observe_pool("sends", state.sends.pool());
+    m.observe_pool("kept", &state.db_kept_plans);
     match tokio::time::timeout(QUERY_TIMEOUT, ops::outbox_lag(&state.db)).await {
         Ok(Ok((pending, oldest))) => {
             m.outbox_pending.set(pending);

@@ -173,29 +173,34 @@ pub async fn move_marks(
     anchors: &[i64],
     seqs: &[i64],
 ) -> Result<u64, sqlx::Error> {
+    let moved = sqlx::query(sqlx::AssertSqlSafe(move_marks_statement(mark)))
+        .bind(user_ids)
+        .bind(device_ids)
+        .bind(chat_ids)
+        .bind(anchors)
+        .bind(seqs)
+        .execute(executor)
+        .await?;
+    Ok(moved.rows_affected())
+}
+
+/// The statement of [`move_marks`] for `mark`: the batch joined to the
+/// cursors' key, so it may run on connections that keep plans
+/// ([`super::Plans::Kept`]).
+pub fn move_marks_statement(mark: Mark) -> String {
     let (set, reaches) = match mark {
         Mark::Acked => ("acked_seq", "dc.acked_seq >= m.anchor"),
-        Mark::ToldDelivered => {
-            ("told_delivered_seq", "GREATEST(dc.told_delivered_seq, dc.told_read_seq) >= m.anchor")
-        }
+        Mark::ToldDelivered => ("told_delivered_seq", "GREATEST(dc.told_delivered_seq, dc.told_read_seq) >= m.anchor"),
         Mark::ToldRead => ("told_read_seq", "dc.told_read_seq >= m.anchor"),
         Mark::ToldExpired => ("told_expired_seq", "true"),
     };
-    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+    format!(
         "UPDATE device_cursors dc SET {set} = m.seq
            FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int8[], $5::int8[])
                 AS m(user_id, device_id, chat_id, anchor, seq)
           WHERE dc.user_id = m.user_id AND dc.device_id = m.device_id AND dc.chat_id = m.chat_id
             AND {reaches} AND dc.{set} < m.seq"
-    )))
-    .bind(user_ids)
-    .bind(device_ids)
-    .bind(chat_ids)
-    .bind(anchors)
-    .bind(seqs)
-    .execute(executor)
-    .await?;
-    Ok(moved.rows_affected())
+    )
 }
 
 /// `user_id` left `chat_id`, whose last seq is `last_seq`: their devices

@@ -302,19 +302,14 @@ pub async fn senders_between(
     let user_ids: Vec<&str> = ranges.iter().map(|r| r.1.as_str()).collect();
     let after: Vec<i64> = ranges.iter().map(|r| r.2).collect();
     let up_to: Vec<i64> = ranges.iter().map(|r| r.3).collect();
-    sqlx::query_as(
-        // LATERAL: one index range of `messages (chat_id, seq)` per range,
-        // whatever the statistics of a young table say.
-        "SELECT r.ord - 1, s.sender_id
-           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
-           CROSS JOIN LATERAL (
-                SELECT DISTINCT m.sender_id FROM messages m
-                 WHERE m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq AND m.sender_id <> r.user_id) s",
-    )
-    .bind(&chat_ids)
-    .bind(&user_ids)
-    .bind(&after)
-    .bind(&up_to)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(SENDERS_BETWEEN).bind(&chat_ids).bind(&user_ids).bind(&after).bind(&up_to).fetch_all(pool).await
 }
+
+/// The statement of [`senders_between`]: one index range of `messages
+/// (chat_id, seq)` per range (LATERAL), so the worker keeps its plan
+/// ([`super::Plans::Kept`]).
+pub const SENDERS_BETWEEN: &str = "SELECT r.ord - 1, s.sender_id
+   FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
+   CROSS JOIN LATERAL (
+        SELECT DISTINCT m.sender_id FROM messages m
+         WHERE m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq AND m.sender_id <> r.user_id) s";

@@ -48,17 +48,28 @@ pub enum Plans {
     /// messages a second costs more than planning each batch.
     PerCall,
     /// Each statement is planned once per connection, without its parameters,
-    /// and the plan kept (`force_generic_plan`). Only for statements written
-    /// so that one plan fits any statistics: every table reached by an index
-    /// lookup fenced with LATERAL or `OFFSET 0` (see `log::pending_deliveries`).
+    /// and the plan kept (`force_generic_plan`). Only for statements that
+    /// find every row they touch by a key: a lookup, a range, or a batch
+    /// joined to a table's key. So that one plan fits any statistics (a
+    /// table empty when the plan was made, or never analyzed), the planner
+    /// on these connections prices sequential scans, hash joins and merge
+    /// joins out, and reads are fenced with LATERAL or `OFFSET 0` where a
+    /// subquery would otherwise be flattened into a join (see
+    /// `log::pending_deliveries`). `tests/tests/plans.rs` checks each plan.
     Kept,
 }
 
 impl Plans {
-    fn setting(self) -> &'static str {
+    /// The settings of a connection planning this way.
+    pub fn settings(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Plans::PerCall => "force_custom_plan",
-            Plans::Kept => "force_generic_plan",
+            Plans::PerCall => &[("plan_cache_mode", "force_custom_plan")],
+            Plans::Kept => &[
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+                ("enable_hashjoin", "off"),
+                ("enable_mergejoin", "off"),
+            ],
         }
     }
 }
@@ -79,7 +90,7 @@ pub async fn connect_observed(
     opened: Option<prometheus::IntCounter>,
     plans: Plans,
 ) -> Result<PgPool, SetupError> {
-    let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?.options([("plan_cache_mode", plans.setting())]);
+    let options = PgConnectOptions::from_str(url).map_err(SetupError::InvalidUrl)?.options(plans.settings().iter().copied());
     create_database_if_missing(&options, patience).await?;
     let mut pool = PgPoolOptions::new();
     if let Some(opened) = opened {

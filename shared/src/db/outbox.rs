@@ -51,12 +51,13 @@ pub async fn jobs_for(executor: impl PgExecutor<'_>, message_ids: &[Uuid]) -> Re
         .collect())
 }
 
+/// The statement of [`delete`]: by key, so the API runs it on connections
+/// that keep plans ([`super::Plans::Kept`]).
+pub const DELETE: &str = "DELETE FROM outbox WHERE message_id = ANY($1)";
+
 /// Deletes rows whose jobs are confirmed.
 pub async fn delete(executor: impl PgExecutor<'_>, message_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)")
-        .bind(message_ids)
-        .execute(executor)
-        .await?;
+    let done = sqlx::query(DELETE).bind(message_ids).execute(executor).await?;
     Ok(done.rows_affected())
 }
 

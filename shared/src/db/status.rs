@@ -75,32 +75,28 @@ pub async fn advance_delivered(
         return Ok(Vec::new());
     }
     let (user_ids, chat_ids) = lock_order(members);
-    let rows: Vec<MovedRow> = sqlx::query_as(
-        "WITH locked AS (
-                SELECT m.chat_id, m.user_id, m.delivered_seq, m.read_seq
-                  FROM chat_members m
-                  JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
-                    ON m.user_id = p.user_id AND m.chat_id = p.chat_id
-                 ORDER BY p.ord
-                   FOR NO KEY UPDATE OF m),
-              acked AS (
-                SELECT dc.user_id, dc.chat_id, max(dc.acked_seq) AS acked_seq
-                  FROM device_cursors dc
-                  JOIN UNNEST($1::text[], $2::uuid[]) AS p(user_id, chat_id)
-                    ON dc.user_id = p.user_id AND dc.chat_id = p.chat_id
-                 GROUP BY dc.user_id, dc.chat_id)
-         UPDATE chat_members cm
-            SET delivered_seq = a.acked_seq, delivered_at = now()
-           FROM locked l JOIN acked a ON a.user_id = l.user_id AND a.chat_id = l.chat_id
-          WHERE cm.chat_id = l.chat_id AND cm.user_id = l.user_id AND a.acked_seq > l.delivered_seq
-          RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, l.delivered_seq, l.read_seq",
-    )
-    .bind(&user_ids)
-    .bind(&chat_ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<MovedRow> = sqlx::query_as(ADVANCE_DELIVERED).bind(&user_ids).bind(&chat_ids).fetch_all(&mut *conn).await?;
     Ok(moves_of(rows))
 }
+
+/// The statement of [`advance_delivered`]. Runs on connections that keep
+/// plans ([`super::Plans::Kept`]): each member is locked by key, and its
+/// devices' furthest cursor read by key (LATERAL, so a batch costs one probe
+/// per member, never a join of the batch with itself).
+pub const ADVANCE_DELIVERED: &str = "WITH locked AS (
+        SELECT m.chat_id, m.user_id, m.delivered_seq, m.read_seq
+          FROM chat_members m
+          JOIN UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS p(user_id, chat_id, ord)
+            ON m.user_id = p.user_id AND m.chat_id = p.chat_id
+         ORDER BY p.ord
+           FOR NO KEY UPDATE OF m)
+ UPDATE chat_members cm
+    SET delivered_seq = a.acked_seq, delivered_at = now()
+   FROM locked l
+  CROSS JOIN LATERAL (SELECT max(dc.acked_seq) AS acked_seq FROM device_cursors dc
+                       WHERE dc.user_id = l.user_id AND dc.chat_id = l.chat_id) a
+  WHERE cm.chat_id = l.chat_id AND cm.user_id = l.user_id AND a.acked_seq > l.delivered_seq
+  RETURNING cm.chat_id, cm.user_id, cm.delivered_seq, cm.read_seq, l.delivered_seq, l.read_seq";
 
 /// `message:read`: moves `user_id`'s read watermark in `chat_id` to
 /// `up_to_seq` (at most the chat's end; never back) and over their own
