@@ -84,7 +84,7 @@ impl ApiServer {
             &common.database_url,
             u32::try_from(config.send_batch_concurrency.max(1) + 2).unwrap_or(u32::MAX),
             DATABASE_PATIENCE,
-            Some(metrics.db_connections_opened.clone()),
+            None, // replaced every minute by design: not counted
             Plans::Kept,
         )
         .await?;

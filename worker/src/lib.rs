@@ -69,14 +69,14 @@ impl Worker {
         let metrics = Metrics::new(Role::Worker);
         let opened = Some(metrics.db_connections_opened.clone());
         let db =
-            db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened.clone(), Plans::PerCall)
+            db::connect_observed(&common.database_url, common.database_max_connections, DATABASE_PATIENCE, opened, Plans::PerCall)
                 .await?;
         db::migrate(&db).await?;
         let db_kept_plans = db::connect_observed(
             &common.database_url,
             (common.database_max_connections / 2).max(2),
             DATABASE_PATIENCE,
-            opened,
+            None, // replaced every minute by design: not counted
             Plans::Kept,
         )
         .await?;

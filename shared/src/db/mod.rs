@@ -56,8 +56,21 @@ pub enum Plans {
     /// joins out, and reads are fenced with LATERAL or `OFFSET 0` where a
     /// subquery would otherwise be flattened into a join (see
     /// `log::pending_deliveries`). `tests/tests/plans.rs` checks each plan.
+    ///
+    /// What the planner cannot tell apart on a table without statistics is
+    /// which of several indexes with the same first column serves a range
+    /// best: a plan made while `messages` was a few pages sometimes reads a
+    /// range of `(chat_id, seq)` through `(chat_id, created_at)`, every
+    /// entry of the chat. ANALYZE (autovacuum) replans every kept statement
+    /// of the table; and these connections are replaced every
+    /// [`KEPT_PLANS_LIFETIME`], so without autovacuum a plan made on a young
+    /// table lasts no longer than that.
     Kept,
 }
+
+/// How long a connection that keeps plans lives: its plans are made again
+/// on the next one, for the tables as they are then.
+pub const KEPT_PLANS_LIFETIME: Duration = Duration::from_secs(60);
 
 impl Plans {
     /// The settings of a connection planning this way.
@@ -107,6 +120,10 @@ pub async fn connect_observed(
         // A broken connection fails one query (callers map it to a retryable
         // error) instead of costing every query a ping.
         .test_before_acquire(false)
+        .max_lifetime(match plans {
+            Plans::PerCall => Some(Duration::from_secs(30 * 60)), // sqlx's default
+            Plans::Kept => Some(KEPT_PLANS_LIFETIME),
+        })
         .connect_with(options)
         .await
         .map_err(SetupError::Unreachable)
