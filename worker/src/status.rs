@@ -121,7 +121,7 @@ async fn receipts(ctx: &Context, moves: Vec<WatermarkMove>) -> Result<route::Nod
         .map(|m| (m.receipt.chat_id, m.receipt.user_id.clone(), m.from_seq(), m.receipt.delivered_seq.max(m.receipt.read_seq)))
         .collect();
     let mut targets: Vec<Vec<String>> = moves.iter().map(|m| vec![m.receipt.user_id.clone()]).collect();
-    for (index, sender_id) in log::senders_between(&ctx.db_kept_plans, &ranges).await? {
+    for (index, sender_id) in log::senders_between(&ctx.db, &ranges).await? {
         if let Some(list) = usize::try_from(index).ok().and_then(|i| targets.get_mut(i)) {
             list.push(sender_id);
         }

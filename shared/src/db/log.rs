@@ -306,16 +306,9 @@ pub async fn senders_between(
 }
 
 /// The statement of [`senders_between`]: one index range of `messages
-/// (chat_id, seq)` per range (LATERAL), so the worker keeps its plan
-/// ([`super::Plans::Kept`]). The range is read in seq order behind `OFFSET
-/// 0`: on a fresh database the generic plan otherwise reads `DISTINCT
-/// sender_id` off the `(chat_id, sender_id, seq)` index, already in sender
-/// order but bounded only by the chat: every entry of it.
+/// (chat_id, seq)` per range (LATERAL).
 pub const SENDERS_BETWEEN: &str = "SELECT r.ord - 1, s.sender_id
    FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
    CROSS JOIN LATERAL (
-        SELECT DISTINCT e.sender_id
-          FROM (SELECT m.sender_id FROM messages m
-                 WHERE m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq
-                 ORDER BY m.seq OFFSET 0) e
-         WHERE e.sender_id <> r.user_id) s";
+        SELECT DISTINCT m.sender_id FROM messages m
+         WHERE m.chat_id = r.chat_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq AND m.sender_id <> r.user_id) s";
