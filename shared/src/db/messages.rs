@@ -406,9 +406,7 @@ async fn lock_chats(
     let mut chat_ids: Vec<Uuid> = batch.iter().map(|m| m.chat_id).collect();
     chat_ids.sort();
     chat_ids.dedup();
-    let locked: Vec<(Uuid, i64)> = sqlx::query_as(LOCK_CHATS).bind(&chat_ids)
-        .fetch_all(&mut **tx)
-        .await?;
+    let locked: Vec<(Uuid, i64)> = sqlx::query_as(LOCK_CHATS).bind(&chat_ids).fetch_all(&mut **tx).await?;
     let mut chats: HashMap<Uuid, ChatState> = locked
         .into_iter()
         .map(|(id, last_seq)| {
