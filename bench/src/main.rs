@@ -32,8 +32,8 @@ struct Args {
     #[arg(long, value_enum, default_value = "full")]
     size: Size,
     /// Run only these parts (comma-separated): reference, direct, mixed, devices, group, onechat, latency, drain,
-    /// drain-offline (the drain with its senders gone offline), connections, scaleout, shards. `shards` (a private 3-node RabbitMQ cluster; needs root and Debian's
-    /// rabbitmq-server) runs only when named.
+    /// drain-offline (the drain with its senders gone offline), connections, scaleout, shards. `shards` (a private
+    /// 3-node RabbitMQ cluster; needs root and Debian's rabbitmq-server) runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Backlogs the drain part measures, one run each (comma-separated), instead of the size's

@@ -307,7 +307,7 @@ pub async fn senders_between(
 
 /// The statement of [`senders_between`]: one index range of `messages
 /// (chat_id, seq)` per range (LATERAL).
-pub const SENDERS_BETWEEN: &str = "SELECT r.ord - 1, s.sender_id
+const SENDERS_BETWEEN: &str = "SELECT r.ord - 1, s.sender_id
    FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
    CROSS JOIN LATERAL (
         SELECT DISTINCT m.sender_id FROM messages m
