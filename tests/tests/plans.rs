@@ -154,17 +154,14 @@ async fn a_send_keeps_plans_of_index_lookups() {
     assert!(originals.contains("messages_sender_client_msg_id"), "a clientMsgId is a probe of its index:\n{originals}");
     assert_lookups_only("the clientMsgId check", &originals);
 
-    let types = "uuid[], uuid[], int8[], text[], bytea[], text[], text[], text[], text[], uuid[], uuid[]";
-    let arguments = ["'{}'"; 11].join(", ");
-    let insert = generic_plan(&env, messages::INSERT_MESSAGES, types, &arguments).await;
-    assert!(insert.contains("Insert on messages"), "{insert}");
-    assert_lookups_only("the insert", &insert);
-    let outbox = generic_plan(&env, messages::INSERT_OUTBOX, "uuid[]", "'{}'").await;
-    assert_lookups_only("the outbox rows", &outbox);
-
-    let counters = generic_plan(&env, messages::MOVE_LAST_SEQS, "uuid[], int8[]", "'{}', '{}'").await;
-    assert!(counters.contains("Update on chats") && counters.contains("chats_pkey"), "last seqs move by key:\n{counters}");
-    assert_lookups_only("moving the last seqs", &counters);
+    let types = "uuid[], uuid[], int8[], text[], bytea[], text[], text[], text[], text[], uuid[], uuid[], uuid[], int8[]";
+    let arguments = ["'{}'"; 13].join(", ");
+    let append = generic_plan(&env, messages::APPEND, types, &arguments).await;
+    for part in ["Insert on messages", "Insert on outbox", "Update on chats"] {
+        assert!(append.contains(part), "the append writes all three ({part}):\n{append}");
+    }
+    assert!(append.contains("chats_pkey"), "last seqs move by key:\n{append}");
+    assert_lookups_only("the append", &append);
     env.cleanup().await;
 }
 

@@ -124,20 +124,24 @@ pub const CLIENT_MSG_IDS: &str = "SELECT m.id, m.chat_id, m.seq, m.created_at, m
   CROSS JOIN LATERAL (SELECT * FROM messages m
                        WHERE m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id OFFSET 0) m";
 
-/// Appends the batch's entries to their chats' logs.
-pub const INSERT_MESSAGES: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id,
-                       sender_device, kind, target_id, reply_to)
- SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::text[],
-                      $9::text[], $10::uuid[], $11::uuid[])
- RETURNING id, created_at";
-
-/// The relay's record of the entries whose jobs are still to be published.
-pub const INSERT_OUTBOX: &str = "INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])";
-
-/// Moves each chat's last seq: by key, each chat's new value found by its
-/// position in the arrays (an `UPDATE … FROM UNNEST` join plans to a scan).
-pub const MOVE_LAST_SEQS: &str =
-    "UPDATE chats c SET last_seq = ($2::int8[])[array_position($1::uuid[], c.id)] WHERE c.id = ANY($1::uuid[])";
+/// Appends the batch's entries to their chats' logs ($1–$11), writes the
+/// relay's record of the entries whose jobs are still to be published, and
+/// moves each chat's last seq ($12, $13): one statement, one round trip. The
+/// chats are already locked by this transaction, and the three parts write
+/// different tables, as one statement with several data-modifying parts needs.
+/// A chat's new last seq is found by its position in the arrays (an
+/// `UPDATE … FROM UNNEST` join plans to a scan).
+pub const APPEND: &str = "WITH appended AS (
+      INSERT INTO messages (id, chat_id, seq, sender_id, content, message_type, client_msg_id,
+                            sender_device, kind, target_id, reply_to)
+      SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[],
+                           $8::text[], $9::text[], $10::uuid[], $11::uuid[])
+      RETURNING id, created_at),
+ outboxed AS (
+      INSERT INTO outbox (message_id) SELECT * FROM UNNEST($1::uuid[])),
+ moved AS (
+      UPDATE chats c SET last_seq = ($13::int8[])[array_position($12::uuid[], c.id)] WHERE c.id = ANY($12::uuid[]))
+ SELECT id, created_at FROM appended";
 
 /// Per chat, while a batch is assembled: the next seq and the members.
 struct ChatState {
@@ -361,10 +365,9 @@ async fn try_store_batch(
         plans.push(Plan::New { index: rows.message_ids.len() - 1, recipients });
     }
 
-    let created_at = insert_rows(&mut tx, &rows).await?;
+    let created_at = append(&mut tx, &rows, &chats).await?;
     let by_id: HashMap<Uuid, DateTime<Utc>> = created_at.into_iter().collect();
     apply_effects(&mut tx, &effects, &by_id).await?;
-    update_counters(&mut tx, &chats).await?;
     tx.commit().await?;
 
     let stamp = |id: &Uuid| by_id.get(id).copied().unwrap_or_else(Utc::now);
@@ -453,12 +456,23 @@ async fn existing_client_msg_ids(
     Ok(originals)
 }
 
-/// Inserts messages and outbox rows; returns each message's created_at.
-async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<Vec<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+/// Appends the entries and their outbox rows and moves the chats' last seqs
+/// ([`APPEND`]); returns each entry's created_at.
+async fn append(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &Rows,
+    chats: &HashMap<Uuid, ChatState>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, sqlx::Error> {
     if rows.message_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let created: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(INSERT_MESSAGES)
+    // One row per chat, not per member.
+    let (mut chat_ids, mut last_seqs) = (Vec::new(), Vec::new());
+    for (chat_id, chat) in chats.iter().filter(|(_, chat)| chat.changed) {
+        chat_ids.push(*chat_id);
+        last_seqs.push(chat.last_seq);
+    }
+    sqlx::query_as(APPEND)
         .bind(&rows.message_ids)
         .bind(&rows.chat_ids)
         .bind(&rows.seqs)
@@ -470,10 +484,10 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &Rows) -> Result<
         .bind(&rows.kinds)
         .bind(&rows.target_ids)
         .bind(&rows.reply_tos)
+        .bind(&chat_ids)
+        .bind(&last_seqs)
         .fetch_all(&mut **tx)
-        .await?;
-    sqlx::query(INSERT_OUTBOX).bind(&rows.message_ids).execute(&mut **tx).await?;
-    Ok(created)
+        .await
 }
 
 /// The messages the batch's entries are about or answer, with the reactions
@@ -631,20 +645,6 @@ pub async fn hide_for(pool: &PgPool, user_id: &str, message_id: Uuid) -> Result<
         .bind(message_id)
         .fetch_one(pool)
         .await
-}
-
-/// Writes back the chats' last_seq (one row per chat, not per member).
-async fn update_counters(tx: &mut Transaction<'_, Postgres>, chats: &HashMap<Uuid, ChatState>) -> Result<(), sqlx::Error> {
-    let (mut chat_ids, mut last_seqs) = (Vec::new(), Vec::new());
-    for (chat_id, chat) in chats.iter().filter(|(_, chat)| chat.changed) {
-        chat_ids.push(*chat_id);
-        last_seqs.push(chat.last_seq);
-    }
-    if chat_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(MOVE_LAST_SEQS).bind(&chat_ids).bind(&last_seqs).execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// An entry of a chat's log, as history and sync return it.
