@@ -95,7 +95,7 @@ impl ApiServer {
 
         let state = AppState::new(Inner {
             sends: send::SendBatcher::start(db_kept_plans.clone(), config.send_batch_max, config.send_batch_concurrency),
-            jobs: outbox::JobPublisher::start(db_kept_plans.clone(), broker.clone()),
+            jobs: outbox::JobPublisher::start(db_kept_plans.clone(), broker.clone(), config.outbox_relay_after),
             status_writer: status_writer::StatusWriter::start(db_kept_plans.clone(), broker.clone()),
             rate_limit: ratelimit::UserRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst)
                 .counting(metrics.rate_limited.clone()),

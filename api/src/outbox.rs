@@ -19,6 +19,9 @@ use uuid::Uuid;
 /// Publishes at most this many messages' jobs at once on the fast path.
 const IN_FLIGHT: usize = 512;
 const RELAY_BATCH: i64 = 500;
+/// Confirmed outbox rows are deleted at most this often (see `delete_loop`).
+const DELETE_LINGER: Duration = Duration::from_millis(100);
+const DELETE_BATCH: usize = 10_000;
 
 /// Hands committed messages to the fast-path publisher.
 #[derive(Clone)]
@@ -27,11 +30,13 @@ pub struct JobPublisher {
 }
 
 impl JobPublisher {
-    pub fn start(db: PgPool, broker: Broker) -> Self {
+    /// `relay_after`: how old a row must be before the relay publishes it
+    /// again (`OUTBOX_RELAY_AFTER`); confirmed rows are deleted well before.
+    pub fn start(db: PgPool, broker: Broker, relay_after: Duration) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
         let (done, confirmed) = mpsc::unbounded_channel();
         tokio::spawn(publish_loop(broker, incoming, done));
-        tokio::spawn(delete_loop(db, confirmed));
+        tokio::spawn(delete_loop(db, confirmed, DELETE_LINGER.min(relay_after / 10)));
         Self { queue }
     }
 
@@ -104,10 +109,19 @@ pub async fn publish_jobs(broker: &Broker, jobs: &[DeliveryJob]) -> bool {
     }
 }
 
-/// Deletes outbox rows of confirmed messages, many per statement.
-async fn delete_loop(db: PgPool, mut confirmed: mpsc::UnboundedReceiver<Uuid>) {
+/// Deletes outbox rows of confirmed messages, many per statement: after the
+/// first confirmation, those of the next `linger` join it. Nothing waits for
+/// these deletes, and at a moderate rate this turns a transaction per one or
+/// two messages into one per `linger`.
+async fn delete_loop(db: PgPool, mut confirmed: mpsc::UnboundedReceiver<Uuid>, linger: Duration) {
     let mut batch = Vec::new();
-    while confirmed.recv_many(&mut batch, 1000).await > 0 {
+    while confirmed.recv_many(&mut batch, DELETE_BATCH).await > 0 {
+        tokio::time::sleep(linger).await;
+        while batch.len() < DELETE_BATCH
+            && let Ok(message_id) = confirmed.try_recv()
+        {
+            batch.push(message_id);
+        }
         // If this fails (or a crash undoes it) the relay republishes them: a
         // duplicate job is harmless. So the commit need not wait for the disk.
         if let Err(error) = delete_confirmed(&db, &batch).await {
