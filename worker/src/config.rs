@@ -18,7 +18,9 @@ pub struct WorkerConfig {
     pub delivery_prefetch: u16,
 
     /// Concurrent consumers of the delivery queue (each on its own channel).
-    #[arg(long, env = "DELIVERY_CONSUMERS", default_value_t = 2)]
+    /// One takes bigger batches than two (measured in docs/benchmarks.md,
+    /// "Issue 13, sixth session"); add worker processes to add throughput.
+    #[arg(long, env = "DELIVERY_CONSUMERS", default_value_t = 1)]
     pub delivery_consumers: usize,
 
     /// Most jobs routed together (one database round trip, one push per node).
