@@ -40,6 +40,10 @@ struct Args {
     /// (smoke 300; full 10000,100000). E.g. `--only drain --drain-sizes 1000000`.
     #[arg(long, value_delimiter = ',')]
     drain_sizes: Vec<u64>,
+    /// The live-latency run's offered rate in msg/s, and its RabbitMQ-alone reference's, instead of the
+    /// size's (smoke 200; full 1000). A low rate (e.g. 100) shows the latency of an unloaded machine.
+    #[arg(long)]
+    latency_rate: Option<f64>,
     /// PostgreSQL server URL, without a database name.
     #[arg(long, env = "BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
@@ -130,6 +134,10 @@ async fn main() -> anyhow::Result<()> {
     let mut sizes = Sizes::of(args.size);
     if !args.drain_sizes.is_empty() {
         sizes.backlogs = args.drain_sizes.clone();
+    }
+    if let Some(rate) = args.latency_rate {
+        anyhow::ensure!(rate.is_finite() && rate > 0.0, "--latency-rate must be a positive number of messages per second");
+        sizes.latency_rate = rate;
     }
     let fd_limit = procstat::raise_fd_limit();
     let services = Services { postgres: args.postgres.clone(), amqp: args.amqp.clone() };
