@@ -2,7 +2,7 @@
 
 use courier_shared::{
     broker::PublishOptions,
-    db::{chats, messages, outbox, users},
+    db::{self, chats, messages, outbox, users},
     job::DeliveryJob,
 };
 use courier_tests::{Rest, TestEnv, WsClient, eventually};
@@ -23,6 +23,24 @@ async fn store_without_publishing(env: &TestEnv, chat: &str, sender: &str, count
     for result in messages::store_batch(&env.db, &batch).await.unwrap() {
         result.unwrap();
     }
+}
+
+/// The outbox deletes (and told marks) commit without waiting for the disk,
+/// and only they: the setting ends with their transaction.
+#[tokio::test]
+async fn a_relaxed_transaction_does_not_wait_for_the_disk_and_leaves_the_connection_as_it_was() {
+    let env = TestEnv::new().await;
+    // One connection, so the transaction after it runs where it ran.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&env.database_url).await.unwrap();
+    let setting = "SELECT current_setting('synchronous_commit')";
+    let mut tx = db::begin_relaxed(&pool).await.unwrap();
+    assert_eq!(sqlx::query_scalar::<_, String>(setting).fetch_one(&mut *tx).await.unwrap(), "off");
+    tx.commit().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(sqlx::query_scalar::<_, String>(setting).fetch_one(&mut *tx).await.unwrap(), "on");
+    tx.commit().await.unwrap();
+    pool.close().await;
+    env.cleanup().await;
 }
 
 #[tokio::test]

@@ -137,9 +137,8 @@ pub async fn connect_observed(
 /// (the job is published again and ignored). Never a send (✓ sent promises
 /// durability) nor `delivered` (the sender is shown ✓✓ right after it).
 pub async fn begin_relaxed(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    Ok(tx)
+    // One round trip: a simple query may hold both statements.
+    pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await
 }
 
 /// Applies pending migrations. sqlx holds an advisory lock meanwhile, so two
