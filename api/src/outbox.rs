@@ -116,7 +116,9 @@ pub async fn publish_jobs(broker: &Broker, jobs: &[DeliveryJob]) -> bool {
 async fn delete_loop(db: PgPool, mut confirmed: mpsc::UnboundedReceiver<Uuid>, linger: Duration) {
     let mut batch = Vec::new();
     while confirmed.recv_many(&mut batch, DELETE_BATCH).await > 0 {
-        tokio::time::sleep(linger).await;
+        if batch.len() < DELETE_BATCH {
+            tokio::time::sleep(linger).await;
+        }
         while batch.len() < DELETE_BATCH
             && let Ok(message_id) = confirmed.try_recv()
         {

@@ -305,8 +305,10 @@ pub async fn senders_between(
     sqlx::query_as(SENDERS_BETWEEN).bind(&chat_ids).bind(&user_ids).bind(&after).bind(&up_to).fetch_all(pool).await
 }
 
-/// The statement of [`senders_between`]: one index range of `messages
-/// (chat_id, seq)` per range (LATERAL).
+/// The statement of [`senders_between`]: a range of `messages` per range
+/// (LATERAL). Planned per call: as a kept plan on a table without statistics
+/// it tied between the indexes that start with `chat_id` and could read a
+/// whole chat (docs/benchmarks.md, "Issue 13, fifth session").
 const SENDERS_BETWEEN: &str = "SELECT r.ord - 1, s.sender_id
    FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(chat_id, user_id, after_seq, up_to_seq, ord)
    CROSS JOIN LATERAL (
