@@ -70,8 +70,9 @@ async function newPage(context) {
   return page;
 }
 
-async function signIn(context, userId, name) {
+async function signIn(context, userId, name, link = null) {
   const page = await newPage(context);
+  if (link) await routeSocket(page, link);
   await page.goto(URL);
   await page.fill('#signin-user', userId);
   await page.fill('#signin-name', name);
@@ -81,13 +82,33 @@ async function signIn(context, userId, name) {
   return page;
 }
 
-/// Routes the page's /ws connections through the test: while `cut()` says
-/// so, each is closed at once (the server is out of reach); otherwise it is
-/// passed on to the server. Applies to connections opened from now on.
-async function routeSocket(page, cut) {
+/// A switch between a page and the server: while `away`, each new /ws
+/// connection of the page is closed at once (the server is out of reach);
+/// otherwise it is passed on.
+function socketLink() {
+  return { away: false, waiters: [] };
+}
+
+/// Resolves when `link` next closes a connection; fails after DEADLINE_MS.
+function refusal(link) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no connection attempt reached the cut')), DEADLINE_MS);
+    link.waiters.push(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/// Routes the page's /ws connections through `link`. Must be installed before
+/// the page loads (signIn does): Playwright swaps the page's WebSocket class
+/// when the first route is added, and the client keeps the class it found when
+/// it started, so a route added later never sees its sockets.
+async function routeSocket(page, link) {
   await page.routeWebSocket(/\/ws\?/, (ws) => {
-    if (cut()) ws.close();
-    else ws.connectToServer();
+    if (!link.away) return ws.connectToServer();
+    ws.close();
+    for (const wake of link.waiters.splice(0)) wake();
   });
 }
 
@@ -125,16 +146,20 @@ async function assertFavicon(page) {
   assert.ok(decoded, 'the favicon decodes');
 }
 
-/// Cuts the page off from the server (every new /ws connection fails, as when
-/// it is out of reach), drops the socket, and signs out under the
-/// reconnecting banner: the link is below it, not under it, and takes the click.
-async function signOutWhileReconnecting(page) {
+/// Cuts the page off from the server through `link` (every new /ws
+/// connection fails, as when it is out of reach), drops the socket, and signs
+/// out under the reconnecting banner: the link is below it, not under it, and
+/// takes the click.
+async function signOutWhileReconnecting(page, link) {
   // Connected first: a connection attempt already under way when the cut
-  // below is installed (the client still backing off from an earlier cut)
-  // would reach the server, and its session:ready hides the banner.
+  // below is made (the client still backing off from an earlier cut) would
+  // reach the server, and its session:ready hides the banner.
   await page.waitForFunction(() => state.client?.state === 'open');
-  await routeSocket(page, () => true);
+  link.away = true;
+  const refused = refusal(link);
   await page.evaluate(() => state.client.reconnect());
+  // The page tried again and was turned away: the cut is in effect.
+  await refused;
   // Both boxes read in one go in the page, once the banner shows: read one
   // after the other, from here, they once straddled a change of the page.
   const boxes = await (await page.waitForFunction(() => {
@@ -175,7 +200,8 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
   const bobFirst = await signIn(contextB, bob, 'Bob');
   await bobFirst.close();
 
-  const pageA = await signIn(contextA, alice, 'Alice');
+  const [linkA, linkB] = [socketLink(), socketLink()];
+  const pageA = await signIn(contextA, alice, 'Alice', linkA);
   // The header names the user (the token's `name`); the id is on hover.
   assert.equal(await pageA.textContent('#me'), 'Alice');
   assert.equal(await pageA.getAttribute('#me', 'title'), alice);
@@ -196,7 +222,7 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
   assert.equal(await pageA.locator('.msg.mine .tick').first().textContent(), '✓');
 
   // B comes online: the page receives and acknowledges the backlog.
-  const pageB = await signIn(contextB, bob, 'Bob');
+  const pageB = await signIn(contextB, bob, 'Bob', linkB);
   await ticks(pageA, 'delivered', 3);
   assert.equal(await pageA.locator('.msg.mine .tick').first().textContent(), '✓✓');
   await pageA.waitForSelector('.chat .dot.online');
@@ -221,15 +247,17 @@ test('offline B sees three messages in order; A sees delivered, then read', asyn
 
   // The socket drops and the server is out of reach for a while: the page
   // says so, reconnects by itself once it is back, and says so again.
-  let away = true;
-  await routeSocket(pageB, () => away);
+  linkB.away = true;
+  const refused = refusal(linkB);
   await pageB.evaluate(() => state.client.reconnect());
   await pageB.waitForSelector('#banner:not([hidden])');
-  away = false;
+  await refused;
+  assert.ok(await pageB.isVisible('#banner'), 'a refused connection leaves the banner up');
+  linkB.away = false;
   await pageB.waitForSelector('#banner[hidden]', { state: 'attached' });
 
   // A's server is out of reach: A can still sign out.
-  await signOutWhileReconnecting(pageA);
+  await signOutWhileReconnecting(pageA, linkA);
   assert.deepEqual(problems.flat(), []);
   await contextA.close();
   await contextB.close();
@@ -377,7 +405,8 @@ test('on a phone (390×844) the chat list, then the open chat, take the whole wi
   const sent = await rest(daveToken, 'POST', `/chats/${chatId}/messages`, { content: 'Hi Carol! Free for lunch today?' });
   assert.ok(sent.status < 300, `send: ${sent.status} ${JSON.stringify(sent.body)}`);
 
-  const page = await signIn(context, carol, 'Carol');
+  const link = socketLink();
+  const page = await signIn(context, carol, 'Carol', link);
   assert.equal(await page.textContent('#me'), 'Carol');
   await page.waitForFunction(() => document.querySelector('.chat .unread')?.textContent === '1');
 
@@ -412,7 +441,7 @@ test('on a phone (390×844) the chat list, then the open chat, take the whole wi
   await page.click('.chat');
   await page.waitForSelector('.conversation', { state: 'visible' });
   await assertFavicon(page);
-  await signOutWhileReconnecting(page);
+  await signOutWhileReconnecting(page, link);
   assert.deepEqual(problems, []);
   await context.close();
 });
