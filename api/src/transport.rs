@@ -69,10 +69,6 @@ pub enum ClientInput {
     Ack(u64),
     /// The client reported `message:delivered` for a message (already written).
     Delivered(Uuid),
-    /// The client will not acknowledge server frame `id` (a Socket.IO ack
-    /// that timed out). A status update stops taking up room and is sent again
-    /// on the next connection; a message is still resent until acknowledged.
-    Unanswered(u64),
 }
 
 /// The answer to one client event.

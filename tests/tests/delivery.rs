@@ -324,3 +324,50 @@ async fn an_ack_is_taken_while_an_earlier_send_of_the_connection_waits() {
     assert!(again.is_empty(), "the acknowledged frame was sent again: {again:?}");
     env.cleanup().await;
 }
+
+/// A client that acknowledges its messages but not the `message:status`
+/// frames (the protocol lets it: an unacknowledged status only comes again on
+/// the next connection) keeps getting messages live: statuses take no room
+/// from messages in the ack window. An unanswered status is given up after
+/// ACK_TIMEOUT and comes again on the next connection.
+#[tokio::test]
+async fn unacknowledged_statuses_never_hold_back_messages() {
+    let mut env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.max_unacked = 4;
+    config.ack_timeout = Duration::from_millis(300);
+    let addr = env.start_api_with(config).await;
+    env.start_worker().await;
+    let chat = Rest::new(&addr, Some(&env.token("alice"))).create_chat("direct", &["bob"]).await;
+    let mut alice = WsClient::connect_without_acks(&addr, &env.token("alice")).await.unwrap();
+    let mut bob = WsClient::connect(&addr, &env.token("bob")).await.unwrap();
+
+    // Twice as many statuses as the window holds, none acknowledged.
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        sent.push(alice.send_message(&chat, &format!("m{i}")).await["messageId"].clone());
+    }
+    bob.receive_messages(8).await;
+    for _ in 0..8 {
+        let status = alice.wait_for("a delivered status", |f| f["event"] == "message:status").await;
+        assert_eq!(status["data"]["status"], "delivered");
+    }
+
+    // Bob answers: it reaches Alice live, though none of her statuses was acknowledged.
+    bob.send_message(&chat, "answer").await;
+    let answer = alice.wait_event("message:receive").await;
+    assert_eq!(answer["data"]["content"], "answer");
+    alice.ack(&answer["id"]).await;
+
+    // Never shown as far as the server knows: the next connection gets all eight again.
+    alice.close().await;
+    let mut again = WsClient::connect(&addr, &env.token("alice")).await.unwrap();
+    let mut replayed = Vec::new();
+    for _ in 0..8 {
+        replayed.push(again.wait_for("a replayed status", |f| f["event"] == "message:status").await["data"]["messageId"].clone());
+    }
+    replayed.sort_by_key(|id| id.to_string());
+    sent.sort_by_key(|id| id.to_string());
+    assert_eq!(replayed, sent);
+    env.cleanup().await;
+}

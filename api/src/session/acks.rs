@@ -5,22 +5,37 @@
 //! At most `max_unacked` live messages should be in flight: the window says
 //! how much [`AckWindow::room`] is left, and the ordering gate leaves what does
 //! not fit in PostgreSQL. Drain pages are not held back here (the worker
-//! bounds a drain by the credit the session reports), nor are status updates.
+//! bounds a drain by the credit the session reports), nor are status updates:
+//! they take no room from messages, and one not acknowledged within
+//! ACK_TIMEOUT is given up (it comes again on the next connection), so a
+//! client that never acknowledges them holds neither messages nor memory.
 //!
 //! Pure bookkeeping: no I/O and no clock of its own (callers pass `now`), so
 //! its rules are unit-tested below; the session sends what it returns.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use courier_shared::job::{Delivery, SenderStatus};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// A frame waiting for the client's ack.
-enum Pending {
-    Delivery { delivery: Delivery, from_drain: bool, due: Instant, sends: u32 },
-    Status { status: SenderStatus, from_drain: bool },
+/// A message frame waiting for the client's ack, sent again at `due`.
+struct PendingDelivery {
+    delivery: Delivery,
+    from_drain: bool,
+    due: Instant,
+    sends: u32,
+}
+
+/// A status frame waiting for the client's ack, given up at `give_up_at`.
+struct PendingStatus {
+    status: SenderStatus,
+    from_drain: bool,
+    give_up_at: Instant,
 }
 
 /// A frame the client acknowledged, handed back for the session to record.
@@ -58,12 +73,14 @@ pub struct AckWindow {
     ack_timeout_max: Duration,
     max_unacked: usize,
     last_frame_id: u64,
-    unacked: HashMap<u64, Pending>,
+    deliveries: HashMap<u64, PendingDelivery>,
+    /// By frame id, which is also the order they are given up in: all wait ACK_TIMEOUT.
+    statuses: BTreeMap<u64, PendingStatus>,
     /// Message frames from the drain not yet acked (`sync:done` waits for
     /// none). Entries about messages (edits, deletes, reactions) are not
     /// counted: a client written for messages only never acks them.
     drain_deliveries: u64,
-    /// Earliest time a resend may be due.
+    /// Earliest time a message's resend may be due.
     next_resend: Option<Instant>,
 }
 
@@ -74,7 +91,8 @@ impl AckWindow {
             ack_timeout_max,
             max_unacked: max_unacked.max(1),
             last_frame_id: 0,
-            unacked: HashMap::new(),
+            deliveries: HashMap::new(),
+            statuses: BTreeMap::new(),
             drain_deliveries: 0,
             next_resend: None,
         }
@@ -86,22 +104,22 @@ impl AckWindow {
         self.last_frame_id
     }
 
-    /// How many more frames may be in flight.
+    /// How many more messages may be in flight.
     pub fn room(&self) -> usize {
-        self.max_unacked.saturating_sub(self.unacked.len())
+        self.max_unacked.saturating_sub(self.deliveries.len())
     }
 
     /// Whether at most half the window is in use: only then are deliveries
     /// left in PostgreSQL read back, so that a trickle of acks does not turn
     /// into a read per ack.
     pub fn has_room_to_resume(&self) -> bool {
-        self.unacked.len() < self.max_unacked / 2
+        self.deliveries.len() < self.max_unacked / 2
     }
 
     /// Frames awaiting an ack.
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.unacked.len()
+        self.deliveries.len() + self.statuses.len()
     }
 
     /// Drain deliveries still awaiting an ack.
@@ -117,13 +135,15 @@ impl AckWindow {
         if from_drain && delivery.kind.is_message() {
             self.drain_deliveries += 1;
         }
-        self.unacked.insert(frame_id, Pending::Delivery { delivery, from_drain, due, sends: 1 });
+        self.deliveries.insert(frame_id, PendingDelivery { delivery, from_drain, due, sends: 1 });
     }
 
-    /// `message:status` frame `frame_id` went out; it is not sent again on this
-    /// connection (the next drain does if it is never acknowledged).
-    pub fn sent_status(&mut self, frame_id: u64, status: SenderStatus, from_drain: bool) {
-        self.unacked.insert(frame_id, Pending::Status { status, from_drain });
+    /// `message:status` frame `frame_id` went out at `now`; it is not sent
+    /// again on this connection (the next drain does if it is never
+    /// acknowledged), and is given up after ACK_TIMEOUT.
+    pub fn sent_status(&mut self, frame_id: u64, status: SenderStatus, from_drain: bool, now: Instant) {
+        let give_up_at = now + self.ack_timeout;
+        self.statuses.insert(frame_id, PendingStatus { status, from_drain, give_up_at });
     }
 
     /// The client's ack of frame `frame_id`. `Ok(None)` for a frame already
@@ -137,15 +157,14 @@ impl AckWindow {
 
     /// Frame `frame_id` no longer awaits an ack.
     pub fn settle(&mut self, frame_id: u64) -> Option<Settled> {
-        match self.unacked.remove(&frame_id)? {
-            Pending::Delivery { delivery, from_drain, .. } => {
-                if from_drain && delivery.kind.is_message() {
-                    self.drain_deliveries = self.drain_deliveries.saturating_sub(1);
-                }
-                Some(Settled::Delivery { delivery, from_drain })
+        if let Some(PendingDelivery { delivery, from_drain, .. }) = self.deliveries.remove(&frame_id) {
+            if from_drain && delivery.kind.is_message() {
+                self.drain_deliveries = self.drain_deliveries.saturating_sub(1);
             }
-            Pending::Status { status, from_drain } => Some(Settled::Status { status, from_drain }),
+            return Some(Settled::Delivery { delivery, from_drain });
         }
+        let PendingStatus { status, from_drain, .. } = self.statuses.remove(&frame_id)?;
+        Some(Settled::Status { status, from_drain })
     }
 
     /// What `message:delivered {messageId}` acknowledges (it names messages,
@@ -155,49 +174,42 @@ impl AckWindow {
     /// `message:delivered` (the guide's) has no id to name those by, and has
     /// been sent them: frames go out in seq order per chat.
     pub fn frames_delivered_with(&self, message_id: Uuid) -> Vec<u64> {
-        let Some((frame_id, chat_id, seq)) = self.unacked.iter().find_map(|(id, pending)| match pending {
-            Pending::Delivery { delivery, .. } if delivery.message_id == message_id && delivery.kind.is_message() => {
-                Some((*id, delivery.chat_id, delivery.seq))
-            }
-            _ => None,
+        let Some((frame_id, chat_id, seq)) = self.deliveries.iter().find_map(|(id, PendingDelivery { delivery, .. })| {
+            (delivery.message_id == message_id && delivery.kind.is_message()).then_some((*id, delivery.chat_id, delivery.seq))
         }) else {
             return Vec::new();
         };
         let mut frames: Vec<u64> = self
-            .unacked
+            .deliveries
             .iter()
-            .filter_map(|(id, pending)| match pending {
-                Pending::Delivery { delivery, .. }
-                    if !delivery.kind.is_message() && delivery.chat_id == chat_id && delivery.seq < seq =>
-                {
-                    Some(*id)
-                }
-                _ => None,
+            .filter(|(_, PendingDelivery { delivery, .. })| {
+                !delivery.kind.is_message() && delivery.chat_id == chat_id && delivery.seq < seq
             })
+            .map(|(id, _)| *id)
             .collect();
         frames.push(frame_id);
         frames.sort_unstable();
         frames
     }
 
-    /// The client will never acknowledge frame `frame_id`. A status update
-    /// stops taking up room (the device's told mark stays behind, so the next
-    /// drain sends it again): returns whether it came from the drain. A message is
-    /// kept, and resent until acknowledged: returns `None`.
-    pub fn give_up_status(&mut self, frame_id: u64) -> Option<bool> {
-        match self.unacked.get(&frame_id) {
-            Some(Pending::Status { from_drain, .. }) => {
-                let from_drain = *from_drain;
-                self.unacked.remove(&frame_id);
-                Some(from_drain)
-            }
-            _ => None,
+    /// Gives up the status frames unacknowledged since ACK_TIMEOUT before
+    /// `now` (the device's told mark stays behind, so the next drain sends
+    /// them again): returns how many of them came from the drain. Messages are
+    /// never given up: they are resent until acknowledged.
+    pub fn give_up_statuses(&mut self, now: Instant) -> u64 {
+        let mut from_drain = 0;
+        while let Some(entry) = self.statuses.first_entry()
+            && entry.get().give_up_at <= now
+        {
+            from_drain += u64::from(entry.remove().from_drain);
         }
+        from_drain
     }
 
-    /// When the earliest resend may be due.
-    pub fn next_resend(&self) -> Option<Instant> {
-        self.next_resend
+    /// When the earliest resend, or the earliest give-up of a status, may be due.
+    pub fn next_due(&self) -> Option<Instant> {
+        let give_up = self.statuses.first_key_value().map(|(_, status)| status.give_up_at);
+        [self.next_resend, give_up].into_iter().flatten().min()
     }
 
     /// The messages whose ack is overdue at `now`, in frame order, each
@@ -206,38 +218,24 @@ impl AckWindow {
         if self.next_resend.is_none_or(|at| at > now) {
             return Vec::new();
         }
-        let mut due: Vec<u64> = self
-            .unacked
-            .iter()
-            .filter(|(_, p)| matches!(p, Pending::Delivery { due, .. } if *due <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due: Vec<u64> =
+            self.deliveries.iter().filter(|(_, pending)| pending.due <= now).map(|(id, _)| *id).collect();
         due.sort_unstable();
         let mut resends = Vec::with_capacity(due.len());
         for frame_id in due {
-            if let Some(Pending::Delivery { due, sends, .. }) = self.unacked.get_mut(&frame_id) {
+            if let Some(PendingDelivery { due, sends, .. }) = self.deliveries.get_mut(&frame_id) {
                 *sends += 1;
                 *due = now + resend_delay(self.ack_timeout, self.ack_timeout_max, *sends);
                 resends.push(Resend { frame_id, attempt: *sends });
             }
         }
-        self.next_resend = self
-            .unacked
-            .values()
-            .filter_map(|p| match p {
-                Pending::Delivery { due, .. } => Some(*due),
-                Pending::Status { .. } => None,
-            })
-            .min();
+        self.next_resend = self.deliveries.values().map(|pending| pending.due).min();
         resends
     }
 
     /// The message frame `frame_id` carries, while it awaits its ack.
     pub fn delivery(&self, frame_id: u64) -> Option<&Delivery> {
-        match self.unacked.get(&frame_id) {
-            Some(Pending::Delivery { delivery, .. }) => Some(delivery),
-            _ => None,
-        }
+        self.deliveries.get(&frame_id).map(|pending| &pending.delivery)
     }
 }
 
@@ -354,21 +352,21 @@ mod tests {
         let start = Instant::now();
         let mut window = window(8);
         let id = send(&mut window, 1, false, start);
-        assert_eq!(window.next_resend(), Some(start + ACK_TIMEOUT));
+        assert_eq!(window.next_due(), Some(start + ACK_TIMEOUT));
 
         assert!(window.resends_due(start + ACK_TIMEOUT - Duration::from_millis(1)).is_empty());
         let first = start + ACK_TIMEOUT;
         assert_eq!(window.resends_due(first), vec![Resend { frame_id: id, attempt: 2 }]);
         // Then 20 s, 40 s, ... under the same frame id.
-        assert_eq!(window.next_resend(), Some(first + Duration::from_secs(20)));
+        assert_eq!(window.next_due(), Some(first + Duration::from_secs(20)));
         assert!(window.resends_due(first + Duration::from_secs(19)).is_empty());
         let second = first + Duration::from_secs(20);
         assert_eq!(window.resends_due(second), vec![Resend { frame_id: id, attempt: 3 }]);
-        assert_eq!(window.next_resend(), Some(second + Duration::from_secs(40)));
+        assert_eq!(window.next_due(), Some(second + Duration::from_secs(40)));
 
         assert!(window.ack(id).unwrap().is_some());
         assert!(window.resends_due(second + Duration::from_secs(3600)).is_empty());
-        assert_eq!(window.next_resend(), None, "nothing left to resend");
+        assert_eq!(window.next_due(), None, "nothing left to resend");
     }
 
     #[test]
@@ -388,7 +386,7 @@ mod tests {
         let early = send(&mut window, 1, false, start);
         let later = send(&mut window, 2, false, start + Duration::from_secs(5));
         assert_eq!(window.resends_due(start + ACK_TIMEOUT), vec![Resend { frame_id: early, attempt: 2 }]);
-        assert_eq!(window.next_resend(), Some(start + Duration::from_secs(15)), "the later one is next");
+        assert_eq!(window.next_due(), Some(start + Duration::from_secs(15)), "the later one is next");
         assert_eq!(
             window.resends_due(start + Duration::from_secs(15)),
             vec![Resend { frame_id: later, attempt: 2 }]
@@ -397,10 +395,11 @@ mod tests {
 
     #[test]
     fn status_updates_are_never_resent_on_the_connection() {
+        let now = Instant::now();
         let mut window = window(8);
         let id = window.next_frame_id();
-        window.sent_status(id, status(1), false);
-        assert_eq!(window.next_resend(), None);
+        window.sent_status(id, status(1), false, now);
+        assert!(window.resends_due(now + ACK_TIMEOUT).is_empty());
         assert_eq!(window.in_flight(), 1);
         assert_eq!(window.ack(id), Ok(Some(Settled::Status { status: status(1), from_drain: false })));
     }
@@ -413,10 +412,13 @@ mod tests {
         assert_eq!(window.room(), 0);
         window.ack(ids[0]).unwrap();
         assert_eq!(window.room(), 1);
-        // Statuses count against the window too.
-        let id = window.next_frame_id();
-        window.sent_status(id, status(9), false);
-        assert_eq!(window.room(), 0);
+        // Statuses take no room from messages, however many await their ack.
+        for seq in 10..20 {
+            let id = window.next_frame_id();
+            window.sent_status(id, status(seq), false, now);
+        }
+        assert_eq!(window.room(), 1);
+        assert!(!window.has_room_to_resume(), "3 messages of 4 in flight");
     }
 
     #[test]
@@ -477,16 +479,25 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_status_stops_taking_room_but_an_unanswered_message_does_not() {
+    fn statuses_unanswered_for_the_ack_timeout_are_given_up_in_frame_order_but_messages_are_not() {
         let now = Instant::now();
         let mut window = window(8);
-        let message = send(&mut window, 1, false, now);
-        let update = window.next_frame_id();
-        window.sent_status(update, status(1), true);
+        let first = window.next_frame_id();
+        window.sent_status(first, status(1), true, now);
+        let second = window.next_frame_id();
+        window.sent_status(second, status(2), false, now + Duration::from_secs(1));
+        let message = send(&mut window, 3, false, now + Duration::from_secs(2));
+        assert_eq!(window.next_due(), Some(now + ACK_TIMEOUT), "the first status's give-up");
 
-        assert_eq!(window.give_up_status(message), None, "a message is resent until acknowledged");
-        assert_eq!(window.give_up_status(update), Some(true));
+        assert_eq!(window.give_up_statuses(now + ACK_TIMEOUT - Duration::from_millis(1)), 0);
+        assert_eq!(window.in_flight(), 3);
+        assert_eq!(window.give_up_statuses(now + ACK_TIMEOUT), 1, "the first, from the drain");
+        assert_eq!(window.next_due(), Some(now + Duration::from_secs(1) + ACK_TIMEOUT), "then the second's");
+        assert_eq!(window.ack(first), Ok(None), "a late ack of a status given up settles nothing");
+
+        assert_eq!(window.give_up_statuses(now + Duration::from_secs(3600)), 0, "the second was live");
         assert_eq!(window.in_flight(), 1);
-        assert_eq!(window.give_up_status(update), None, "already gone");
+        assert!(window.delivery(message).is_some(), "a message is resent until acknowledged");
+        assert_eq!(window.next_due(), Some(now + Duration::from_secs(2) + ACK_TIMEOUT), "its resend");
     }
 }

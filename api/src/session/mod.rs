@@ -161,7 +161,7 @@ impl Session {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        [self.acks.next_resend(), self.gate.next_deadline(), self.catch_up.next_wake()].into_iter().flatten().min()
+        [self.acks.next_due(), self.gate.next_deadline(), self.catch_up.next_wake()].into_iter().flatten().min()
     }
 
     async fn on_client<T: Transport>(&mut self, transport: &mut T, input: ClientInput) -> Result<(), TransportClosed> {
@@ -197,17 +197,6 @@ impl Session {
                 for frame_id in self.acks.frames_delivered_with(message_id) {
                     let settled = self.acks.settle(frame_id);
                     self.on_settled(transport, settled).await?;
-                }
-                Ok(())
-            }
-            ClientInput::Unanswered(id) => {
-                if let Some(from_drain) = self.acks.give_up_status(id) {
-                    if from_drain {
-                        self.drain_settled(1);
-                    }
-                    if self.gate.has_overflow() && self.acks.has_room_to_resume() {
-                        self.resume_overflow(transport).await?;
-                    }
                 }
                 Ok(())
             }
@@ -384,7 +373,7 @@ impl Session {
         }
         let id = self.acks.next_frame_id();
         transport.send_event(id, Outgoing::Status(&status.update)).await?;
-        self.acks.sent_status(id, status, from_drain);
+        self.acks.sent_status(id, status, from_drain, Instant::now());
         Ok(())
     }
 
@@ -486,6 +475,11 @@ impl Session {
     async fn on_timer<T: Transport>(&mut self, transport: &mut T) -> Result<(), TransportClosed> {
         let now = Instant::now();
         self.resend_due(transport, now).await?;
+        // Statuses the client left unacknowledged come again on its next connection.
+        let given_up_from_drain = self.acks.give_up_statuses(now);
+        if given_up_from_drain > 0 {
+            self.drain_settled(given_up_from_drain);
+        }
         for chat_id in self.gate.gaps_due(now) {
             self.fill_gap(transport, chat_id).await?;
         }

@@ -142,7 +142,7 @@ async fn run_connection(state: AppState, socket: SocketRef, admitted: Admitted, 
     let config = &state.config;
     let timeouts = transport::Timeouts {
         write: config.write_timeout,
-        // A late ack of a message still counts; a status ack only frees room.
+        // A late ack of a message still counts; a status is given up after ACK_TIMEOUT.
         delivery_ack: config.ack_timeout_max.max(config.ack_timeout),
         status_ack: config.ack_timeout,
     };

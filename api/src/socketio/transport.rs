@@ -27,7 +27,7 @@ pub struct Timeouts {
     pub write: Duration,
     /// How long an ack of `message:receive` is awaited (the session resends meanwhile).
     pub delivery_ack: Duration,
-    /// How long an ack of `message:status` is awaited before it stops taking up room.
+    /// How long an ack of `message:status` is awaited (the session gives the status up after as long).
     pub status_ack: Duration,
 }
 
@@ -116,8 +116,7 @@ impl SioTransport {
                 (Ok(reply), _) if refused(&reply) => return,
                 // An ack whose arguments cannot be read is still an answer.
                 (Ok(_) | Err(AckError::Decode(_)), _) => ClientInput::Ack(id),
-                (Err(AckError::Timeout), Awaited::Status) => ClientInput::Unanswered(id),
-                // A message not acknowledged in time is resent by the session.
+                // Not acknowledged in time: the session resends a message, and gives a status up.
                 (Err(_), _) => return,
             };
             if let Some(session) = acks.upgrade() {
