@@ -100,6 +100,13 @@ pub trait Transport: Send {
     fn send_event(&mut self, id: u64, event: Outgoing<'_>) -> impl Future<Output = Result<(), TransportClosed>> + Send;
     /// Sends the reply to a client event.
     fn send_reply(&mut self, reply: Reply) -> impl Future<Output = Result<(), TransportClosed>> + Send;
+    /// Writes out what `send_event` and `send_reply` have queued. The session
+    /// calls it whenever it has nothing more ready to send, so frames that
+    /// are ready together go out in one write to the socket. Transports that
+    /// write each frame as it comes need not implement it.
+    fn flush(&mut self) -> impl Future<Output = Result<(), TransportClosed>> + Send {
+        std::future::ready(Ok(()))
+    }
     /// Closes the connection with a reason.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
 }

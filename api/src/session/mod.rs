@@ -35,6 +35,7 @@ use courier_shared::{
     job::{Delivery, SenderStatus},
     protocol::{DeliveryStatus, SentMessage, server_events},
 };
+use futures::FutureExt;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -106,6 +107,7 @@ impl Session {
         // it can be in, and this one lives as long as the connection. Inline,
         // the deepest handler (a gap read from PostgreSQL) would be carried
         // by every idle connection; boxed, it costs an allocation while it runs.
+        let mut steps_unflushed = 0;
         let reason = loop {
             let missed = handle.take_missed();
             if !missed.is_empty() && Box::pin(self.on_missed(&mut transport, missed)).await.is_err() {
@@ -119,19 +121,31 @@ impl Session {
                 break self.why_closed(&too_slow, &node_stopping);
             }
             let wake_at = self.next_wake();
-            let step = tokio::select! {
-                biased;
-                () = node_stopping.cancelled() => break CloseReason::ServerRestart,
-                () = too_slow.cancelled() => break CloseReason::SlowConsumer,
-                input = client.recv() => match input {
-                    Some(input) => Box::pin(self.on_client(&mut transport, *input)).await,
-                    None => break CloseReason::Normal,
-                },
-                input = pushes.recv() => match input {
-                    Some(input) => Box::pin(self.on_push(&mut transport, *input)).await,
-                    None => break CloseReason::Normal,
-                },
-                () = sleep_until(wake_at), if wake_at.is_some() => Box::pin(self.on_timer(&mut transport)).await,
+            // Frames are written out when nothing more is ready at once (or
+            // after FLUSH_AFTER_STEPS steps), so a burst goes out in one write.
+            let ready = if steps_unflushed < FLUSH_AFTER_STEPS {
+                next_input(&node_stopping, &too_slow, &mut client, &mut pushes, wake_at).now_or_never()
+            } else {
+                None
+            };
+            let wake = match ready {
+                Some(wake) => wake,
+                None => {
+                    steps_unflushed = 0;
+                    if Box::pin(transport.flush()).await.is_err() {
+                        break self.why_closed(&too_slow, &node_stopping);
+                    }
+                    next_input(&node_stopping, &too_slow, &mut client, &mut pushes, wake_at).await
+                }
+            };
+            steps_unflushed += 1;
+            let step = match wake {
+                Wake::Stopping => break CloseReason::ServerRestart,
+                Wake::TooSlow => break CloseReason::SlowConsumer,
+                Wake::Client(Some(input)) => Box::pin(self.on_client(&mut transport, *input)).await,
+                Wake::Push(Some(input)) => Box::pin(self.on_push(&mut transport, *input)).await,
+                Wake::Client(None) | Wake::Push(None) => break CloseReason::Normal,
+                Wake::Timer => Box::pin(self.on_timer(&mut transport)).await,
             };
             if step.is_err() {
                 break self.why_closed(&too_slow, &node_stopping);
@@ -305,6 +319,8 @@ impl Session {
 
     async fn read_gap<T: Transport>(&mut self, transport: &mut T, read: GapRead) -> Result<(), TransportClosed> {
         let GapRead { chat_id, after, up_to, limit } = read;
+        // What is queued goes out before the session waits for PostgreSQL.
+        transport.flush().await?;
         let db = &self.state.db;
         match log::device_gap(db, &self.user_id, &self.device_id, chat_id, after, up_to, limit as i64).await {
             Ok(rows) => {
@@ -508,6 +524,38 @@ impl Session {
 
     fn tell_worker(&self, message: ToWorker) {
         drain_control::send(&self.state, message.worker_id, message.control);
+    }
+}
+
+/// Steps a session handles at most before it writes out its queued frames,
+/// even while more input is ready: bounds how long a frame waits in a burst.
+const FLUSH_AFTER_STEPS: u32 = 64;
+
+/// What woke a session.
+enum Wake {
+    Stopping,
+    TooSlow,
+    Client(Option<Box<ClientInput>>),
+    Push(Option<Box<SessionInput>>),
+    Timer,
+}
+
+/// Waits for the session's next input. Every branch is cancel-safe, so the
+/// loop can poll it once to see whether anything is ready and drop it.
+async fn next_input(
+    node_stopping: &CancellationToken,
+    too_slow: &CancellationToken,
+    client: &mut mpsc::Receiver<Box<ClientInput>>,
+    pushes: &mut mpsc::Receiver<Box<SessionInput>>,
+    wake_at: Option<Instant>,
+) -> Wake {
+    tokio::select! {
+        biased;
+        () = node_stopping.cancelled() => Wake::Stopping,
+        () = too_slow.cancelled() => Wake::TooSlow,
+        input = client.recv() => Wake::Client(input),
+        input = pushes.recv() => Wake::Push(input),
+        () = sleep_until(wake_at), if wake_at.is_some() => Wake::Timer,
     }
 }
 

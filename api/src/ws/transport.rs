@@ -17,6 +17,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct WsTransport {
     sink: SplitSink<WebSocket, Message>,
+    /// Frames queued since the last flush: the session flushes when it has
+    /// nothing more ready, so frames ready together go out in one write.
+    unflushed: bool,
     /// Cancelled when a send must be abandoned (slow client, node stopping);
     /// cancelled here when the client stops reading.
     too_slow: CancellationToken,
@@ -26,21 +29,33 @@ pub struct WsTransport {
 
 impl WsTransport {
     pub fn new(sink: SplitSink<WebSocket, Message>, too_slow: CancellationToken, write_timeout: Duration) -> Self {
-        Self { sink, too_slow, write_timeout }
+        Self { sink, unflushed: false, too_slow, write_timeout }
     }
 
+    /// Queues a frame; the socket buffers up to its write buffer size
+    /// (128 KiB) before writing on its own.
     async fn send_text(&mut self, text: String) -> Result<(), TransportClosed> {
-        tokio::select! {
-            sent = tokio::time::timeout(self.write_timeout, self.sink.send(Message::Text(text.into()))) => match sent {
-                Ok(sent) => sent.map_err(|_| TransportClosed),
-                Err(_) => {
-                    tracing::warn!("client stopped reading: closing the connection");
-                    self.too_slow.cancel();
-                    Err(TransportClosed)
-                }
-            },
-            () = self.too_slow.cancelled() => Err(TransportClosed),
-        }
+        self.unflushed = true;
+        guarded(&self.too_slow, self.write_timeout, self.sink.feed(Message::Text(text.into()))).await
+    }
+}
+
+/// Runs a write to the socket, giving up on a client that stopped reading.
+async fn guarded(
+    too_slow: &CancellationToken,
+    write_timeout: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), TransportClosed> {
+    tokio::select! {
+        written = tokio::time::timeout(write_timeout, write) => match written {
+            Ok(written) => written.map_err(|_| TransportClosed),
+            Err(_) => {
+                tracing::warn!("client stopped reading: closing the connection");
+                too_slow.cancel();
+                Err(TransportClosed)
+            }
+        },
+        () = too_slow.cancelled() => Err(TransportClosed),
     }
 }
 
@@ -74,6 +89,13 @@ impl Transport for WsTransport {
             Err(error) => protocol::error_frame(reply.id, &error),
         };
         self.send_text(text).await
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportClosed> {
+        if !std::mem::take(&mut self.unflushed) {
+            return Ok(());
+        }
+        guarded(&self.too_slow, self.write_timeout, self.sink.flush()).await
     }
 
     async fn close(&mut self, reason: CloseReason) {
