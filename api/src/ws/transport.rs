@@ -32,8 +32,8 @@ impl WsTransport {
         Self { sink, unflushed: false, too_slow, write_timeout }
     }
 
-    /// Queues a frame; the socket buffers up to its write buffer size
-    /// (128 KiB) before writing on its own.
+    /// Queues a frame; the socket writes on its own once its write buffer
+    /// (`SOCKET_BUFFER_BYTES`, 4 KiB) is full, and the rest at `flush`.
     async fn send_text(&mut self, text: String) -> Result<(), TransportClosed> {
         self.unflushed = true;
         guarded(&self.too_slow, self.write_timeout, self.sink.feed(Message::Text(text.into()))).await
