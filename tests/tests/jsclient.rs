@@ -35,7 +35,10 @@ fn node_suite(files: &[&str], vars: &[(&str, String)]) -> Command {
     );
     let mut command = Command::new("node");
     command
-        .args(["--test", "--test-reporter=spec"])
+        // A case that fails (or waits forever) must not leave node running:
+        // its clients' heartbeat timers would keep it alive, and this test
+        // would time out with none of node's output shown.
+        .args(["--test", "--test-reporter=spec", "--test-force-exit", "--test-timeout=120000"])
         .args(files.iter().map(|file| format!("test/{file}")))
         .current_dir(&dir)
         .stdin(Stdio::null())

@@ -10,6 +10,8 @@
 
 mod transport;
 
+use std::time::Duration;
+
 use axum::{
     extract::{
         Query, State, WebSocketUpgrade,
@@ -22,7 +24,7 @@ use courier_shared::{
     ClientError, ErrorCode,
     protocol::{self, ClientEvent, ClientFrame},
 };
-use futures::StreamExt;
+use futures::{StreamExt, stream::SplitStream};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -47,6 +49,8 @@ const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 /// Client events read ahead of the one being handled (acks are not queued).
 const EVENT_QUEUE: usize = 16;
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_REPLY_PATIENCE: Duration = Duration::from_secs(1);
 
 /// `GET /ws[?deviceId=…]`: the token and the device are checked (401, 403 or
 /// 409 with a JSON body) before the upgrade.
@@ -107,7 +111,12 @@ async fn run_connection(
         loop {
             let message = tokio::select! {
                 message = stream.next() => message,
-                () = reader.connection.session_ended() => break, // slow client, node stopping
+                () = reader.connection.session_ended() => {
+                    // Slow client, node stopping: the session sent its close frame.
+                    // (Boxed: the wait is not carried by every idle connection.)
+                    Box::pin(await_close_reply(&mut stream)).await;
+                    break;
+                }
             };
             let message = match message {
                 Some(Ok(message)) => message,
@@ -144,6 +153,22 @@ async fn run_connection(
     };
     tokio::join!(read, handle);
     Box::pin(connection.close()).await;
+}
+
+/// Reads, and drops, what the client still sends after the server's close
+/// frame, until the client's close frame answers it (or CLOSE_REPLY_PATIENCE
+/// passes). A socket closed with unread data in it is reset by the kernel,
+/// and a reset can reach the client before it has read the server's close
+/// frame: it would then see 1006 instead of the reason (1012: reconnect).
+async fn await_close_reply(stream: &mut SplitStream<WebSocket>) {
+    let until_close = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_REPLY_PATIENCE, until_close).await;
 }
 
 /// What the reader hands on, in the order the client sent it.
